@@ -1,0 +1,40 @@
+# hd fabric — `make run` starts the main job, `make test` runs every test.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DATA_DIR ?= data/node
+
+.PHONY: run test lint typecheck unit fuzz bench clean venv
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/python examples/handshake_demo.py
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests fuzz examples bench
+
+typecheck: $(STAMP)
+	$(BIN)/mypy --strict src/hd_protocol
+
+unit: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+test: lint typecheck unit
+
+fuzz: $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[fuzz]'
+	for h in fuzz/fuzz_*.py; do echo "== $$h"; $(BIN)/python $$h -max_total_time=$${FUZZ_SECONDS:-60} -atheris_runs=0 || exit 1; done
+
+bench: $(STAMP)
+	$(BIN)/python bench/bench_codec.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

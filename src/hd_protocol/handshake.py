@@ -1,0 +1,513 @@
+"""The four-frame handshake (SPEC 4) as two sans-IO machines.
+
+Dialer:   start() -> hello ; hello_ack -> NeedAdmission ; admit() -> auth ;
+          auth_result -> Established | Failed
+Acceptor: hello -> hello_ack ; auth -> NeedAdmission ; admit() -> auth_result +
+          Established | Failed
+
+Every frame is signed and every signature verified; the two ``auth`` frames are sealed
+with the keys derived from an ephemeral X25519 exchange bound to the transcript. The
+admission decision itself is the pure ``admission.admit``/``dialer_view``: the machine
+asks for it (``NeedAdmission``) because only the shell can read the store.
+Time only enters as ``now`` (ms); randomness only through the injected ``rng``.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from .admission import Decision
+from .envelope import (
+    Envelope,
+    decode_envelope,
+    encode_envelope,
+    make_envelope,
+    new_msg_id,
+    open_with,
+    seal_with,
+    sign_envelope,
+    signing_bytes,
+    verify_envelope,
+)
+from .errors import HandshakeError, LocalProtocolError, ProtocolError
+from .identity import Identity, Rng, b64decode_strict, b64encode, node_id_for
+from .limits import DEFAULT_LIMITS
+
+PROTO = "hd/1"
+HELLO_FIELDS = frozenset({"proto", "node_name", "public_key", "capabilities", "nonce", "eph"})
+HELLO_ACK_FIELDS = HELLO_FIELDS | {"echo"}
+REASONS = (
+    "pairing_required", "blocked", "key_mismatch", "wrong_node", "busy", "version",
+    "bad_handshake",
+)
+KDF_INFO = b"hd1 session keys"
+
+
+# --- outputs -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """Write this text frame to the link."""
+
+    wire: str
+
+
+@dataclass(frozen=True, slots=True)
+class PeerHello:
+    """The verified identity the other side presented."""
+
+    node_id: str
+    public_key: str
+    node_name: str
+    capabilities: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class NeedAdmission:
+    """Decide admission (``admission.admit`` / ``dialer_view``) and call ``machine.admit``."""
+
+    peer: PeerHello
+    token: str | None = None
+    attest: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HandshakeResult:
+    role: str
+    peer: PeerHello
+    level: str
+    key_tx: bytes = field(repr=False)
+    key_rx: bytes = field(repr=False)
+    transcript_hash: bytes = field(repr=False)
+    tx_seq: int = 1
+    rx_seq: int = 0
+    peer_level: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Established:
+    result: HandshakeResult
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    """The handshake is over without a session. ``remote``: the peer refused us."""
+
+    reason: str
+    message: str = ""
+    remote: bool = False
+
+
+Output = Send | NeedAdmission | Established | Failed
+
+
+class State(enum.Enum):
+    START = "start"
+    WAIT_HELLO = "wait_hello"
+    WAIT_HELLO_ACK = "wait_hello_ack"
+    WAIT_ADMISSION = "wait_admission"
+    WAIT_AUTH = "wait_auth"
+    WAIT_AUTH_RESULT = "wait_auth_result"
+    DONE = "done"
+    FAILED = "failed"
+
+
+# --- helpers -----------------------------------------------------------------------
+
+
+def _x25519_public(priv: X25519PrivateKey) -> str:
+    return b64encode(priv.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw))
+
+
+def transcript_hash(hello: Envelope, hello_ack: Envelope) -> bytes:
+    return hashlib.sha256(signing_bytes(hello) + signing_bytes(hello_ack)).digest()
+
+
+def derive_session_keys(
+    own_eph_seed: bytes, peer_eph: str, hello: Envelope, hello_ack: Envelope
+) -> tuple[bytes, bytes]:
+    """SPEC 4 key schedule -> (dialer->acceptor key, acceptor->dialer key)."""
+    priv = X25519PrivateKey.from_private_bytes(own_eph_seed)
+    peer = X25519PublicKey.from_public_bytes(b64decode_strict(peer_eph, 32, "eph"))
+    shared = priv.exchange(peer)  # cryptography raises ValueError on an all-zero result
+    okm = HKDF(
+        algorithm=hashes.SHA256(), length=64, salt=transcript_hash(hello, hello_ack),
+        info=KDF_INFO,
+    ).derive(shared)
+    return okm[:32], okm[32:]
+
+
+def _parse_hello(env: Envelope, fields: frozenset[str], max_caps: int) -> PeerHello:
+    """Shape and self-certification of hello / hello_ack (SPEC 4 checks)."""
+    d = env.data
+    if env.box is not None or env.seq is not None:
+        raise HandshakeError(message="hello frames are not sealed and carry no seq")
+    if set(d) != fields:
+        raise HandshakeError(message="hello fields do not match")
+    if d["proto"] != PROTO:
+        raise HandshakeError("version", "unsupported protocol")
+    name = d["node_name"]
+    if type(name) is not str or len(name) > 64:
+        raise HandshakeError(message="node_name must be a string of at most 64 chars")
+    caps = d["capabilities"]
+    if (
+        type(caps) is not list
+        or len(caps) > max_caps
+        or any(type(c) is not str or not 0 < len(c) <= 64 for c in caps)
+    ):
+        raise HandshakeError(message="capabilities must be at most 32 short strings")
+    b64decode_strict(d["nonce"], 32, "nonce")
+    b64decode_strict(d["eph"], 32, "eph")
+    try:
+        derived = node_id_for(d["public_key"])
+    except ProtocolError:
+        raise HandshakeError(message="public_key is not an Ed25519 key") from None
+    if env.src != derived:
+        raise HandshakeError(message="src is not the node id of public_key")
+    if not verify_envelope(env, d["public_key"]):
+        raise HandshakeError(message="signature does not verify")
+    return PeerHello(env.src, d["public_key"], name, tuple(caps))
+
+
+class _Machine:
+    """What dialer and acceptor share: identity, deadline, failure and decoding."""
+
+    role = ""
+
+    def __init__(
+        self,
+        identity: Identity,
+        *,
+        rng: Rng,
+        now: int,
+        node_name: str = "",
+        capabilities: tuple[str, ...] | list[str] = (),
+        timeout_ms: int = DEFAULT_LIMITS.handshake_timeout_ms,
+        max_capabilities: int = DEFAULT_LIMITS.capabilities,
+        max_bytes: int = DEFAULT_LIMITS.max_envelope_bytes,
+    ) -> None:
+        if len(node_name) > 64:
+            raise LocalProtocolError("bad_field", "node_name is at most 64 chars")
+        self.identity = identity
+        self.rng = rng
+        self.node_name = node_name
+        self.capabilities = list(capabilities)
+        self.deadline = now + timeout_ms
+        self.max_caps = max_capabilities
+        self.max_bytes = max_bytes
+        self.state = State.START
+        self.failure: Failed | None = None
+        self.result: HandshakeResult | None = None
+        self.peer: PeerHello | None = None
+        self._nonce = b64encode(rng(32))
+        self._eph_seed = rng(32)
+        self._eph = X25519PrivateKey.from_private_bytes(self._eph_seed)
+        self._tx: ChaCha20Poly1305 | None = None
+        self._rx: ChaCha20Poly1305 | None = None
+        self._keys: tuple[bytes, bytes] = (b"", b"")
+        self._th = b""
+
+    # public surface ---------------------------------------------------------------
+
+    @property
+    def done(self) -> bool:
+        return self.state in (State.DONE, State.FAILED)
+
+    def next_deadline(self) -> int | None:
+        return None if self.done else self.deadline
+
+    def on_timer(self, now: int) -> list[Output]:
+        if not self.done and now >= self.deadline:
+            return self._fail("timeout", "handshake did not finish in time", send=False)
+        return []
+
+    def receive(self, frame: str | bytes | Envelope, now: int) -> list[Output]:
+        """Feed one inbound frame. Any protocol violation ends in ``Failed``."""
+        if self.done:
+            return []
+        if now >= self.deadline:
+            return self._fail("timeout", "handshake did not finish in time", send=False)
+        try:
+            env = frame if isinstance(frame, Envelope) else decode_envelope(
+                frame, max_bytes=self.max_bytes
+            )
+            return self._on_envelope(env, now)
+        except ProtocolError as exc:
+            reason = exc.code if exc.code in REASONS else "bad_handshake"
+            return self._fail(reason, exc.message)
+
+    # internals ----------------------------------------------------------------------
+
+    def _on_envelope(self, env: Envelope, now: int) -> list[Output]:
+        raise NotImplementedError
+
+    def _fail(self, reason: str, message: str, *, send: bool = True) -> list[Output]:
+        out: list[Output] = []
+        if send and self._can_send_auth_result():
+            out.append(Send(self._auth_result(False, None, reason, self._last_now)))
+        self.state = State.FAILED
+        self.failure = Failed(reason, message)
+        out.append(self.failure)
+        return out
+
+    _last_now = 0
+
+    def _can_send_auth_result(self) -> bool:
+        return False
+
+    def _auth_result(self, ok: bool, level: str | None, reason: str | None, now: int) -> str:
+        raise NotImplementedError
+
+    def _hello_data(self) -> dict[str, Any]:
+        return {
+            "proto": PROTO, "node_name": self.node_name, "public_key": self.identity.public_key,
+            "capabilities": list(self.capabilities), "nonce": self._nonce,
+            "eph": _x25519_public(self._eph),
+        }
+
+    def _signed(self, env: Envelope) -> str:
+        return encode_envelope(sign_envelope(env, self.identity))
+
+    def _derive(self, hello: Envelope, hello_ack: Envelope, peer_eph: str) -> None:
+        try:
+            d2a, a2d = derive_session_keys(self._eph_seed, peer_eph, hello, hello_ack)
+        except ValueError:
+            raise HandshakeError(message="ephemeral key exchange failed") from None
+        self._th = transcript_hash(hello, hello_ack)
+        if self.role == "dialer":
+            self._keys = (d2a, a2d)
+        else:
+            self._keys = (a2d, d2a)
+        self._tx = ChaCha20Poly1305(self._keys[0])
+        self._rx = ChaCha20Poly1305(self._keys[1])
+
+    def _open_sealed(self, env: Envelope, expected_type: str, peer: PeerHello) -> dict[str, Any]:
+        if env.type != expected_type:
+            raise HandshakeError(message=f"expected {expected_type}, got {env.type}")
+        if env.src != peer.node_id:
+            raise HandshakeError(message="src changed during the handshake")
+        if env.dst != self.identity.node_id:
+            raise HandshakeError("wrong_node", "frame is addressed to another node")
+        if env.seq != 0 or env.box is None:
+            raise HandshakeError(message=f"{expected_type} must be sealed with seq 0")
+        if not verify_envelope(env, peer.public_key):
+            raise HandshakeError(message="signature does not verify")
+        assert self._rx is not None
+        try:
+            return open_with(self._rx, env)
+        except ProtocolError:
+            raise HandshakeError(message="box does not open") from None
+
+    def _established(self, level: str, peer_level: str | None) -> Established:
+        assert self.peer is not None
+        self.state = State.DONE
+        self.result = HandshakeResult(
+            role=self.role, peer=self.peer, level=level, key_tx=self._keys[0],
+            key_rx=self._keys[1], transcript_hash=self._th, peer_level=peer_level,
+        )
+        return Established(self.result)
+
+
+class Dialer(_Machine):
+    """The side that opened the link. Pins ``expected_node_id`` when it knows whom it dials."""
+
+    role = "dialer"
+
+    def __init__(
+        self,
+        identity: Identity,
+        *,
+        rng: Rng,
+        now: int,
+        expected_node_id: str | None = None,
+        token: str | None = None,
+        attest: dict[str, Any] | None = None,
+        **kw: Any,
+    ) -> None:
+        super().__init__(identity, rng=rng, now=now, **kw)
+        if expected_node_id == identity.node_id:
+            raise LocalProtocolError("wrong_node", "a node cannot dial itself")
+        self.expected_node_id = expected_node_id
+        self.token = token
+        self.attest = attest
+        self._hello: Envelope | None = None
+        self._hello_ack: Envelope | None = None
+        self._auth_msg_id = ""
+        self._level = ""
+
+    def start(self, now: int) -> list[Output]:
+        if self.state is not State.START:
+            raise LocalProtocolError("state", "start() is called once")
+        self._hello = sign_envelope(
+            make_envelope(
+                "hello", msg_id=new_msg_id(self.rng), src=self.identity.node_id,
+                dst=self.expected_node_id, ts=now, data=self._hello_data(),
+            ),
+            self.identity,
+        )
+        self.state = State.WAIT_HELLO_ACK
+        return [Send(encode_envelope(self._hello))]
+
+    def admit(self, decision: Decision, now: int) -> list[Output]:
+        """Continue with our own view of the acceptor (``admission.dialer_view``)."""
+        if self.state is not State.WAIT_ADMISSION:
+            raise LocalProtocolError("state", "no admission is pending")
+        if not decision.ok:
+            return self._fail(decision.reason or "pairing_required", "we refused the peer",
+                              send=False)
+        assert decision.level is not None and self._hello_ack is not None
+        self._level = decision.level
+        env = make_envelope(
+            "auth", msg_id=new_msg_id(self.rng), re=self._hello_ack.msg_id,
+            src=self.identity.node_id, dst=self._hello_ack.src, ts=now, seq=0,
+        )
+        assert self._tx is not None
+        payload = {"echo": self._hello_ack.data["nonce"], "token": self.token,
+                   "attest": self.attest}
+        self._auth_msg_id = env.msg_id
+        self.state = State.WAIT_AUTH_RESULT
+        return [Send(self._signed(seal_with(self._tx, env, payload)))]
+
+    def _on_envelope(self, env: Envelope, now: int) -> list[Output]:
+        self._last_now = now
+        if self.state is State.WAIT_HELLO_ACK:
+            return self._on_hello_ack(env)
+        if self.state is State.WAIT_AUTH_RESULT:
+            return self._on_auth_result(env)
+        raise HandshakeError(message=f"unexpected {env.type} in state {self.state.value}")
+
+    def _on_hello_ack(self, env: Envelope) -> list[Output]:
+        assert self._hello is not None
+        if env.type != "hello_ack":
+            raise HandshakeError(message=f"expected hello_ack, got {env.type}")
+        peer = _parse_hello(env, HELLO_ACK_FIELDS, self.max_caps)
+        if env.re != self._hello.msg_id:
+            raise HandshakeError(message="hello_ack does not answer our hello")
+        if env.dst != self.identity.node_id:
+            raise HandshakeError("wrong_node", "hello_ack is addressed to another node")
+        if env.data["echo"] != self._nonce:
+            raise HandshakeError(message="echo does not match our nonce")
+        if peer.node_id == self.identity.node_id:
+            raise HandshakeError("wrong_node", "dialled ourselves")
+        if self.expected_node_id is not None and peer.node_id != self.expected_node_id:
+            raise HandshakeError("wrong_node", "another node answered at that address")
+        self._derive(self._hello, env, env.data["eph"])
+        self._hello_ack = env
+        self.peer = peer
+        self.state = State.WAIT_ADMISSION
+        return [NeedAdmission(peer)]
+
+    def _on_auth_result(self, env: Envelope) -> list[Output]:
+        assert self.peer is not None
+        payload = self._open_sealed(env, "auth_result", self.peer)
+        if env.re != self._auth_msg_id:
+            raise HandshakeError(message="auth_result does not answer our auth")
+        if set(payload) != {"ok", "level", "reason"} or type(payload["ok"]) is not bool:
+            raise HandshakeError(message="auth_result payload is malformed")
+        if not payload["ok"]:
+            reason = payload["reason"] if payload["reason"] in REASONS else "bad_handshake"
+            self.state = State.FAILED
+            self.failure = Failed(reason, "the peer refused us", remote=True)
+            return [self.failure]
+        if payload["level"] not in ("trusted", "guest"):
+            raise HandshakeError(message="auth_result level is not trusted or guest")
+        return [self._established(self._level, payload["level"])]
+
+
+class Acceptor(_Machine):
+    """The side that accepted the link."""
+
+    role = "acceptor"
+
+    def __init__(self, identity: Identity, *, rng: Rng, now: int, **kw: Any) -> None:
+        super().__init__(identity, rng=rng, now=now, **kw)
+        self.state = State.WAIT_HELLO
+        self._hello: Envelope | None = None
+        self._ack_msg_id = ""
+        self._auth: Envelope | None = None
+
+    def admit(self, decision: Decision, now: int) -> list[Output]:
+        """Answer the dialer with the admission decision (``admission.admit``)."""
+        if self.state is not State.WAIT_ADMISSION:
+            raise LocalProtocolError("state", "no admission is pending")
+        self._last_now = now
+        if not decision.ok:
+            return self._fail(decision.reason or "pairing_required", "admission refused")
+        assert decision.level is not None
+        wire = self._auth_result(True, decision.level, None, now)
+        return [Send(wire), self._established(decision.level, None)]
+
+    def _can_send_auth_result(self) -> bool:
+        return self._tx is not None and self._auth is not None
+
+    def _auth_result(self, ok: bool, level: str | None, reason: str | None, now: int) -> str:
+        assert self._tx is not None and self._auth is not None and self._hello is not None
+        env = make_envelope(
+            "auth_result", msg_id=new_msg_id(self.rng), re=self._auth.msg_id,
+            src=self.identity.node_id, dst=self._hello.src, ts=now, seq=0,
+        )
+        payload = {"ok": ok, "level": level, "reason": reason}
+        return self._signed(seal_with(self._tx, env, payload))
+
+    def _on_envelope(self, env: Envelope, now: int) -> list[Output]:
+        self._last_now = now
+        if self.state is State.WAIT_HELLO:
+            return self._on_hello(env, now)
+        if self.state is State.WAIT_AUTH:
+            return self._on_auth(env)
+        raise HandshakeError(message=f"unexpected {env.type} in state {self.state.value}")
+
+    def _on_hello(self, env: Envelope, now: int) -> list[Output]:
+        if env.type != "hello":
+            raise HandshakeError(message=f"expected hello, got {env.type}")
+        if env.re is not None:
+            raise HandshakeError(message="hello answers nothing")
+        if env.dst is not None and env.dst != self.identity.node_id:
+            raise HandshakeError("wrong_node", "hello is addressed to another node")
+        peer = _parse_hello(env, HELLO_FIELDS, self.max_caps)
+        if peer.node_id == self.identity.node_id:
+            raise HandshakeError("wrong_node", "a node cannot dial itself")
+        data = self._hello_data()
+        data["echo"] = env.data["nonce"]
+        ack = sign_envelope(
+            make_envelope(
+                "hello_ack", msg_id=new_msg_id(self.rng), re=env.msg_id,
+                src=self.identity.node_id, dst=env.src, ts=now, data=data,
+            ),
+            self.identity,
+        )
+        self._derive(env, ack, env.data["eph"])
+        self._hello = env
+        self._ack_msg_id = ack.msg_id
+        self.peer = peer
+        self.state = State.WAIT_AUTH
+        return [Send(encode_envelope(ack))]
+
+    def _on_auth(self, env: Envelope) -> list[Output]:
+        assert self.peer is not None
+        payload = self._open_sealed(env, "auth", self.peer)
+        self._auth = env  # keys exist: from here a refusal can be told to the dialer
+        if env.re != self._ack_msg_id:
+            raise HandshakeError(message="auth does not answer our hello_ack")
+        if set(payload) != {"echo", "token", "attest"}:
+            raise HandshakeError(message="auth payload is malformed")
+        if payload["echo"] != self._nonce:
+            raise HandshakeError(message="echo does not match our nonce")
+        token = payload["token"]
+        attest = payload["attest"]
+        if token is not None and (type(token) is not str or len(token) > 256):
+            raise HandshakeError(message="token must be null or a short string")
+        if attest is not None and type(attest) is not dict:
+            raise HandshakeError(message="attest must be null or an object")
+        self.state = State.WAIT_ADMISSION
+        return [NeedAdmission(self.peer, token, attest)]
