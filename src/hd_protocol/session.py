@@ -180,15 +180,25 @@ class Session:
     # --- outbound ---------------------------------------------------------------------
 
     def send(
-        self, type: str, data: dict[str, Any], now: int, *, re: str | None = None
+        self,
+        type: str,
+        data: dict[str, Any],
+        now: int,
+        *,
+        re: str | None = None,
+        msg_id: str | None = None,
     ) -> tuple[str, list[Output]]:
-        """Seal, sign and encode one envelope. Returns (msg_id, [Send])."""
+        """Seal, sign and encode one envelope. Returns (msg_id, [Send]).
+
+        ``msg_id`` may be given when the id is part of the feature's state (a chat
+        message's id is the msg_id of its ``peer_chat`` envelope, SPEC 6.2).
+        """
         if self.closed is not None:
             raise LocalProtocolError("closed", "the session is closed")
         if type in HANDSHAKE_TYPES:
             raise LocalProtocolError("bad_type", "handshake types are not session messages")
         env = make_envelope(
-            type, msg_id=new_msg_id(self.rng), re=re, src=self.identity.node_id,
+            type, msg_id=msg_id or new_msg_id(self.rng), re=re, src=self.identity.node_id,
             dst=self.peer_id, ts=now, seq=self.tx_seq,
         )
         sealed = seal_with(self._tx, env, data)

@@ -17,7 +17,7 @@ from .envelope import wire_size
 from .errors import CanonicalError, ProtocolError
 from .limits import DEFAULT_LIMITS
 
-NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}\Z")  # \Z: "$" would admit a trailing newline
 
 # SPEC 9: what a tab may send, per channel.
 CLIENT_EVENTS: dict[str, frozenset[str]] = {
@@ -90,3 +90,59 @@ def decode_ws_frame(
         if event not in events:
             raise ProtocolError("unknown_event", f"no event {event} on {channel}")
     return WsFrame(channel, event, data)
+
+
+# --- command payloads (SPEC 9): field -> (types, required) ---------------------------
+
+_S = (str,)
+_OS = (str, type(None))
+_B = (bool,)
+_OB = (bool, type(None))
+_I = (int,)
+_OI = (int, type(None))
+
+COMMAND_FIELDS: dict[tuple[str, str], dict[str, tuple[tuple[type, ...], bool]]] = {
+    ("network", "connect"): {"address": (_S, True), "node_id": (_OS, False)},
+    ("network", "disconnect"): {"node_id": (_S, True)},
+    ("network", "invite_create"): {"ttl": (_OI, False)},
+    ("network", "invite_revoke"): {"token_id": (_S, True)},
+    ("network", "pair_redeem"): {"invite": (_S, True)},
+    ("network", "set_trust"): {"node_id": (_S, True), "trusted": (_B, True),
+                               "blocked": (_OB, False)},
+    ("network", "bench"): {"node_id": (_S, True), "count": (_OI, False), "size": (_OI, False)},
+    ("collab", "join"): {"paneKey": (_S, True)},
+    ("collab", "leave"): {"paneKey": (_S, True)},
+    ("collab", "op"): {"paneKey": (_S, True), "baseRev": (_I, True), "text": (_S, True)},
+    ("collab", "share"): {"paneKey": (_S, True), "node_id": (_S, True)},
+    ("collab", "unshare"): {"paneKey": (_S, True), "node_id": (_S, True)},
+    ("peerchat", "open"): {"node_id": (_S, True)},
+    ("peerchat", "send"): {"node_id": (_S, True), "text": (_S, True)},
+    ("peerchat", "read"): {"node_id": (_S, True)},
+    ("peerchat", "close"): {"node_id": (_S, True)},
+}
+MAX_FIELD_CHARS = 1024 * 1024
+
+
+def check_command(frame: WsFrame) -> dict[str, Any]:
+    """The command's fields with their types checked (``bad_request`` otherwise).
+
+    Unknown extra fields are ignored except ``req``, an optional client correlation
+    id (string ≤ 64 chars) that the node echoes in its direct answer.
+    """
+    spec = COMMAND_FIELDS.get((frame.channel, frame.event), {})
+    out: dict[str, Any] = {}
+    for name, (types, required) in spec.items():
+        if name not in frame.data:
+            if required:
+                raise ProtocolError("bad_request", f"{frame.event} needs {name}")
+            continue
+        value = frame.data[name]
+        if type(value) not in types:
+            raise ProtocolError("bad_request", f"{name} has the wrong type")
+        out[name] = value
+    req = frame.data.get("req")
+    if req is not None:
+        if type(req) is not str or len(req) > 64:
+            raise ProtocolError("bad_request", "req must be a string of at most 64 chars")
+        out["req"] = req
+    return out

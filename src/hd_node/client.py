@@ -1,0 +1,145 @@
+"""A small Python client for a node's ``/ws`` — drive a node like a browser tab.
+
+    async with NodeClient.open(ws_url, token) as tab:
+        peers = await tab.request("network", "list_peers")
+        await tab.send("network", "invite_create")
+        inv = await tab.wait_for("network", "invite")
+
+Every wait has a deadline (``timeout``, default 10 s) and raises ``trio.TooSlowError``.
+Events are kept (bounded) so a waiter sees events that arrived before it started.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import trio
+import trio_websocket
+
+from .links import split_ws_url
+
+Event = dict[str, Any]
+HISTORY = 10_000
+
+
+class NodeError(Exception):
+    """The node answered a request with an ``error`` event."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+class NodeClient:
+    def __init__(self, ws: trio_websocket.WebSocketConnection) -> None:
+        self._ws = ws
+        self.events: deque[Event] = deque(maxlen=HISTORY)
+        self._changed = trio.Event()
+        self._closed = False
+        self._ids = itertools.count(1)
+        self.hello: Event | None = None
+
+    @classmethod
+    @asynccontextmanager
+    async def open(
+        cls, ws_url: str, token: str, *, origin: str | None = None, timeout: float = 10.0
+    ) -> AsyncIterator[NodeClient]:
+        host, port, path = split_ws_url(ws_url)
+        sep = "&" if "?" in path else "?"
+        path = f"{path}{sep}token={token}"
+        headers = [(b"Origin", origin.encode())] if origin else []
+        async with trio.open_nursery() as n:
+            with trio.fail_after(timeout):
+                stream = await trio.open_tcp_stream(host, port)
+            try:
+                with trio.fail_after(timeout):
+                    ws = await trio_websocket.wrap_client_stream(
+                        n, stream, host, path, extra_headers=headers,
+                        max_message_size=16 * 1024 * 1024,
+                    )
+                client = cls(ws)
+                n.start_soon(client._pump)
+                client.hello = await client.wait_for("system", "hello", timeout=timeout)
+                try:
+                    yield client
+                finally:
+                    with trio.CancelScope(shield=True), trio.move_on_after(2):
+                        await ws.aclose()
+                    n.cancel_scope.cancel()
+            finally:
+                await stream.aclose()
+
+    async def _pump(self) -> None:
+        try:
+            while True:
+                text = await self._ws.get_message()
+                try:
+                    ev = json.loads(text)
+                except ValueError:
+                    continue
+                self.events.append(ev)
+                self._changed.set()
+                self._changed = trio.Event()
+        except (trio_websocket.ConnectionClosed, trio.BrokenResourceError,
+                trio.ClosedResourceError):
+            self._closed = True
+            self._changed.set()
+
+    async def send(self, channel: str, event: str, data: dict[str, Any] | None = None) -> None:
+        await self._ws.send_message(json.dumps({"channel": channel, "event": event,
+                                                "data": data or {}}))
+
+    async def send_raw(self, text: str | bytes) -> None:
+        await self._ws.send_message(text)
+
+    async def wait_for(
+        self,
+        channel: str,
+        event: str | None = None,
+        pred: Callable[[dict[str, Any]], bool] | None = None,
+        *,
+        timeout: float = 10.0,
+        since: int = 0,
+    ) -> Event:
+        """The first event (at history index ≥ ``since``) on ``channel`` (and ``event``)
+        whose data satisfies ``pred``."""
+        with trio.fail_after(timeout):
+            while True:
+                for ev in list(self.events)[since:]:
+                    if ev.get("channel") != channel:
+                        continue
+                    if event is not None and ev.get("event") != event:
+                        continue
+                    if pred is None or pred(ev.get("data") or {}):
+                        return ev
+                if self._closed:
+                    raise trio.ClosedResourceError("the node closed the socket")
+                await self._changed.wait()
+
+    def mark(self) -> int:
+        """A position in the history; pass as ``since`` to see only newer events."""
+        return len(self.events)
+
+    async def request(
+        self, channel: str, event: str, data: dict[str, Any] | None = None, *,
+        timeout: float = 10.0,
+    ) -> dict[str, Any]:
+        """Send a command and return the data of the node's direct answer (matched by a
+        ``req`` id); an ``error`` answer raises ``NodeError``."""
+        req = f"r{next(self._ids)}"
+        body = dict(data or {})
+        body["req"] = req
+        start = self.mark()
+        await self.send(channel, event, body)
+        ev = await self.wait_for(channel, None, lambda d: d.get("req") == req,
+                                 timeout=timeout, since=start)
+        if ev.get("event") == "error":
+            d = ev["data"]
+            raise NodeError(d.get("code", "error"), d.get("message", ""))
+        return dict(ev.get("data") or {})

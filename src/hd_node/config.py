@@ -1,0 +1,130 @@
+"""Node settings (SPEC 10): config file (TOML) < environment < command line.
+
+Names follow the spec's ``network.*`` keys. No default ever reaches a public server.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+TRUST_MODES = ("manual", "open-lan", "directory")
+
+
+class ConfigError(Exception):
+    """A setting is missing or invalid; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path
+    node_name: str = ""
+    ui_host: str = "127.0.0.1"
+    ui_port: int = 8765
+    peer_host: str = "0.0.0.0"  # noqa: S104 - the peer listener is meant to be reachable
+    peer_port: int = 8766
+    advertise: str = ""
+    trust_mode: str = "manual"
+    directory_key: str = ""
+    enable_direct: bool = True
+    allow_loopback_candidates: bool = False
+    handshake_timeout_s: float = 10.0
+    log_level: str = "INFO"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def check(self) -> Settings:
+        if self.trust_mode not in TRUST_MODES:
+            raise ConfigError(f"trustMode must be one of {', '.join(TRUST_MODES)}")
+        if len(self.node_name) > 64:
+            raise ConfigError("nodeName is at most 64 characters")
+        for name in ("ui_port", "peer_port"):
+            port = getattr(self, name)
+            if not 0 <= port <= 65535:
+                raise ConfigError(f"{name} must be 0..65535")
+        if self.advertise and not self.advertise.startswith(("ws://", "wss://")):
+            raise ConfigError("advertise must be a ws:// or wss:// URL of /peer-ws")
+        return self
+
+
+# file key (network.*) -> Settings attribute
+_FILE_KEYS = {
+    "nodeName": "node_name",
+    "trustMode": "trust_mode",
+    "directoryKey": "directory_key",
+    "advertisedAddress": "advertise",
+    "enableDirect": "enable_direct",
+    "uiHost": "ui_host",
+    "uiPort": "ui_port",
+    "peerHost": "peer_host",
+    "peerPort": "peer_port",
+    "allowLoopbackCandidates": "allow_loopback_candidates",
+    "handshakeTimeout": "handshake_timeout_s",
+}
+_ENV_KEYS = {
+    "HD_NODE_NAME": "node_name",
+    "HD_TRUST_MODE": "trust_mode",
+    "HD_ADVERTISE": "advertise",
+    "HD_UI_HOST": "ui_host",
+    "HD_UI_PORT": "ui_port",
+    "HD_PEER_HOST": "peer_host",
+    "HD_PEER_PORT": "peer_port",
+}
+
+
+def _coerce(name: str, value: Any) -> Any:
+    types = {f.name: f.type for f in fields(Settings)}
+    t = types[name]
+    try:
+        if t in ("int", int):
+            return int(value)
+        if t in ("float", float):
+            return float(value)
+        if t in ("bool", bool):
+            if isinstance(value, bool):
+                return value
+            return str(value).lower() in ("1", "true", "yes", "on")
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name}: {value!r} is not a valid {t}") from None
+    return str(value)
+
+
+def load_settings(
+    data_dir: str | None,
+    *,
+    config_file: str | None = None,
+    cli: dict[str, Any] | None = None,
+    environ: dict[str, str] | None = None,
+) -> Settings:
+    env = os.environ if environ is None else environ
+    dd = data_dir or env.get("HD_DATA_DIR")
+    if not dd:
+        raise ConfigError("no data directory: pass --data-dir or set HD_DATA_DIR")
+    s = Settings(data_dir=Path(dd).expanduser().resolve())
+    updates: dict[str, Any] = {}
+    if config_file:
+        try:
+            with open(config_file, "rb") as f:
+                doc = tomllib.load(f)
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read config file {config_file}: {exc}") from None
+        net = doc.get("network", {})
+        if not isinstance(net, dict):
+            raise ConfigError("[network] must be a table")
+        for key, value in net.items():
+            attr = _FILE_KEYS.get(key)
+            if attr is None:
+                extra = dict(s.extra)
+                extra[key] = value
+                s = replace(s, extra=extra)
+                continue
+            updates[attr] = _coerce(attr, value)
+    for key, attr in _ENV_KEYS.items():
+        if key in env:
+            updates[attr] = _coerce(attr, env[key])
+    for attr, value in (cli or {}).items():
+        if value is not None:
+            updates[attr] = _coerce(attr, value)
+    return replace(s, **updates).check()

@@ -1,0 +1,674 @@
+"""The process-global PeerHub (SPEC 9): sessions by peer id, tabs as subscribers.
+
+One hub per node. Every tab subscribes to it; a second tab adds a subscriber, never a
+second peer connection. The hub dials and accepts links, runs the handshake machines,
+asks hd_protocol.admission for every decision, keeps exactly one session per peer
+(SPEC 4 tie-break) and reconnects to trusted peers with backoff (SPEC 5).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+
+from hd_protocol import (
+    Acceptor,
+    Decision,
+    Dialer,
+    Identity,
+    Policy,
+    Presented,
+    ProtocolError,
+    Session,
+    admit,
+    decode_invite,
+    dialer_view,
+    encode_invite,
+    hash_token,
+    invite_expired,
+    keep_new_session,
+    new_token,
+    reconnect_delay_ms,
+    sort_candidates,
+)
+from hd_protocol import handshake as hs
+from hd_protocol import session as ss
+from hd_protocol.admission import reject
+from hd_protocol.limits import Limits
+from hd_protocol.presence import merge_addrs, parse_presence, presence_data
+
+from .addresses import own_candidates
+from .config import Settings
+from .links import LinkClosed, open_client_link
+from .metrics import NodeMetrics
+from .peerconn import HandshakeFailed, Link, PeerConn, now_ms, run_handshake
+from .store import NodeStore
+
+log = logging.getLogger("hd_node.hub")
+
+TAB_QUEUE = 512
+
+
+class HubError(Exception):
+    """A request to the hub failed; ``code`` goes to the tab or CLI."""
+
+    def __init__(self, code: str, message: str = "") -> None:
+        super().__init__(f"{code}: {message}" if message else code)
+        self.code = code
+        self.message = message or code
+
+
+@dataclass(eq=False)
+class Tab:
+    """One subscriber (a browser tab or a script) with a bounded outbound queue."""
+
+    send: trio.MemorySendChannel[tuple[str, str, dict[str, Any]]]
+    overflowed: bool = False
+    chats_open: set[str] = field(default_factory=set)
+
+    def push(self, channel: str, event: str, data: dict[str, Any]) -> None:
+        if self.overflowed:
+            return
+        try:
+            self.send.send_nowait((channel, event, data))
+        except trio.WouldBlock:
+            # A tab that cannot keep up is cut loose (it reconnects and re-reads state)
+            # rather than letting one slow browser stall the hub for everyone.
+            self.overflowed = True
+            self.send.close()
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            self.overflowed = True
+
+
+def _rng(n: int) -> bytes:
+    return os.urandom(n)
+
+
+class PeerHub:
+    def __init__(
+        self,
+        identity: Identity,
+        settings: Settings,
+        store: NodeStore,
+        metrics: NodeMetrics,
+        *,
+        limits: Limits,
+        rng: Callable[[int], bytes] = _rng,
+    ) -> None:
+        self.identity = identity
+        self.settings = settings
+        self.store = store
+        self.metrics = metrics
+        self.limits = limits
+        self.rng = rng
+        self.node_name = settings.node_name or f"node-{identity.node_id[:6]}"
+        self.capabilities = ["collab", "peerchat"]
+        self.policy = Policy(trust_mode=settings.trust_mode,
+                             directory_key=settings.directory_key or None)
+        self.sessions: dict[str, PeerConn] = {}
+        self.tabs: set[Tab] = set()
+        self.handshakes_in_flight = 0
+        self.guest_admissions: set[tuple[str, str]] = set()
+        self.peer_url = ""
+        self.candidates: list[dict[str, Any]] = []
+        self._nursery: trio.Nursery | None = None
+        self._reconnecting: set[str] = set()
+        self._manual_disconnect: set[str] = set()
+        self.shutting_down = False
+
+    # --- lifecycle --------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as n:
+            self._nursery = n
+            for peer in self.store.list_peers():
+                if peer.trusted and not peer.blocked and peer.addrs:
+                    self._start_reconnect(peer.node_id, immediate=True)
+            task_status.started()
+            await trio.sleep_forever()
+
+    def set_peer_url(self, url: str, bound_host: str) -> None:
+        self.peer_url = url
+        self.candidates = own_candidates(self.settings, url, bound_host)
+
+    async def shutdown(self) -> None:
+        """Graceful: ``bye`` to every peer, then stop (SIGINT/SIGTERM)."""
+        self.shutting_down = True
+        with trio.move_on_after(3):
+            async with trio.open_nursery() as n:
+                for conn in list(self.sessions.values()):
+                    n.start_soon(conn.close, "shutdown")
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
+
+    # --- tabs -------------------------------------------------------------------------
+
+    def subscribe(self) -> tuple[Tab, trio.MemoryReceiveChannel[tuple[str, str, dict[str, Any]]]]:
+        send, recv = trio.open_memory_channel[tuple[str, str, dict[str, Any]]](TAB_QUEUE)
+        tab = Tab(send)
+        self.tabs.add(tab)
+        self.metrics.tabs.set(len(self.tabs))
+        return tab, recv
+
+    def unsubscribe(self, tab: Tab) -> None:
+        self.tabs.discard(tab)
+        tab.send.close()
+        self.metrics.tabs.set(len(self.tabs))
+
+    def publish(self, channel: str, event: str, data: dict[str, Any]) -> None:
+        for tab in list(self.tabs):
+            tab.push(channel, event, data)
+
+    # --- views ------------------------------------------------------------------------
+
+    def self_info(self) -> dict[str, Any]:
+        return {
+            "node_id": self.identity.node_id, "public_key": self.identity.public_key,
+            "node_name": self.node_name, "peer_url": self.peer_url,
+            "addrs": [c["url"] for c in self.candidates], "trust_mode": self.policy.trust_mode,
+        }
+
+    def peer_info(self, node_id: str) -> dict[str, Any]:
+        stored = self.store.get_peer(node_id)
+        conn = self.sessions.get(node_id)
+        if conn is not None:
+            s = conn.session
+            return {
+                "node_id": node_id, "node_name": s.peer_name, "public_key": s.peer_key,
+                "level": s.level, "transport": s.link, "address": conn.url or conn.link.remote_addr,
+                "status": "connected", "last_seen": s.last_seen,
+                "capabilities": list(s.peer_capabilities), "rtt_ms": conn.rtt_ms,
+            }
+        if stored is None:
+            return {"node_id": node_id, "node_name": "", "public_key": "", "level": None,
+                    "transport": None, "address": None, "status": "unknown", "last_seen": 0,
+                    "capabilities": [], "rtt_ms": None}
+        return {
+            "node_id": node_id, "node_name": stored.node_name, "public_key": stored.public_key,
+            "level": "trusted" if stored.trusted else None, "transport": None,
+            "address": stored.addrs[0] if stored.addrs else None,
+            "status": "blocked" if stored.blocked else "offline",
+            "last_seen": stored.last_seen, "capabilities": stored.capabilities, "rtt_ms": None,
+        }
+
+    def list_peers(self) -> list[dict[str, Any]]:
+        ids = {p.node_id for p in self.store.list_peers()} | set(self.sessions)
+        return [self.peer_info(i) for i in sorted(ids)]
+
+    def _peer_update(self, node_id: str) -> None:
+        self.publish("network", "peer_update", {"peer": self.peer_info(node_id)})
+
+    # --- invites ----------------------------------------------------------------------
+
+    def create_invite(self, ttl_ms: int | None = None) -> dict[str, Any]:
+        if not self.candidates:
+            raise HubError("no_address", "the peer listener has no address to advertise")
+        ttl = self.limits.invite_ttl_ms if ttl_ms is None else ttl_ms
+        if not 1_000 <= ttl <= 30 * 24 * 3600 * 1000:
+            raise HubError("bad_request", "ttl must be between 1 s and 30 days")
+        now = now_ms()
+        token = new_token(self.rng)
+        exp = now + ttl
+        inv = self.store.add_invite(hash_token(token), created_at=now, exp=exp)
+        text = encode_invite(addrs=self.candidates, exp=exp, node_id=self.identity.node_id,
+                             public_key=self.identity.public_key, token=token)
+        log.info("invite created token_id=%s expires=%d", inv.token_id, exp)
+        return {"invite": text, "expires": exp, "token_id": inv.token_id}
+
+    def list_invites(self) -> list[dict[str, Any]]:
+        now = now_ms()
+        return [
+            {"token_id": i.token_id, "created_at": i.created_at, "expires": i.exp,
+             "redeemed_by": i.redeemed_by, "revoked": i.revoked, "expired": i.exp <= now}
+            for i in self.store.list_invites()
+        ]
+
+    def revoke_invite(self, token_id: str) -> None:
+        if not self.store.revoke_invite(token_id):
+            raise HubError("not_found", "no such invite")
+        log.info("invite revoked token_id=%s", token_id)
+
+    async def pair_redeem(self, invite_text: str) -> dict[str, Any]:
+        """Redeem an invite: dial its candidates pinning its id and key (SPEC 4.2)."""
+        try:
+            inv = decode_invite(invite_text)
+        except ProtocolError as exc:
+            raise HubError("bad_invite", exc.message) from None
+        if invite_expired(inv, now_ms()):
+            raise HubError("expired", "the invite has expired")
+        if inv["node_id"] == self.identity.node_id:
+            raise HubError("wrong_node", "this invite is our own")
+        stored = self.store.get_peer(inv["node_id"])
+        if stored is not None and stored.public_key != inv["public_key"]:
+            raise HubError("key_mismatch", "we know that node id with another key")
+        urls = [c["url"] for c in sort_candidates(inv["addrs"])]
+        conn = await self.dial_any(
+            urls, expected_node_id=inv["node_id"], expected_key=inv["public_key"],
+            token=inv["token"], invite_pinned=True,
+        )
+        return self.peer_info(conn.peer_id)
+
+    # --- dialling ---------------------------------------------------------------------
+
+    async def dial_any(
+        self,
+        urls: list[str],
+        *,
+        expected_node_id: str | None = None,
+        expected_key: str | None = None,
+        token: str | None = None,
+        invite_pinned: bool = False,
+    ) -> PeerConn:
+        """Try candidates in order; an explicit refusal stops at once (SPEC 8.2)."""
+        if not urls:
+            raise HubError("no_address", "no address to dial")
+        last: HubError | None = None
+        for url in urls[: self.limits.addresses]:
+            try:
+                return await self.dial(url, expected_node_id=expected_node_id,
+                                       expected_key=expected_key, token=token,
+                                       invite_pinned=invite_pinned)
+            except HubError as exc:
+                last = exc
+                if exc.code not in ("unreachable", "timeout", "closed"):
+                    raise
+        assert last is not None
+        raise last
+
+    async def dial(
+        self,
+        url: str,
+        *,
+        expected_node_id: str | None = None,
+        expected_key: str | None = None,
+        token: str | None = None,
+        invite_pinned: bool = False,
+    ) -> PeerConn:
+        if self._nursery is None:
+            raise HubError("not_running", "the hub is not running")
+        if expected_node_id is not None and expected_node_id in self.sessions:
+            return self.sessions[expected_node_id]
+        if len(self.sessions) >= self.limits.sessions_per_node:
+            raise HubError("busy", "too many sessions")
+        try:
+            conn: PeerConn = await self._nursery.start(
+                self._dial_task, url, expected_node_id, expected_key, token, invite_pinned
+            )
+        except HandshakeFailed as exc:
+            code = "closed" if exc.reason == "closed" else exc.reason
+            raise HubError(code, exc.message or exc.reason) from None
+        return conn
+
+    async def _dial_task(
+        self,
+        url: str,
+        expected_node_id: str | None,
+        expected_key: str | None,
+        token: str | None,
+        invite_pinned: bool,
+        task_status: trio.TaskStatus[PeerConn] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        log.info("dial started url=%s expect=%s", url, expected_node_id or "-")
+        failure: HandshakeFailed | None = None
+        # trio wraps anything raised inside a nursery in an ExceptionGroup, so failures
+        # are carried out of it as a value and raised plainly afterwards.
+        async with trio.open_nursery() as link_nursery:
+            try:
+                conn = await self._dial_handshake(
+                    link_nursery, url, expected_node_id, expected_key, token, invite_pinned
+                )
+            except HandshakeFailed as exc:
+                failure = exc
+                link_nursery.cancel_scope.cancel()
+            else:
+                if conn.closed.is_set():  # lost the duplicate tie-break
+                    existing = self.sessions.get(conn.peer_id)
+                    if existing is None:
+                        failure = HandshakeFailed("duplicate", "a parallel session won")
+                    else:
+                        task_status.started(existing)
+                    with trio.CancelScope(shield=True):
+                        await conn.link.close()
+                    link_nursery.cancel_scope.cancel()
+                else:
+                    self._remember_address(conn.peer_id, url)
+                    task_status.started(conn)
+                    await self._run_conn(conn)
+                    link_nursery.cancel_scope.cancel()
+        if failure is not None:
+            raise failure
+
+    async def _dial_handshake(
+        self,
+        link_nursery: trio.Nursery,
+        url: str,
+        expected_node_id: str | None,
+        expected_key: str | None,
+        token: str | None,
+        invite_pinned: bool,
+    ) -> PeerConn:
+        try:
+            link = await open_client_link(
+                link_nursery, url, max_message_size=self.limits.max_envelope_bytes,
+                timeout_s=self.settings.handshake_timeout_s,
+            )
+        except (OSError, trio.TooSlowError, ValueError) as exc:
+            log.info("dial failed url=%s reason=unreachable", url)
+            raise HandshakeFailed("unreachable", str(exc) or "cannot connect") from None
+        except Exception as exc:  # trio_websocket.HandshakeError and friends
+            log.info("dial failed url=%s reason=unreachable", url)
+            raise HandshakeFailed("unreachable", type(exc).__name__) from None
+        try:
+            machine = Dialer(
+                self.identity, rng=self.rng, now=now_ms(), expected_node_id=expected_node_id,
+                token=token, node_name=self.node_name, capabilities=self.capabilities,
+                timeout_ms=int(self.settings.handshake_timeout_s * 1000),
+            )
+
+            def decide(need: hs.NeedAdmission) -> Decision:
+                return self._decide_dialer(need, link, expected_key, invite_pinned)
+
+            result = await run_handshake(link, machine, decide)
+        except BaseException as exc:
+            with trio.CancelScope(shield=True):
+                await link.close()
+            if isinstance(exc, HandshakeFailed):
+                self.metrics.handshakes.labels("dialer", exc.reason).inc()
+                log.info("handshake failed role=dialer url=%s reason=%s remote=%s",
+                         url, exc.reason, exc.remote)
+            raise
+        self.metrics.handshakes.labels("dialer", "ok").inc()
+        conn = self._open_session(link, result, url)
+        if conn is None:
+            # Lost the tie-break: hand back a closed conn so the caller can report it.
+            conn = PeerConn(self, link, Session(self.identity, result, rng=self.rng,
+                                                now=now_ms()), url=url, inbound_queue=1,
+                            ping_interval_ms=self.limits.ping_interval_ms)
+            conn.closed.set()
+        return conn
+
+    def _decide_dialer(
+        self, need: hs.NeedAdmission, link: Link, expected_key: str | None, invite_pinned: bool
+    ) -> Decision:
+        peer = need.peer
+        if expected_key is not None and peer.public_key != expected_key:
+            return reject("key_mismatch")
+        stored = self.store.get_peer(peer.node_id)
+        d = dialer_view(
+            self.policy, peer.node_id, peer.public_key,
+            record=stored.record() if stored else None, link="direct",
+            remote_addr=link.remote_addr, invite_pinned=invite_pinned,
+            room_host=(peer.node_id, peer.public_key) in self.guest_admissions,
+        )
+        if d.ok:
+            self.store.pin_peer(peer.node_id, peer.public_key, now=now_ms(),
+                                node_name=peer.node_name,
+                                trusted=True if d.store_trusted else None,
+                                capabilities=list(peer.capabilities))
+        log.info("admission role=dialer peer=%s level=%s reason=%s",
+                 peer.node_id, d.level, d.reason)
+        return d
+
+    # --- accepting --------------------------------------------------------------------
+
+    def can_accept(self) -> bool:
+        return (
+            not self.shutting_down
+            and self.handshakes_in_flight < self.limits.handshakes_in_flight
+            and len(self.sessions) < self.limits.sessions_per_node
+        )
+
+    async def accept(self, link: Link) -> None:
+        """Serve one inbound /peer-ws link for its whole life (called by the listener)."""
+        self.handshakes_in_flight += 1
+        try:
+            machine = Acceptor(
+                self.identity, rng=self.rng, now=now_ms(), node_name=self.node_name,
+                capabilities=self.capabilities,
+                timeout_ms=int(self.settings.handshake_timeout_s * 1000),
+            )
+
+            def decide(need: hs.NeedAdmission) -> Decision:
+                return self._decide_acceptor(need, link)
+
+            try:
+                result = await run_handshake(link, machine, decide)
+            except HandshakeFailed as exc:
+                self.metrics.handshakes.labels("acceptor", exc.reason).inc()
+                log.info("handshake failed role=acceptor from=%s reason=%s",
+                         link.remote_addr, exc.reason)
+                return
+        finally:
+            self.handshakes_in_flight -= 1
+        self.metrics.handshakes.labels("acceptor", "ok").inc()
+        conn = self._open_session(link, result, None)
+        if conn is not None:
+            await self._run_conn(conn)
+
+    def _decide_acceptor(self, need: hs.NeedAdmission, link: Link) -> Decision:
+        peer = need.peer
+        stored = self.store.get_peer(peer.node_id)
+        invite = None
+        if need.token is not None:
+            found = self.store.get_invite(hash_token(need.token))
+            invite = found.record() if found else None
+        d = admit(
+            self.policy,
+            Presented(peer.node_id, peer.public_key, need.token, need.attest, "direct",
+                      link.remote_addr),
+            record=stored.record() if stored else None, invite=invite, now=now_ms(),
+            guest_pending=(peer.node_id, peer.public_key) in self.guest_admissions,
+        )
+        # Effects are persisted before the dialer hears "ok". The conditional update
+        # closes the race of two nodes redeeming one invite at the same moment.
+        if d.redeem_invite is not None and not self.store.redeem_invite(
+            d.redeem_invite, peer.node_id
+        ):
+            d = reject("pairing_required")
+        if d.ok:
+            self.store.pin_peer(peer.node_id, peer.public_key, now=now_ms(),
+                                node_name=peer.node_name,
+                                trusted=True if d.store_trusted else None,
+                                capabilities=list(peer.capabilities))
+        log.info("admission role=acceptor peer=%s from=%s level=%s reason=%s",
+                 peer.node_id, link.remote_addr, d.level, d.reason)
+        return d
+
+    # --- sessions ---------------------------------------------------------------------
+
+    def _open_session(
+        self, link: Link, result: hs.HandshakeResult, url: str | None
+    ) -> PeerConn | None:
+        session = Session(self.identity, result, rng=self.rng, now=now_ms(), link="direct",
+                          limits=self.limits)
+        conn = PeerConn(self, link, session, url=url, inbound_queue=self.limits.inbound_queue,
+                        ping_interval_ms=self.limits.ping_interval_ms)
+        peer_id = session.peer_id
+        existing = self.sessions.get(peer_id)
+        if existing is not None and not existing.closed.is_set():
+            new_wins = keep_new_session(
+                self.identity.node_id,
+                existing_dialer=existing.session.dialer_id,
+                existing_opened_at=existing.session.opened_at,
+                new_dialer=session.dialer_id, new_opened_at=session.opened_at,
+                handshake_timeout_ms=int(self.settings.handshake_timeout_s * 1000),
+            )
+            loser = existing if new_wins else conn
+            log.info("duplicate session peer=%s keep=%s", peer_id, "new" if new_wins else "old")
+            assert self._nursery is not None
+            self._nursery.start_soon(loser.close, "duplicate")
+            if not new_wins:
+                return None
+        self.sessions[peer_id] = conn
+        self._manual_disconnect.discard(peer_id)
+        self.metrics.sessions.set(len(self.sessions))
+        log.info("session open peer=%s level=%s role=%s", peer_id, session.level, session.role)
+        return conn
+
+    async def _run_conn(self, conn: PeerConn) -> None:
+        peer_id = conn.peer_id
+        try:
+            async with trio.open_nursery() as n:
+                n.start_soon(self._on_session_open, conn)
+                await conn.run()
+        finally:
+            if self.sessions.get(peer_id) is conn:
+                del self.sessions[peer_id]
+            self.metrics.sessions.set(len(self.sessions))
+            log.info("session closed peer=%s reason=%s", peer_id, conn.close_reason)
+            if not self.shutting_down:
+                self._peer_update(peer_id)
+                self._maybe_reconnect(peer_id, conn.close_reason)
+
+    async def _on_session_open(self, conn: PeerConn) -> None:
+        self._peer_update(conn.peer_id)
+        with contextlib.suppress(ProtocolError):
+            await conn.send("presence", self._presence_data())
+
+    def _presence_data(self) -> dict[str, Any]:
+        return presence_data(self.node_name, self.capabilities,
+                             [c["url"] for c in self.candidates][: self.limits.addresses])
+
+    def _remember_address(self, node_id: str, url: str) -> None:
+        stored = self.store.get_peer(node_id)
+        if stored is not None:
+            self.store.set_addrs(node_id, merge_addrs(stored.addrs, url, (),
+                                                      self.limits.addresses))
+
+    async def disconnect(self, node_id: str) -> None:
+        conn = self.sessions.get(node_id)
+        if conn is None:
+            raise HubError("not_found", "no session with that peer")
+        self._manual_disconnect.add(node_id)
+        await conn.close("disconnect")
+
+    def set_trust(self, node_id: str, trusted: bool, blocked: bool | None) -> dict[str, Any]:
+        if not self.store.set_trust(node_id, trusted=trusted, blocked=blocked):
+            raise HubError("not_found", "unknown peer")
+        log.info("trust changed peer=%s trusted=%s blocked=%s", node_id, trusted, blocked)
+        conn = self.sessions.get(node_id)
+        if conn is not None and (blocked or (not trusted and conn.session.level == "trusted")):
+            # Trust was withdrawn: the session's level no longer holds.
+            assert self._nursery is not None
+            self._manual_disconnect.add(node_id)
+            self._nursery.start_soon(conn.close, "untrusted")
+        info = self.peer_info(node_id)
+        self._peer_update(node_id)
+        return info
+
+    # --- reconnect (SPEC 5) -----------------------------------------------------------
+
+    def _maybe_reconnect(self, peer_id: str, reason: str) -> None:
+        if peer_id in self._manual_disconnect or reason in ("duplicate", "untrusted"):
+            return
+        stored = self.store.get_peer(peer_id)
+        if stored is None or not stored.trusted or stored.blocked or not stored.addrs:
+            return
+        self._start_reconnect(peer_id, immediate=False)
+
+    def _start_reconnect(self, peer_id: str, *, immediate: bool) -> None:
+        if peer_id in self._reconnecting or self._nursery is None:
+            return
+        self._reconnecting.add(peer_id)
+        self._nursery.start_soon(self._reconnect_loop, peer_id, immediate)
+
+    async def _reconnect_loop(self, peer_id: str, immediate: bool) -> None:
+        attempt = 0
+        try:
+            if not immediate:
+                await trio.sleep(reconnect_delay_ms(0, self.rng,
+                                                    base_ms=self.limits.reconnect_min_ms,
+                                                    cap_ms=self.limits.reconnect_max_ms) / 1000)
+            while not self.shutting_down:
+                stored = self.store.get_peer(peer_id)
+                if (stored is None or not stored.trusted or stored.blocked
+                        or peer_id in self._manual_disconnect):
+                    return
+                if peer_id in self.sessions:
+                    return
+                try:
+                    await self.dial_any(stored.addrs, expected_node_id=peer_id,
+                                        expected_key=stored.public_key)
+                    log.info("reconnected peer=%s attempt=%d", peer_id, attempt)
+                    return
+                except HubError as exc:
+                    log.info("reconnect failed peer=%s attempt=%d reason=%s",
+                             peer_id, attempt, exc.code)
+                attempt += 1
+                delay = reconnect_delay_ms(attempt, self.rng, base_ms=self.limits.reconnect_min_ms,
+                                           cap_ms=self.limits.reconnect_max_ms)
+                await trio.sleep(delay / 1000)
+        finally:
+            self._reconnecting.discard(peer_id)
+
+    # --- inbound messages (ConnOwner) ---------------------------------------------------
+
+    async def on_message(self, conn: PeerConn, msg: ss.Message) -> None:
+        self.metrics.envelopes_in.inc()
+        if msg.type == "presence":
+            self._on_presence(conn, msg)
+            return
+        await self.on_feature_message(conn, msg)
+
+    async def on_feature_message(self, conn: PeerConn, msg: ss.Message) -> None:
+        """Features (collab, chat, agents) hook in here; nothing else is served yet."""
+        async with conn.send_lock:
+            outs = conn.session.reply_error("unsupported", f"{msg.type} is not served here",
+                                            msg.msg_id, now_ms())
+            await conn._write(outs)
+
+    def _on_presence(self, conn: PeerConn, msg: ss.Message) -> None:
+        try:
+            p = parse_presence(msg.data, self.limits)
+        except ProtocolError as exc:
+            self.metrics.dropped.labels(exc.code).inc()
+            log.info("bad presence peer=%s code=%s", conn.peer_id, exc.code)
+            return
+        conn.session.peer_name = p.node_name
+        conn.session.peer_capabilities = p.capabilities
+        stored = self.store.get_peer(conn.peer_id)
+        if stored is not None:
+            self.store.pin_peer(conn.peer_id, conn.session.peer_key, now=now_ms(),
+                                node_name=p.node_name, capabilities=list(p.capabilities))
+            self.store.set_addrs(conn.peer_id, merge_addrs(stored.addrs, conn.url, p.addrs,
+                                                           self.limits.addresses))
+        self._peer_update(conn.peer_id)
+
+    def on_sent(self, conn: PeerConn, size: int) -> None:
+        self.metrics.envelopes_out.inc()
+        self.metrics.bytes_out.inc(size)
+
+    def on_output(self, conn: PeerConn, out: ss.Output) -> None:
+        if isinstance(out, ss.Dropped):
+            self.metrics.dropped.labels(out.code).inc()
+            log.info("envelope dropped peer=%s code=%s", conn.peer_id, out.code)
+        elif isinstance(out, ss.Pong):
+            self.metrics.rtt.labels(conn.peer_id).set(out.rtt_ms)
+            if conn.srtt_ms is not None:
+                self.metrics.srtt.labels(conn.peer_id).set(conn.srtt_ms)
+        elif isinstance(out, ss.PeerError):
+            log.info("peer error peer=%s code=%s", conn.peer_id, out.code)
+        elif isinstance(out, ss.Closed):
+            log.info("session closing peer=%s reason=%s remote=%s",
+                     conn.peer_id, out.reason, out.remote)
+
+    def metrics_view(self) -> list[dict[str, Any]]:
+        out = []
+        for peer_id, conn in self.sessions.items():
+            st = conn.session.stats
+            out.append({
+                "node_id": peer_id, "rtt_ms": conn.rtt_ms, "srtt_ms": conn.srtt_ms,
+                "rttvar_ms": conn.rttvar_ms, "msgs_in": st.msgs_in, "msgs_out": st.msgs_out,
+                "bytes_in": st.bytes_in, "bytes_out": st.bytes_out, "dropped": st.dropped,
+                "timeouts": st.timeouts,
+            })
+        return out
+
+
+__all__ = ["HubError", "LinkClosed", "PeerHub", "Tab"]

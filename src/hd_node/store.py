@@ -1,0 +1,215 @@
+"""The node's one SQLite database (WAL): peers and invites.
+
+Only this class opens the database. Each logical write is one transaction. Invite
+tokens are never stored, only their SHA-256; lookups go by hash and the final
+comparison is constant-time inside hd_protocol.admission.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hd_protocol import InviteRecord, PeerRecord
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS peers (
+    node_id      TEXT PRIMARY KEY,
+    public_key   TEXT NOT NULL,
+    node_name    TEXT NOT NULL DEFAULT '',
+    trusted      INTEGER NOT NULL DEFAULT 0,
+    blocked      INTEGER NOT NULL DEFAULT 0,
+    addrs        TEXT NOT NULL DEFAULT '[]',
+    capabilities TEXT NOT NULL DEFAULT '[]',
+    first_seen   INTEGER NOT NULL,
+    last_seen    INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS invites (
+    token_hash   TEXT PRIMARY KEY,
+    created_at   INTEGER NOT NULL,
+    exp          INTEGER NOT NULL,
+    redeemed_by  TEXT,
+    revoked      INTEGER NOT NULL DEFAULT 0
+);
+"""
+
+
+@dataclass(frozen=True)
+class StoredPeer:
+    node_id: str
+    public_key: str
+    node_name: str
+    trusted: bool
+    blocked: bool
+    addrs: list[str]
+    capabilities: list[str]
+    first_seen: int
+    last_seen: int
+
+    def record(self) -> PeerRecord:
+        return PeerRecord(self.node_id, self.public_key, self.trusted, self.blocked)
+
+
+@dataclass(frozen=True)
+class StoredInvite:
+    token_hash: str
+    created_at: int
+    exp: int
+    redeemed_by: str | None
+    revoked: bool
+
+    @property
+    def token_id(self) -> str:
+        """A public handle for list/revoke: a prefix of the hash (never the token)."""
+        return self.token_hash[:16]
+
+    def record(self) -> InviteRecord:
+        return InviteRecord(self.token_hash, self.exp, self.redeemed_by, self.revoked)
+
+
+class NodeStore:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    # --- peers ------------------------------------------------------------------------
+
+    def _peer(self, row: tuple[Any, ...] | None) -> StoredPeer | None:
+        if row is None:
+            return None
+        return StoredPeer(
+            node_id=row[0], public_key=row[1], node_name=row[2], trusted=bool(row[3]),
+            blocked=bool(row[4]), addrs=json.loads(row[5]), capabilities=json.loads(row[6]),
+            first_seen=row[7], last_seen=row[8],
+        )
+
+    _PEER_COLS = (
+        "node_id, public_key, node_name, trusted, blocked, addrs, capabilities, "
+        "first_seen, last_seen"
+    )
+
+    def get_peer(self, node_id: str) -> StoredPeer | None:
+        cur = self._db.execute(
+            f"SELECT {self._PEER_COLS} FROM peers WHERE node_id = ?", (node_id,)  # noqa: S608
+        )
+        return self._peer(cur.fetchone())
+
+    def list_peers(self) -> list[StoredPeer]:
+        cur = self._db.execute(f"SELECT {self._PEER_COLS} FROM peers ORDER BY node_id")  # noqa: S608
+        return [p for p in map(self._peer, cur.fetchall()) if p is not None]
+
+    def pin_peer(
+        self,
+        node_id: str,
+        public_key: str,
+        *,
+        now: int,
+        node_name: str = "",
+        trusted: bool | None = None,
+        capabilities: list[str] | None = None,
+    ) -> StoredPeer:
+        """Record a peer seen in an authenticated session. The first key seen is pinned:
+        this never changes a stored key (admission rejects a mismatch before this)."""
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            existing = self.get_peer(node_id)
+            if existing is None:
+                self._db.execute(
+                    "INSERT INTO peers (node_id, public_key, node_name, trusted, capabilities,"
+                    " first_seen, last_seen) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (node_id, public_key, node_name, int(bool(trusted)),
+                     json.dumps(capabilities or []), now, now),
+                )
+            else:
+                if existing.public_key != public_key:
+                    raise ValueError("refusing to re-pin a peer to another key")
+                self._db.execute(
+                    "UPDATE peers SET node_name = ?, last_seen = ?, capabilities = ?,"
+                    " trusted = CASE WHEN ? IS NULL THEN trusted ELSE ? END WHERE node_id = ?",
+                    (node_name or existing.node_name, now,
+                     json.dumps(capabilities if capabilities is not None
+                                else existing.capabilities),
+                     trusted, int(bool(trusted)), node_id),
+                )
+        peer = self.get_peer(node_id)
+        assert peer is not None
+        return peer
+
+    def set_trust(self, node_id: str, *, trusted: bool, blocked: bool | None = None) -> bool:
+        with self._db:
+            cur = self._db.execute(
+                "UPDATE peers SET trusted = ?, blocked = COALESCE(?, blocked) WHERE node_id = ?",
+                (int(trusted), None if blocked is None else int(blocked), node_id),
+            )
+        return cur.rowcount > 0
+
+    def set_addrs(self, node_id: str, addrs: list[str]) -> None:
+        with self._db:
+            self._db.execute(
+                "UPDATE peers SET addrs = ? WHERE node_id = ?", (json.dumps(addrs[:16]), node_id)
+            )
+
+    def touch(self, node_id: str, now: int) -> None:
+        with self._db:
+            self._db.execute("UPDATE peers SET last_seen = ? WHERE node_id = ?", (now, node_id))
+
+    # --- invites ----------------------------------------------------------------------
+
+    def _invite(self, row: tuple[Any, ...] | None) -> StoredInvite | None:
+        if row is None:
+            return None
+        return StoredInvite(row[0], row[1], row[2], row[3], bool(row[4]))
+
+    def add_invite(self, token_hash: str, *, created_at: int, exp: int) -> StoredInvite:
+        with self._db:
+            self._db.execute(
+                "INSERT INTO invites (token_hash, created_at, exp) VALUES (?, ?, ?)",
+                (token_hash, created_at, exp),
+            )
+        inv = self.get_invite(token_hash)
+        assert inv is not None
+        return inv
+
+    def get_invite(self, token_hash: str) -> StoredInvite | None:
+        cur = self._db.execute(
+            "SELECT token_hash, created_at, exp, redeemed_by, revoked FROM invites"
+            " WHERE token_hash = ?", (token_hash,),
+        )
+        return self._invite(cur.fetchone())
+
+    def list_invites(self) -> list[StoredInvite]:
+        cur = self._db.execute(
+            "SELECT token_hash, created_at, exp, redeemed_by, revoked FROM invites"
+            " ORDER BY created_at"
+        )
+        return [i for i in map(self._invite, cur.fetchall()) if i is not None]
+
+    def revoke_invite(self, token_id: str) -> bool:
+        if not token_id or len(token_id) < 8:
+            return False
+        with self._db:
+            cur = self._db.execute(
+                "UPDATE invites SET revoked = 1 WHERE substr(token_hash, 1, ?) = ?",
+                (len(token_id), token_id),
+            )
+        return cur.rowcount == 1
+
+    def redeem_invite(self, token_hash: str, node_id: str) -> bool:
+        """Mark the invite as owned by ``node_id``; False if another node owns it."""
+        with self._db:
+            cur = self._db.execute(
+                "UPDATE invites SET redeemed_by = ? WHERE token_hash = ?"
+                " AND (redeemed_by IS NULL OR redeemed_by = ?)",
+                (node_id, token_hash, node_id),
+            )
+        return cur.rowcount == 1
