@@ -1,0 +1,347 @@
+"""Peer chat (SPEC 6.2): an append-only log per peer, delivered at least once.
+
+One ``ChatLog`` machine per node holds every conversation the shell loaded (the
+conversation key is the peer's node id). The shell feeds it tab commands
+(``tab_command``), verified inbound ``peer_chat``/``peer_chat_ack`` messages
+(``receive``), peer ``error`` replies (``peer_error``) and session life-cycle; it
+executes the effects that come back, **in order**:
+
+- ``PersistMessage(message)`` — insert the message (key: peer id + message id);
+- ``PersistStatus(peer_id, id, status)`` — update one message's status;
+- ``PersistReadMark(peer_id, seq)`` — everything up to local ``seq`` is read;
+- ``SendChat(peer_id, msg_id, data)`` — send ``peer_chat`` **with that msg_id** as the
+  envelope's ``msg_id`` (SPEC 6.2: the message id *is* the envelope's msg_id, the same
+  on both sides). ``Session.send`` needs an optional ``msg_id`` argument for this;
+- ``SendToPeer`` / ``PeerErrorReply`` — as in ``hd_protocol.collab``;
+- ``TabEvent`` / ``TabReply`` — /ws ``peerchat`` frames (``message``, ``status``,
+  ``unread``; ``history`` and ``unread`` answers).
+
+Rules (SPEC 6.2), each tested in ``tests/unit/test_chat.py``:
+
+- A new message is persisted with status ``queued`` before any send effect.
+- Status moves ``queued -> sent -> delivered``; ``failed`` when the peer answers the
+  message's envelope with an ``error``. An ack proves delivery, so it wins over
+  anything; nothing ever moves a message back.
+- When a session opens, every outbound message that is not yet ``delivered`` or
+  ``failed`` is sent again, in local order. ``sent`` messages are included: one that
+  was written to a session that then dropped may never have arrived, and the receiver
+  drops duplicates by id — at-least-once, nothing lost across restarts.
+- Inbound messages are insert-or-ignore by (peer, id): a replay never duplicates or
+  overwrites a stored message, but is acked again (the first ack may have been lost).
+- Display order is the local ``seq`` (order of creation/arrival); the sender's ``ts``
+  is shown, never used for order.
+- Unread counts: inbound messages after the peer's read mark.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Final, Literal, TypeGuard
+
+from .collab import PeerErrorReply, SendToPeer, TabEvent, TabReply
+from .envelope import new_msg_id
+from .errors import LocalProtocolError, ProtocolError
+from .identity import NODE_ID_RE, Rng
+from .limits import DEFAULT_LIMITS, Limits
+from .session import Message
+
+CHANNEL: Final = "peerchat"
+CHAT_TYPES = frozenset({"peer_chat", "peer_chat_ack"})
+CHAT_FIELDS = frozenset({"text", "from_name"})
+ACK_FIELDS = frozenset({"id"})
+MSG_ID_RE = re.compile(r"[0-9a-f]{32}")
+
+Direction = Literal["in", "out"]
+Status = Literal["queued", "sent", "delivered", "failed"]
+# Outbound messages a session (re)open sends (again).
+_UNSETTLED: Final = frozenset({"queued", "sent"})
+
+
+@dataclass(frozen=True, slots=True)
+class ChatMessage:
+    """One message as persisted. ``seq`` is the node-local display order."""
+
+    peer_id: str
+    id: str
+    direction: Direction
+    text: str
+    ts: int
+    received_at: int
+    status: Status
+    seq: int
+    from_name: str = ""
+
+    def tab_data(self) -> dict[str, Any]:
+        """The /ws ``message`` payload (and one entry of ``history``)."""
+        return {
+            "id": self.id, "node_id": self.peer_id, "direction": self.direction,
+            "text": self.text, "from_name": self.from_name, "ts": self.ts,
+            "received_at": self.received_at, "status": self.status, "seq": self.seq,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class SendChat:
+    """Send ``peer_chat`` with ``data`` using exactly ``msg_id`` as the envelope id."""
+
+    peer_id: str
+    msg_id: str
+    data: dict[str, Any] = field(hash=False)
+
+
+@dataclass(frozen=True, slots=True)
+class PersistMessage:
+    message: ChatMessage
+
+
+@dataclass(frozen=True, slots=True)
+class PersistStatus:
+    peer_id: str
+    id: str
+    status: Status
+
+
+@dataclass(frozen=True, slots=True)
+class PersistReadMark:
+    peer_id: str
+    seq: int
+
+
+ChatEffect = (
+    PersistMessage | PersistStatus | PersistReadMark | SendChat | SendToPeer
+    | PeerErrorReply | TabEvent | TabReply
+)
+
+
+def _is_node_id(value: object) -> TypeGuard[str]:
+    return type(value) is str and NODE_ID_RE.fullmatch(value) is not None
+
+
+def _size(text: str) -> int:
+    try:
+        return len(text.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise ProtocolError("bad_request", "text is not valid unicode") from None
+
+
+class ChatLog:
+    """Every peer conversation of one node, with the SPEC 6.2 rules. Pure: time comes
+    in as ``now``, message ids from the injected ``rng``."""
+
+    def __init__(
+        self,
+        self_id: str,
+        *,
+        rng: Rng,
+        messages: Iterable[ChatMessage] = (),
+        read_marks: Mapping[str, int] | None = None,
+        self_name: str = "",
+        limits: Limits = DEFAULT_LIMITS,
+    ) -> None:
+        if not _is_node_id(self_id):
+            raise LocalProtocolError("bad_request", "self_id must be a node id")
+        self.self_id = self_id
+        self.self_name = self_name
+        self.rng = rng
+        self.limits = limits
+        self._live: set[str] = set()
+        self._messages: dict[tuple[str, str], ChatMessage] = {}
+        self._order: dict[str, list[str]] = {}  # peer -> ids in seq order
+        self._read: dict[str, int] = dict(read_marks or {})
+        self._unread: dict[str, int] = {}
+        self._next_seq = 1
+        for m in sorted(messages, key=lambda m: m.seq):
+            self._insert(m)
+
+    # --- queries ----------------------------------------------------------------------
+
+    def message(self, peer_id: str, msg_id: str) -> ChatMessage | None:
+        return self._messages.get((peer_id, msg_id))
+
+    def history(self, peer_id: str) -> list[ChatMessage]:
+        """The conversation in display order (local ``seq``)."""
+        return [self._messages[(peer_id, i)] for i in self._order.get(peer_id, [])]
+
+    def unread_counts(self) -> dict[str, int]:
+        """Unread inbound messages per conversation (0 included once read)."""
+        return dict(sorted(self._unread.items()))
+
+    # --- sessions -----------------------------------------------------------------------
+
+    def session_opened(self, peer_id: str) -> list[ChatEffect]:
+        """Flush, in order, every outbound message not yet delivered or failed."""
+        self._live.add(peer_id)
+        out: list[ChatEffect] = []
+        for m in self.history(peer_id):
+            if m.direction == "out" and m.status in _UNSETTLED:
+                out.extend(self._transmit(m))
+        return out
+
+    def session_closed(self, peer_id: str) -> list[ChatEffect]:
+        self._live.discard(peer_id)
+        return []
+
+    # --- local commands (from tabs) -----------------------------------------------------
+
+    def tab_command(self, event: str, data: Mapping[str, Any], now: int) -> list[ChatEffect]:
+        """A /ws ``peerchat`` command (SPEC 9). Bad input raises ``ProtocolError``; the
+        shell answers the tab with an ``error`` frame carrying its code. ``close`` only
+        concerns the shell (which tabs watch which conversation) and yields nothing."""
+        if event == "unread":
+            return [self._unread_event(reply=True)]
+        if event == "send":
+            _check_fields(data, frozenset({"node_id", "text"}))
+            return self.send(data["node_id"], data["text"], now)
+        if event in ("open", "read", "close"):
+            _check_fields(data, frozenset({"node_id"}))
+            peer = self._check_peer(data["node_id"])
+            if event == "open":
+                history = [m.tab_data() for m in self.history(peer)]
+                return [TabReply(CHANNEL, "history", {"node_id": peer, "messages": history})]
+            if event == "read":
+                return self.read(peer)
+            return []
+        raise LocalProtocolError("unknown_event", f"peerchat has no command {event}")
+
+    def send(self, peer_id: object, text: object, now: int) -> list[ChatEffect]:
+        """Create an outbound message: persisted ``queued`` first, then sent if a
+        session is live (SPEC 6.2). Raises ``ProtocolError`` ``empty``/``too_large``."""
+        peer = self._check_peer(peer_id)
+        if type(text) is not str:
+            raise ProtocolError("bad_request", "text must be a string")
+        body = text.strip()
+        if not body:
+            raise ProtocolError("empty", "message is empty")
+        if _size(body) > self.limits.chat_text_bytes:
+            raise ProtocolError("too_large", f"text over {self.limits.chat_text_bytes} bytes")
+        msg_id = new_msg_id(self.rng)
+        while (peer, msg_id) in self._messages:  # 128 random bits: practically never
+            msg_id = new_msg_id(self.rng)
+        m = ChatMessage(
+            peer, msg_id, "out", body, ts=now, received_at=now, status="queued",
+            seq=self._next_seq, from_name=self.self_name,
+        )
+        self._insert(m)
+        out: list[ChatEffect] = [PersistMessage(m), TabEvent(CHANNEL, "message", m.tab_data())]
+        if peer in self._live:
+            out.extend(self._transmit(m))
+        return out
+
+    def read(self, peer_id: str) -> list[ChatEffect]:
+        """Mark the whole conversation read."""
+        ids = self._order.get(peer_id)
+        if not ids:
+            return []
+        last = self._messages[(peer_id, ids[-1])].seq
+        if self._read.get(peer_id, 0) >= last and not self._unread.get(peer_id):
+            return []
+        self._read[peer_id] = last
+        self._unread[peer_id] = 0
+        return [PersistReadMark(peer_id, last), self._unread_event()]
+
+    # --- inbound (from peers) ---------------------------------------------------------
+
+    def receive(self, peer_id: str, msg: Message, now: int) -> list[ChatEffect]:
+        """A verified ``peer_chat`` or ``peer_chat_ack`` from ``peer_id``. A bad payload
+        becomes a ``PeerErrorReply``; nothing here raises for peer input."""
+        if msg.type not in CHAT_TYPES:
+            raise LocalProtocolError("bad_type", f"{msg.type} is not a chat message")
+        try:
+            if msg.type == "peer_chat":
+                return self._on_chat(peer_id, msg, now)
+            return self._on_ack(peer_id, msg.data)
+        except ProtocolError as exc:
+            return [PeerErrorReply(peer_id, msg.msg_id, exc.code, exc.message)]
+
+    def peer_error(self, peer_id: str, re: str | None) -> list[ChatEffect]:
+        """The peer answered envelope ``re`` with ``error``: if that was one of our
+        messages still in flight, it has ``failed`` (and is not flushed again)."""
+        m = self._messages.get((peer_id, re)) if re is not None else None
+        if m is None or m.direction != "out" or m.status not in _UNSETTLED:
+            return []
+        return self._set_status(m, "failed")
+
+    def _on_chat(self, peer: str, msg: Message, now: int) -> list[ChatEffect]:
+        _check_fields(msg.data, CHAT_FIELDS)
+        text, name = msg.data["text"], msg.data["from_name"]
+        if type(text) is not str:
+            raise ProtocolError("bad_request", "text must be a string")
+        body = text.strip()
+        if not body:
+            raise ProtocolError("bad_request", "message is empty")
+        if _size(body) > self.limits.chat_text_bytes:
+            raise ProtocolError("too_large", f"text over {self.limits.chat_text_bytes} bytes")
+        if type(name) is not str or len(name) > self.limits.node_name_chars:
+            raise ProtocolError(
+                "bad_request", f"from_name must be a string of at most "
+                f"{self.limits.node_name_chars} chars",
+            )
+        ack = SendToPeer(peer, "peer_chat_ack", {"id": msg.msg_id}, re=msg.msg_id)
+        existing = self._messages.get((peer, msg.msg_id))
+        if existing is not None:
+            # SPEC 6.2: insert-or-ignore; a replay is acked again, never stored again.
+            return [ack] if existing.direction == "in" else []
+        m = ChatMessage(
+            peer, msg.msg_id, "in", body, ts=msg.ts, received_at=now, status="delivered",
+            seq=self._next_seq, from_name=name,
+        )
+        self._insert(m)
+        # Stored before the ack: an ack promises the message survives a restart.
+        return [
+            PersistMessage(m), TabEvent(CHANNEL, "message", m.tab_data()),
+            self._unread_event(), ack,
+        ]
+
+    def _on_ack(self, peer: str, data: Mapping[str, Any]) -> list[ChatEffect]:
+        _check_fields(data, ACK_FIELDS)
+        msg_id = data["id"]
+        if type(msg_id) is not str or MSG_ID_RE.fullmatch(msg_id) is None:
+            raise ProtocolError("bad_request", "id must be 32 lowercase hex chars")
+        m = self._messages.get((peer, msg_id))
+        if m is None or m.direction != "out" or m.status == "delivered":
+            return []  # unknown or repeated ack: nothing to change
+        return self._set_status(m, "delivered")
+
+    # --- helpers ------------------------------------------------------------------------
+
+    def _insert(self, m: ChatMessage) -> None:
+        self._messages[(m.peer_id, m.id)] = m
+        self._order.setdefault(m.peer_id, []).append(m.id)
+        self._next_seq = max(self._next_seq, m.seq + 1)
+        self._unread.setdefault(m.peer_id, 0)
+        if m.direction == "in" and m.seq > self._read.get(m.peer_id, 0):
+            self._unread[m.peer_id] += 1
+
+    def _transmit(self, m: ChatMessage) -> list[ChatEffect]:
+        out: list[ChatEffect] = [
+            SendChat(m.peer_id, m.id, {"text": m.text, "from_name": m.from_name})
+        ]
+        if m.status == "queued":
+            out.extend(self._set_status(m, "sent"))
+        return out
+
+    def _set_status(self, m: ChatMessage, status: Status) -> list[ChatEffect]:
+        self._messages[(m.peer_id, m.id)] = replace(m, status=status)
+        return [
+            PersistStatus(m.peer_id, m.id, status),
+            TabEvent(CHANNEL, "status", {"id": m.id, "node_id": m.peer_id, "status": status}),
+        ]
+
+    def _unread_event(self, *, reply: bool = False) -> TabEvent | TabReply:
+        data = {"counts": self.unread_counts()}
+        return TabReply(CHANNEL, "unread", data) if reply else TabEvent(CHANNEL, "unread", data)
+
+    def _check_peer(self, peer_id: object) -> str:
+        if not _is_node_id(peer_id):
+            raise ProtocolError("bad_request", "node_id must be a node id")
+        if peer_id == self.self_id:
+            raise ProtocolError("bad_request", "a node does not chat with itself")
+        return peer_id
+
+
+def _check_fields(data: Mapping[str, Any], fields: frozenset[str]) -> None:
+    if data.keys() != fields:
+        raise ProtocolError("bad_request", f"expected exactly {sorted(fields)}")
+

@@ -1,0 +1,362 @@
+"""SPEC 6.2: peer chat — an append-only log, stored before sent, delivered once."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from typing import Any
+
+import pytest
+
+from hd_protocol.chat import (
+    ChatLog,
+    ChatMessage,
+    PersistMessage,
+    PersistReadMark,
+    PersistStatus,
+    SendChat,
+)
+from hd_protocol.collab import PeerErrorReply, SendToPeer, TabEvent, TabReply
+from hd_protocol.errors import LocalProtocolError, ProtocolError
+from hd_protocol.limits import Limits
+from hd_protocol.session import Message
+
+ME = "m" * 16
+P = "p" * 16
+Q = "q" * 16
+IN_ID = "ab" * 16
+
+
+def counter_rng() -> Any:
+    """Deterministic rng: message ids 000…01, 000…02, …"""
+    counter = itertools.count(1)
+    return lambda n: next(counter).to_bytes(n, "big")
+
+
+def rid(i: int) -> str:
+    return f"{i:032x}"
+
+
+def log(*messages: ChatMessage, live: tuple[str, ...] = (), **kw: Any) -> ChatLog:
+    c = ChatLog(ME, rng=counter_rng(), messages=messages, self_name="me", **kw)
+    for peer in live:
+        c.session_opened(peer)
+    return c
+
+
+def chat(text: str = "hi", from_name: str = "pat", msg_id: str = IN_ID, ts: int = 5) -> Message:
+    return Message("peer_chat", msg_id, None, {"text": text, "from_name": from_name}, ts)
+
+
+def ack(msg_id: str) -> Message:
+    return Message("peer_chat_ack", "ff" * 16, msg_id, {"id": msg_id}, 0)
+
+
+def of_type(effects: list[Any], kind: type) -> list[Any]:
+    return [e for e in effects if isinstance(e, kind)]
+
+
+# --- sending ----------------------------------------------------------------------------
+
+
+def test_send_with_a_live_session_persists_queued_before_sending_then_marks_sent() -> None:
+    c = log(live=(P,))
+    out = c.send(P, "  hello  ", now=1000)
+    m = ChatMessage(P, rid(1), "out", "hello", 1000, 1000, "queued", 1, "me")
+    assert out == [
+        PersistMessage(m),
+        TabEvent("peerchat", "message", m.tab_data()),
+        SendChat(P, rid(1), {"text": "hello", "from_name": "me"}),
+        PersistStatus(P, rid(1), "sent"),
+        TabEvent("peerchat", "status", {"id": rid(1), "node_id": P, "status": "sent"}),
+    ]
+    assert c.message(P, rid(1)).status == "sent"  # type: ignore[union-attr]
+
+
+def test_send_without_a_session_only_stores_the_message_as_queued() -> None:
+    c = log()
+    out = c.send(P, "later", now=1)
+    assert [type(e) for e in out] == [PersistMessage, TabEvent]
+    assert c.history(P)[0].status == "queued"
+
+
+@pytest.mark.parametrize("text", ["", "   ", "\n\t "])
+def test_send_refuses_an_empty_message(text: str) -> None:
+    with pytest.raises(ProtocolError) as exc:
+        log().send(P, text, now=1)
+    assert exc.value.code == "empty"
+
+
+def test_send_accepts_text_at_the_byte_limit_and_refuses_one_byte_more() -> None:
+    c = log(limits=Limits(chat_text_bytes=6))
+    assert c.send(P, " ééé ", now=1)  # trimmed: 6 UTF-8 bytes
+    with pytest.raises(ProtocolError) as exc:
+        c.send(P, "éééx", now=1)
+    assert exc.value.code == "too_large"
+
+
+@pytest.mark.parametrize(("peer", "text"), [(ME, "hi"), ("nobody", "hi"), (None, "hi"), (P, 5)])
+def test_send_refuses_a_bad_peer_or_text(peer: object, text: object) -> None:
+    with pytest.raises(ProtocolError) as exc:
+        log().send(peer, text, now=1)
+    assert exc.value.code == "bad_request"
+
+
+def test_send_draws_a_fresh_id_when_the_rng_repeats_one() -> None:
+    ids = iter([b"\x01" * 16, b"\x01" * 16, b"\x02" * 16])
+    c = ChatLog(ME, rng=lambda n: next(ids))
+    c.send(P, "a", now=1)
+    c.send(P, "b", now=2)
+    assert [m.id for m in c.history(P)] == ["01" * 16, "02" * 16]
+
+
+# --- acks and status --------------------------------------------------------------------
+
+
+def test_ack_marks_the_message_delivered_once() -> None:
+    c = log(live=(P,))
+    c.send(P, "hi", now=1)
+    assert c.receive(P, ack(rid(1)), now=2) == [
+        PersistStatus(P, rid(1), "delivered"),
+        TabEvent("peerchat", "status", {"id": rid(1), "node_id": P, "status": "delivered"}),
+    ]
+    assert c.receive(P, ack(rid(1)), now=3) == []
+
+
+def test_ack_from_another_peer_or_for_an_unknown_id_changes_nothing() -> None:
+    c = log(live=(P, Q))
+    c.send(P, "hi", now=1)
+    assert c.receive(Q, ack(rid(1)), now=2) == []
+    assert c.receive(P, ack(rid(99)), now=2) == []
+    assert c.message(P, rid(1)).status == "sent"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("data", [{}, {"id": "XY"}, {"id": 5}, {"id": rid(1), "x": 1}])
+def test_malformed_ack_is_answered_with_bad_request(data: dict[str, Any]) -> None:
+    c = log(live=(P,))
+    out = c.receive(P, Message("peer_chat_ack", IN_ID, None, data, 0), now=1)
+    [err] = out
+    assert isinstance(err, PeerErrorReply)
+    assert (err.peer_id, err.re, err.code) == (P, IN_ID, "bad_request")
+
+
+def test_peer_error_for_a_message_in_flight_marks_it_failed() -> None:
+    c = log(live=(P,))
+    c.send(P, "hi", now=1)
+    assert c.peer_error(P, rid(1))[0] == PersistStatus(P, rid(1), "failed")
+    assert c.peer_error(P, rid(1)) == []
+    assert c.peer_error(P, None) == []
+
+
+def test_failed_message_is_not_flushed_again_but_a_late_ack_still_delivers_it() -> None:
+    c = log(live=(P,))
+    c.send(P, "hi", now=1)
+    c.peer_error(P, rid(1))
+    c.session_closed(P)
+    assert c.session_opened(P) == []
+    assert c.receive(P, ack(rid(1)), now=2)[0] == PersistStatus(P, rid(1), "delivered")
+
+
+def test_delivered_status_never_goes_back_to_failed() -> None:
+    c = log(live=(P,))
+    c.send(P, "hi", now=1)
+    c.receive(P, ack(rid(1)), now=2)
+    assert c.peer_error(P, rid(1)) == []
+
+
+# --- flush on session open --------------------------------------------------------------
+
+
+def test_session_open_flushes_queued_and_unacknowledged_messages_in_order() -> None:
+    c = log()
+    for text in ("one", "two", "three"):
+        c.send(P, text, now=1)
+    c.session_opened(P)
+    c.receive(P, ack(rid(2)), now=2)  # "two" delivered; "one" and "three" only sent
+    c.session_closed(P)
+    c.send(P, "four", now=3)  # queued while away
+    out = c.session_opened(P)
+    assert [e.data["text"] for e in of_type(out, SendChat)] == ["one", "three", "four"]
+    assert of_type(out, PersistStatus) == [PersistStatus(P, rid(4), "sent")]
+
+
+def test_session_open_flushes_only_that_peers_messages() -> None:
+    c = log()
+    c.send(P, "to p", now=1)
+    c.send(Q, "to q", now=1)
+    assert [e.peer_id for e in of_type(c.session_opened(Q), SendChat)] == [Q]
+
+
+def test_flushed_message_keeps_its_id_as_the_envelope_msg_id() -> None:
+    c = log()
+    c.send(P, "x", now=1)
+    [send] = of_type(c.session_opened(P), SendChat)
+    assert send.msg_id == rid(1) == c.history(P)[0].id
+
+
+# --- receiving --------------------------------------------------------------------------
+
+
+def test_inbound_message_is_stored_before_it_is_acked() -> None:
+    c = log(live=(P,))
+    out = c.receive(P, chat("  hello ", ts=77), now=900)
+    m = ChatMessage(P, IN_ID, "in", "hello", 77, 900, "delivered", 1, "pat")
+    assert out == [
+        PersistMessage(m),
+        TabEvent("peerchat", "message", m.tab_data()),
+        TabEvent("peerchat", "unread", {"counts": {P: 1}}),
+        SendToPeer(P, "peer_chat_ack", {"id": IN_ID}, re=IN_ID),
+    ]
+
+
+def test_replayed_message_is_acked_again_but_never_stored_twice_or_overwritten() -> None:
+    c = log(live=(P,))
+    c.receive(P, chat("original"), now=1)
+    out = c.receive(P, chat("forged replacement"), now=2)
+    assert out == [SendToPeer(P, "peer_chat_ack", {"id": IN_ID}, re=IN_ID)]
+    assert [m.text for m in c.history(P)] == ["original"]
+    assert c.unread_counts() == {P: 1}
+
+
+def test_same_id_from_another_peer_is_another_message() -> None:
+    c = log(live=(P, Q))
+    c.receive(P, chat("from p"), now=1)
+    assert of_type(c.receive(Q, chat("from q"), now=2), PersistMessage)
+
+
+def test_inbound_message_reusing_one_of_our_ids_is_ignored_without_an_ack() -> None:
+    c = log(live=(P,))
+    c.send(P, "mine", now=1)
+    assert c.receive(P, chat("echo", msg_id=rid(1)), now=2) == []
+    assert [m.direction for m in c.history(P)] == ["out"]
+
+
+@pytest.mark.parametrize(
+    ("data", "code"),
+    [
+        ({"text": "hi"}, "bad_request"),
+        ({"text": "hi", "from_name": "x", "extra": 1}, "bad_request"),
+        ({"text": 5, "from_name": "x"}, "bad_request"),
+        ({"text": None, "from_name": "x"}, "bad_request"),
+        ({"text": "   ", "from_name": "x"}, "bad_request"),
+        ({"text": "x" * 17, "from_name": "x"}, "too_large"),
+        ({"text": "hi", "from_name": "n" * 65}, "bad_request"),
+        ({"text": "hi", "from_name": None}, "bad_request"),
+    ],
+)
+def test_malformed_inbound_message_is_refused_and_not_acked(
+    data: dict[str, Any], code: str
+) -> None:
+    c = log(live=(P,), limits=Limits(chat_text_bytes=16))
+    out = c.receive(P, Message("peer_chat", IN_ID, None, data, 0), now=1)
+    assert len(out) == 1
+    assert isinstance(out[0], PeerErrorReply)
+    assert (out[0].peer_id, out[0].re, out[0].code) == (P, IN_ID, code)
+    assert c.history(P) == []
+
+
+def test_inbound_from_name_of_exactly_64_chars_is_accepted() -> None:
+    c = log(live=(P,))
+    assert of_type(c.receive(P, chat(from_name="n" * 64), now=1), PersistMessage)
+
+
+def test_receive_of_a_non_chat_type_is_a_local_error() -> None:
+    with pytest.raises(LocalProtocolError):
+        log().receive(P, Message("collab_op", IN_ID, None, {}, 0), now=1)
+
+
+# --- order and unread -------------------------------------------------------------------
+
+
+def test_display_order_is_local_arrival_order_not_the_sender_clock() -> None:
+    c = log(live=(P,))
+    c.receive(P, chat("first", msg_id="01" * 16, ts=9_000), now=1)
+    c.send(P, "mine", now=2)
+    c.receive(P, chat("second", msg_id="02" * 16, ts=1), now=3)  # skewed sender clock
+    hist = c.history(P)
+    assert [m.text for m in hist] == ["first", "mine", "second"]
+    assert [m.seq for m in hist] == [1, 2, 3]
+
+
+def test_read_clears_the_unread_count_and_persists_a_read_mark() -> None:
+    c = log(live=(P, Q))
+    c.receive(P, chat(msg_id="01" * 16), now=1)
+    c.receive(Q, chat(msg_id="02" * 16), now=2)
+    c.receive(P, chat(msg_id="03" * 16), now=3)
+    assert c.unread_counts() == {P: 2, Q: 1}
+    assert c.read(P) == [
+        PersistReadMark(P, 3),
+        TabEvent("peerchat", "unread", {"counts": {P: 0, Q: 1}}),
+    ]
+    assert c.read(P) == []
+    assert c.read("z" * 16) == []
+
+
+def test_own_messages_never_count_as_unread() -> None:
+    c = log()
+    c.send(P, "hi", now=1)
+    assert c.unread_counts() == {P: 0}
+
+
+# --- restart: the machine over what the shell loaded ------------------------------------
+
+
+def test_loaded_log_continues_seq_counts_unread_after_the_read_mark_and_dedups() -> None:
+    loaded = [
+        ChatMessage(P, "01" * 16, "in", "old", 1, 1, "delivered", 1, "pat"),
+        ChatMessage(P, "02" * 16, "out", "queued one", 2, 2, "queued", 2, "me"),
+        ChatMessage(P, "03" * 16, "in", "new", 3, 3, "delivered", 3, "pat"),
+    ]
+    c = log(*reversed(loaded), read_marks={P: 1})
+    assert c.history(P) == loaded
+    assert c.unread_counts() == {P: 1}
+    assert of_type(c.session_opened(P), SendChat)[0].msg_id == "02" * 16
+    assert of_type(c.receive(P, chat(msg_id="01" * 16), now=9), PersistMessage) == []
+    c.send(P, "next", now=10)
+    assert c.history(P)[-1].seq == 4
+
+
+# --- tab commands -----------------------------------------------------------------------
+
+
+def test_tab_open_answers_with_the_conversation_history() -> None:
+    c = log(live=(P,))
+    c.receive(P, chat("hello"), now=1)
+    [reply] = c.tab_command("open", {"node_id": P}, now=2)
+    assert reply == TabReply(
+        "peerchat", "history", {"node_id": P, "messages": [c.history(P)[0].tab_data()]}
+    )
+
+
+def test_tab_commands_send_read_unread_and_close() -> None:
+    c = log(live=(P,))
+    c.receive(P, chat("hello"), now=1)
+    assert of_type(c.tab_command("send", {"node_id": P, "text": "yo"}, now=2), SendChat)
+    assert c.tab_command("unread", {}, now=3) == [
+        TabReply("peerchat", "unread", {"counts": {P: 1}})
+    ]
+    assert of_type(c.tab_command("read", {"node_id": P}, now=4), PersistReadMark)
+    assert c.tab_command("close", {"node_id": P}, now=5) == []
+
+
+@pytest.mark.parametrize(
+    ("event", "data", "code"),
+    [
+        ("send", {"node_id": P}, "bad_request"),
+        ("send", {"node_id": P, "text": " "}, "empty"),
+        ("open", {"node_id": "x"}, "bad_request"),
+        ("open", {}, "bad_request"),
+        ("delete", {}, "unknown_event"),
+    ],
+)
+def test_bad_tab_commands_raise_a_typed_error(event: str, data: dict[str, Any], code: str) -> None:
+    with pytest.raises(ProtocolError) as exc:
+        log().tab_command(event, data, now=1)
+    assert exc.value.code == code
+
+
+def test_messages_and_effects_are_immutable() -> None:
+    c = log()
+    [persist, _] = c.send(P, "x", now=1)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        persist.message.status = "delivered"  # type: ignore[union-attr, misc]
