@@ -27,6 +27,10 @@ Event = dict[str, Any]
 HISTORY = 10_000
 
 
+def _host_header(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 class NodeError(Exception):
     """The node answered a request with an ``error`` event."""
 
@@ -59,8 +63,10 @@ class NodeClient:
                 stream = await trio.open_tcp_stream(host, port)
             try:
                 with trio.fail_after(timeout):
+                    # The Host header must carry the port: the node refuses any
+                    # other Host (DNS-rebinding guard, web.py).
                     ws = await trio_websocket.wrap_client_stream(
-                        n, stream, host, path, extra_headers=headers,
+                        n, stream, _host_header(host, port), path, extra_headers=headers,
                         max_message_size=16 * 1024 * 1024,
                     )
                 client = cls(ws)

@@ -26,8 +26,8 @@ SIGN_PREFIX = b"hd1-env\n"
 BOX_PREFIX = b"hd1-box\n"
 FIELDS = ("v", "type", "msg_id", "re", "src", "dst", "ts", "ttl", "seq", "data", "box", "sig")
 _FIELD_SET = frozenset(FIELDS)
-TYPE_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
-MSG_ID_RE = re.compile(r"^[0-9a-f]{32}$")
+TYPE_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}\Z")  # \Z: "$" would admit a trailing newline
+MSG_ID_RE = re.compile(r"^[0-9a-f]{32}\Z")
 MAX_TTL = 16
 DEFAULT_TTL = 8
 
@@ -137,9 +137,7 @@ def _int(value: object, name: str, lo: int, hi: int) -> None:
 def _check_header(get: Any) -> None:
     """Field rules of SPEC 3 (``get(name)`` reads a field from a dict or an Envelope)."""
     v = get("v")
-    if type(v) is not int:
-        raise _bad("v", "must be an integer")
-    if v != 1:
+    if type(v) is not int or v != 1:  # SPEC 3: `v` is 1; anything else is `version`
         raise ProtocolError("version", "unsupported envelope version")
     t = get("type")
     if type(t) is not str or TYPE_RE.match(t) is None:

@@ -31,7 +31,7 @@ from .errors import ProtocolError
 Rng = Callable[[int], bytes]
 """An injected randomness source: ``rng(n)`` returns ``n`` random bytes."""
 
-NODE_ID_RE = re.compile(r"^[a-z2-7]{16}$")
+NODE_ID_RE = re.compile(r"^[a-z2-7]{16}\Z")  # \Z: "$" would admit a trailing newline
 _SEED_PEM_PREFIX = b"hd1-ed25519-seed:"
 
 
@@ -59,9 +59,19 @@ def node_id_for_raw(raw_public_key: bytes) -> str:
     return base64.b32encode(digest).decode("ascii").lower()[:16]
 
 
-@lru_cache(maxsize=4096)
 def node_id_for(public_key: str) -> str:
-    """``node_id`` = first 16 chars of lowercase base32(SHA-256(raw public key))."""
+    """``node_id`` = first 16 chars of lowercase base32(SHA-256(raw public key)).
+
+    Anything but a string is a ``ProtocolError`` here, before the cache: the argument
+    often comes straight from a peer's JSON, and a list or object is unhashable.
+    """
+    if type(public_key) is not str:
+        raise ProtocolError("bad_field", "public_key must be a base64 string")
+    return _node_id_for_cached(public_key)
+
+
+@lru_cache(maxsize=4096)
+def _node_id_for_cached(public_key: str) -> str:
     return node_id_for_raw(b64decode_strict(public_key, 32, "public_key"))
 
 
