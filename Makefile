@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DATA_DIR ?= data/node
 
-.PHONY: run test lint typecheck unit fuzz bench clean venv
+.PHONY: run demo test lint typecheck unit fuzz bench clean venv
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -16,6 +16,16 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 run: $(STAMP)
+	@mkdir -p $(DATA_DIR) && rm -f $(DATA_DIR)/node.json
+	@$(BIN)/hd-node run --data-dir $(DATA_DIR) & pid=$$!; \
+	trap 'kill -INT $$pid 2>/dev/null; wait $$pid' INT TERM; \
+	for i in $$(seq 100); do [ -f $(DATA_DIR)/node.json ] && break; \
+	  kill -0 $$pid 2>/dev/null || exit 1; sleep 0.1; done; \
+	echo; echo "  hd fabric node is running. Open the UI:"; \
+	echo "  $$($(BIN)/hd-node ui --data-dir $(DATA_DIR))"; echo "  (Ctrl-C stops it)"; echo; \
+	wait $$pid
+
+demo: $(STAMP)
 	$(BIN)/python examples/handshake_demo.py
 
 lint: $(STAMP)

@@ -105,7 +105,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         level=getattr(logging, str(args.log_level).upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
-    node = Node(settings)
+    try:
+        node = Node(settings)
+    except files.DataDirBusy as exc:
+        raise CliError(str(exc)) from None
     try:
         trio.run(node.run)
     except KeyboardInterrupt:

@@ -6,6 +6,7 @@ file opened with 0600 from the start, then renamed into place (never chmod-ed af
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import secrets
@@ -83,3 +84,19 @@ def read_node_json(data_dir: Path) -> dict[str, Any] | None:
 
 def remove_node_json(data_dir: Path) -> None:
     (data_dir / NODE_JSON).unlink(missing_ok=True)
+
+
+class DataDirBusy(Exception):
+    """Another node process owns this data directory."""
+
+
+def lock_data_dir(data_dir: Path) -> int:
+    """Hold an exclusive lock on DIR/lock for the process's life (one node per directory)."""
+    ensure_data_dir(data_dir)
+    fd = os.open(data_dir / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise DataDirBusy(f"another node is running with data directory {data_dir}") from None
+    return fd

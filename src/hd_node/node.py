@@ -47,6 +47,7 @@ class Node:
         self.settings = settings
         self.limits = limits
         files.ensure_data_dir(settings.data_dir)
+        self._lock_fd = files.lock_data_dir(settings.data_dir)
         self.identity = files.load_or_create_identity(settings.data_dir)
         self.token = files.load_or_create_token(settings.data_dir)
         self.store = NodeStore(settings.data_dir / "node.db")
@@ -102,6 +103,7 @@ class Node:
         finally:
             files.remove_node_json(s.data_dir)
             self.store.close()
+            os.close(self._lock_fd)
 
     async def _watch_signals(self, stop: trio.Event) -> None:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:

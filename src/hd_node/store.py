@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from hd_protocol import InviteRecord, PeerRecord
+from hd_protocol.chat import ChatMessage
+from hd_protocol.collab import Pane
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS peers (
@@ -26,6 +28,30 @@ CREATE TABLE IF NOT EXISTS peers (
     capabilities TEXT NOT NULL DEFAULT '[]',
     first_seen   INTEGER NOT NULL,
     last_seen    INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS panes (
+    pane_key     TEXT PRIMARY KEY,
+    text         TEXT NOT NULL,
+    rev          INTEGER NOT NULL,
+    author       TEXT NOT NULL,
+    sharers      TEXT NOT NULL DEFAULT '[]'
+);
+CREATE TABLE IF NOT EXISTS chat_messages (
+    peer_id      TEXT NOT NULL,
+    id           TEXT NOT NULL,
+    direction    TEXT NOT NULL,
+    text         TEXT NOT NULL,
+    ts           INTEGER NOT NULL,
+    received_at  INTEGER NOT NULL,
+    status       TEXT NOT NULL,
+    seq          INTEGER NOT NULL,
+    from_name    TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (peer_id, id)
+);
+CREATE INDEX IF NOT EXISTS chat_by_seq ON chat_messages (peer_id, seq);
+CREATE TABLE IF NOT EXISTS chat_read (
+    peer_id      TEXT PRIMARY KEY,
+    seq          INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS invites (
     token_hash   TEXT PRIMARY KEY,
@@ -213,3 +239,59 @@ class NodeStore:
                 (node_id, token_hash, node_id),
             )
         return cur.rowcount == 1
+
+    # --- panes (SPEC 6.1) ---------------------------------------------------------------
+
+    def save_pane(self, pane: Pane) -> None:
+        with self._db:
+            self._db.execute(
+                "INSERT INTO panes (pane_key, text, rev, author, sharers) VALUES (?, ?, ?, ?, ?)"
+                " ON CONFLICT(pane_key) DO UPDATE SET text = excluded.text, rev = excluded.rev,"
+                " author = excluded.author, sharers = excluded.sharers",
+                (pane.key, pane.text, pane.rev, pane.author, json.dumps(sorted(pane.sharers))),
+            )
+
+    def load_panes(self) -> list[Pane]:
+        cur = self._db.execute("SELECT pane_key, text, rev, author, sharers FROM panes")
+        return [Pane(key=r[0], text=r[1], rev=r[2], author=r[3],
+                     sharers=frozenset(json.loads(r[4]))) for r in cur.fetchall()]
+
+    # --- chat (SPEC 6.2) ----------------------------------------------------------------
+
+    def insert_message(self, m: ChatMessage) -> bool:
+        """Insert-or-ignore by (peer, id): a replay never overwrites (SPEC 6.2)."""
+        with self._db:
+            cur = self._db.execute(
+                "INSERT OR IGNORE INTO chat_messages (peer_id, id, direction, text, ts,"
+                " received_at, status, seq, from_name) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (m.peer_id, m.id, m.direction, m.text, m.ts, m.received_at, m.status, m.seq,
+                 m.from_name),
+            )
+        return cur.rowcount == 1
+
+    def set_message_status(self, peer_id: str, msg_id: str, status: str) -> None:
+        with self._db:
+            self._db.execute(
+                "UPDATE chat_messages SET status = ? WHERE peer_id = ? AND id = ?",
+                (status, peer_id, msg_id),
+            )
+
+    def set_read_mark(self, peer_id: str, seq: int) -> None:
+        with self._db:
+            self._db.execute(
+                "INSERT INTO chat_read (peer_id, seq) VALUES (?, ?) ON CONFLICT(peer_id)"
+                " DO UPDATE SET seq = MAX(seq, excluded.seq)", (peer_id, seq),
+            )
+
+    def load_messages(self) -> list[ChatMessage]:
+        cur = self._db.execute(
+            "SELECT peer_id, id, direction, text, ts, received_at, status, seq, from_name"
+            " FROM chat_messages ORDER BY seq"
+        )
+        return [ChatMessage(peer_id=r[0], id=r[1], direction=r[2], text=r[3], ts=r[4],
+                            received_at=r[5], status=r[6], seq=r[7], from_name=r[8])
+                for r in cur.fetchall()]
+
+    def load_read_marks(self) -> dict[str, int]:
+        cur = self._db.execute("SELECT peer_id, seq FROM chat_read")
+        return {r[0]: r[1] for r in cur.fetchall()}
