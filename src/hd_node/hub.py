@@ -8,11 +8,11 @@ asks hd_protocol.admission for every decision, keeps exactly one session per pee
 
 from __future__ import annotations
 
-import contextlib
+import itertools
 import logging
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import trio
@@ -45,6 +45,7 @@ from hd_protocol.presence import merge_addrs, parse_presence, presence_data
 
 from .addresses import own_candidates
 from .config import Settings
+from .features import Features
 from .links import LinkClosed, open_client_link
 from .metrics import NodeMetrics
 from .peerconn import HandshakeFailed, Link, PeerConn, now_ms, run_handshake
@@ -69,8 +70,8 @@ class Tab:
     """One subscriber (a browser tab or a script) with a bounded outbound queue."""
 
     send: trio.MemorySendChannel[tuple[str, str, dict[str, Any]]]
+    name: str = ""
     overflowed: bool = False
-    chats_open: set[str] = field(default_factory=set)
 
     def push(self, channel: str, event: str, data: dict[str, Any]) -> None:
         if self.overflowed:
@@ -121,6 +122,8 @@ class PeerHub:
         self._reconnecting: set[str] = set()
         self._manual_disconnect: set[str] = set()
         self.shutting_down = False
+        self._tab_ids = itertools.count(1)
+        self.features = Features(self)
 
     # --- lifecycle --------------------------------------------------------------------
 
@@ -151,13 +154,14 @@ class PeerHub:
 
     def subscribe(self) -> tuple[Tab, trio.MemoryReceiveChannel[tuple[str, str, dict[str, Any]]]]:
         send, recv = trio.open_memory_channel[tuple[str, str, dict[str, Any]]](TAB_QUEUE)
-        tab = Tab(send)
+        tab = Tab(send, name=f"tab-{next(self._tab_ids)}")
         self.tabs.add(tab)
         self.metrics.tabs.set(len(self.tabs))
         return tab, recv
 
     def unsubscribe(self, tab: Tab) -> None:
         self.tabs.discard(tab)
+        self.features.tab_gone(tab)
         tab.send.close()
         self.metrics.tabs.set(len(self.tabs))
 
@@ -520,6 +524,7 @@ class PeerHub:
         finally:
             if self.sessions.get(peer_id) is conn:
                 del self.sessions[peer_id]
+                self.features.session_closed(peer_id)
             self.metrics.sessions.set(len(self.sessions))
             log.info("session closed peer=%s reason=%s", peer_id, conn.close_reason)
             if not self.shutting_down:
@@ -528,8 +533,12 @@ class PeerHub:
 
     async def _on_session_open(self, conn: PeerConn) -> None:
         self._peer_update(conn.peer_id)
-        with contextlib.suppress(ProtocolError):
+        try:
             await conn.send("presence", self._presence_data())
+        except ProtocolError:
+            return
+        # SPEC 6.1/6.2: catch-up of shared panes and flush of queued chat.
+        await self.features.session_opened(conn)
 
     def _presence_data(self) -> dict[str, Any]:
         return presence_data(self.node_name, self.capabilities,
@@ -617,7 +626,8 @@ class PeerHub:
         await self.on_feature_message(conn, msg)
 
     async def on_feature_message(self, conn: PeerConn, msg: ss.Message) -> None:
-        """Features (collab, chat, agents) hook in here; nothing else is served yet."""
+        if await self.features.on_message(conn, msg):
+            return
         async with conn.send_lock:
             outs = conn.session.reply_error("unsupported", f"{msg.type} is not served here",
                                             msg.msg_id, now_ms())
@@ -644,7 +654,7 @@ class PeerHub:
         self.metrics.envelopes_out.inc()
         self.metrics.bytes_out.inc(size)
 
-    def on_output(self, conn: PeerConn, out: ss.Output) -> None:
+    async def on_output(self, conn: PeerConn, out: ss.Output) -> None:
         if isinstance(out, ss.Dropped):
             self.metrics.dropped.labels(out.code).inc()
             log.info("envelope dropped peer=%s code=%s", conn.peer_id, out.code)
@@ -654,6 +664,7 @@ class PeerHub:
                 self.metrics.srtt.labels(conn.peer_id).set(conn.srtt_ms)
         elif isinstance(out, ss.PeerError):
             log.info("peer error peer=%s code=%s", conn.peer_id, out.code)
+            await self.features.on_peer_error(conn, out)
         elif isinstance(out, ss.Closed):
             log.info("session closing peer=%s reason=%s remote=%s",
                      conn.peer_id, out.reason, out.remote)

@@ -112,7 +112,7 @@ class ConnOwner(Protocol):
 
     async def on_message(self, conn: PeerConn, msg: ss.Message) -> None: ...
 
-    def on_output(self, conn: PeerConn, out: ss.Output) -> None: ...
+    async def on_output(self, conn: PeerConn, out: ss.Output) -> None: ...
 
     def on_sent(self, conn: PeerConn, size: int) -> None: ...
 
@@ -161,7 +161,7 @@ class PeerConn:
                     return
                 self.owner.on_sent(self, len(out.wire))
             else:
-                self.owner.on_output(self, out)
+                await self.owner.on_output(self, out)
 
     async def send(
         self, type: str, data: dict[str, Any], *, re: str | None = None, msg_id: str | None = None
@@ -269,7 +269,10 @@ class PeerConn:
                 w.event.set()
         if isinstance(out, ss.Pong):
             self._observe_rtt(out.rtt_ms)
-        self.owner.on_output(self, out)
+        try:
+            await self.owner.on_output(self, out)
+        except Exception:
+            log.exception("output handler failed peer=%s", self.peer_id)
 
     def _observe_rtt(self, rtt: int) -> None:
         # SPEC 6.4: RFC 6298 gains (alpha 1/8, beta 1/4).

@@ -191,6 +191,25 @@ async def _list_metrics(t: TabSession, d: dict[str, Any]) -> None:
                                                 d.get("req")))
 
 
+# --- collab and peerchat (SPEC 6.1, 6.2, 9) ---------------------------------------------
+
+
+def _collab(event: str) -> Handler:
+    async def handler(t: TabSession, d: dict[str, Any]) -> None:
+        assert t.tab is not None
+        await t.hub.features.collab_command(t.tab, event, dict(d))
+
+    return handler
+
+
+def _peerchat(event: str) -> Handler:
+    async def handler(t: TabSession, d: dict[str, Any]) -> None:
+        assert t.tab is not None
+        await t.hub.features.chat_command(t.tab, event, dict(d))
+
+    return handler
+
+
 HANDLERS: dict[tuple[str, str], Handler] = {
     ("system", "hello"): _system_hello,
     ("system", "ping"): _system_ping,
@@ -203,4 +222,6 @@ HANDLERS: dict[tuple[str, str], Handler] = {
     ("network", "pair_redeem"): _pair_redeem,
     ("network", "set_trust"): _set_trust,
     ("network", "list_metrics"): _list_metrics,
+    **{("collab", e): _collab(e) for e in ("join", "leave", "op", "share", "unshare")},
+    **{("peerchat", e): _peerchat(e) for e in ("open", "send", "read", "unread", "close")},
 }
