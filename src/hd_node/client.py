@@ -21,6 +21,8 @@ from typing import Any
 import trio
 import trio_websocket
 
+from hd_protocol.rebase import rebase
+
 from .links import split_ws_url
 
 Event = dict[str, Any]
@@ -132,12 +134,12 @@ class NodeClient:
         """A position in the history; pass as ``since`` to see only newer events."""
         return len(self.events)
 
-    async def request(
+    async def request_event(
         self, channel: str, event: str, data: dict[str, Any] | None = None, *,
         timeout: float = 10.0,
-    ) -> dict[str, Any]:
-        """Send a command and return the data of the node's direct answer (matched by a
-        ``req`` id); an ``error`` answer raises ``NodeError``."""
+    ) -> tuple[str, dict[str, Any]]:
+        """Send a command; return (event, data) of the node's direct answer (matched by
+        a ``req`` id). An ``error`` answer raises ``NodeError``."""
         req = f"r{next(self._ids)}"
         body = dict(data or {})
         body["req"] = req
@@ -148,4 +150,60 @@ class NodeClient:
         if ev.get("event") == "error":
             d = ev["data"]
             raise NodeError(d.get("code", "error"), d.get("message", ""))
-        return dict(ev.get("data") or {})
+        return str(ev.get("event")), dict(ev.get("data") or {})
+
+    async def request(
+        self, channel: str, event: str, data: dict[str, Any] | None = None, *,
+        timeout: float = 10.0,
+    ) -> dict[str, Any]:
+        """Like ``request_event`` but only the answer's data."""
+        return (await self.request_event(channel, event, data, timeout=timeout))[1]
+
+
+class SharedPane:
+    """A collaborative pane as one tab sees it, with rebase on rejection (SPEC 6.1.1).
+
+    ``base`` is the last state this tab knows. ``write(text)`` submits an edit made
+    on that base; if the node answers ``rejected`` (someone wrote first), the edit is
+    rebased onto the newer text and resubmitted, so no keystroke is lost.
+    """
+
+    def __init__(self, client: NodeClient, pane_key: str) -> None:
+        self.client = client
+        self.key = pane_key
+        self.rev = 0
+        self.text = ""
+        self.author = ""
+
+    def _adopt(self, data: dict[str, Any]) -> None:
+        self.rev, self.text, self.author = data["rev"], data["text"], data["author"]
+
+    async def join(self) -> dict[str, Any]:
+        state = await self.client.request("collab", "join", {"paneKey": self.key})
+        self._adopt(state)
+        return state
+
+    def refresh(self) -> None:
+        """Adopt the newest ``op`` this tab has received for the pane."""
+        for ev in reversed(self.client.events):
+            d = ev.get("data") or {}
+            if (ev.get("channel") == "collab" and ev.get("event") == "op"
+                    and d.get("paneKey") == self.key):
+                if (d["rev"], d["author"]) > (self.rev, self.author):
+                    self._adopt(d)
+                return
+
+    async def write(self, mine: str, *, attempts: int = 8) -> dict[str, Any]:
+        """Submit ``mine`` (an edit of ``self.text``); returns the accepted state."""
+        base = self.text
+        for _ in range(attempts):
+            event, data = await self.client.request_event(
+                "collab", "op", {"paneKey": self.key, "baseRev": self.rev, "text": mine}
+            )
+            if event != "rejected":
+                self._adopt(data)
+                return data
+            mine = rebase(base, mine, data["text"])
+            base = data["text"]
+            self._adopt(data)
+        raise NodeError("conflict", f"pane {self.key} kept changing; gave up after {attempts}")
