@@ -106,6 +106,18 @@ def token_matches(token: str, token_hash: str) -> bool:
     return hmac.compare_digest(hash_token(token).encode(), token_hash.encode())
 
 
+# Loopback, RFC 1918, RFC 6598 shared (CGNAT), link-local, IPv6 ULA and link-local.
+# Listed rather than ``ip.is_private``, which also counts documentation and
+# benchmarking ranges (192.0.2.0/24, 198.18.0.0/15, ...) that are no LAN.
+_LAN_NETS = tuple(
+    ipaddress.ip_network(n)
+    for n in (
+        "127.0.0.0/8", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10",
+        "169.254.0.0/16", "::1/128", "fc00::/7", "fe80::/10",
+    )
+)
+
+
 def is_private_address(addr: str | None) -> bool:
     """Loopback, private (RFC 1918 / ULA) or link-local: what open-lan admits."""
     if not addr:
@@ -119,7 +131,7 @@ def is_private_address(addr: str | None) -> bool:
         return False
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
-    return bool(ip.is_loopback or ip.is_private or ip.is_link_local)
+    return any(ip in net for net in _LAN_NETS)
 
 
 def invite_usable(
