@@ -154,12 +154,14 @@ class Features:
             self._presence(key)
             return
         effects = self.panes.tab_command(event, data)
+        # The state right after this command, taken before any await: applying the
+        # effects yields to other tasks, and a peer's newer op may land meanwhile.
+        after = self.panes.state_data(data["paneKey"])
         await self.apply(effects, tab=tab, req=req)
         if req is not None and not any(isinstance(e, TabReply) for e in effects):
             # Tell the one tab its command went through (SPEC 9 has no ack event;
             # `state` with its `req` doubles as one).
-            tab.push("collab", "state", {**self.panes.state_data(data["paneKey"]),
-                                         "members": self._members(data["paneKey"]),
+            tab.push("collab", "state", {**after, "members": self._members(data["paneKey"]),
                                          "req": req})
 
     async def chat_command(self, tab: Tab, event: str, data: dict[str, Any]) -> None:
