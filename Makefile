@@ -47,8 +47,10 @@ unit: $(STAMP) browser-deps
 test: lint typecheck unit
 
 fuzz: $(STAMP)
-	$(BIN)/python -m pip install -q -e '.[fuzz]'
-	for h in fuzz/fuzz_*.py; do echo "== $$h"; $(BIN)/python $$h -max_total_time=$${FUZZ_SECONDS:-60} -atheris_runs=0 || exit 1; done
+	$(BIN)/python -c 'import atheris' 2>/dev/null || $(BIN)/python -m pip install -q -e '.[fuzz]'
+	for h in fuzz/fuzz_*.py; do echo "== $$h"; \
+	  $(BIN)/python $$h -max_total_time=$(or $(FUZZ_SECONDS),60) -print_final_stats=1 \
+	  || exit 1; done
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_codec.py

@@ -14,6 +14,7 @@ import binascii
 import hashlib
 import hmac
 import ipaddress
+import re
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
@@ -30,6 +31,7 @@ LINK_KINDS = ("direct", "relay", "webrtc", "lan")
 INVITE_PREFIX = "hd1:"
 ATTEST_PREFIX = b"hd1-attest\n"
 MAX_INVITE_CHARS = 8192
+_B64URL_RE = re.compile(r"[A-Za-z0-9_-]+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,7 +253,8 @@ def decode_invite(text: str) -> dict[str, Any]:
     if len(text) > MAX_INVITE_CHARS or not text.startswith(INVITE_PREFIX):
         raise ProtocolError("bad_invite", "not an hd1: invite")
     b64 = text[len(INVITE_PREFIX) :]
-    if not b64 or any(c in b64 for c in "=+/"):
+    if _B64URL_RE.fullmatch(b64) is None:
+        # Strict alphabet: urlsafe_b64decode would silently skip stray characters.
         raise ProtocolError("bad_invite", "invite must be unpadded base64url")
     try:
         raw = base64.urlsafe_b64decode(b64 + "=" * (-len(b64) % 4))

@@ -26,25 +26,36 @@ def check_value(value: object, depth: int = 0) -> None:
     Depth counts containers: a scalar at top level is depth 0, ``[]`` is depth 1.
     """
     t = type(value)
-    if t is str:
-        _check_str(value)  # type: ignore[arg-type]
-    elif t is int:
-        if not -MAX_INT <= value <= MAX_INT:  # type: ignore[operator]
-            raise CanonicalError(message="integer out of range")
-    elif value is None or t is bool:
-        return
-    elif t is dict:
+    if t is dict:
         if depth >= MAX_DEPTH:
             raise CanonicalError(message="nesting too deep")
         for k, v in value.items():  # type: ignore[attr-defined]
             if type(k) is not str or not k.isascii():
                 raise CanonicalError(message="object keys must be ASCII strings")
-            check_value(v, depth + 1)
+            _check_member(v, depth)
     elif t is list:
         if depth >= MAX_DEPTH:
             raise CanonicalError(message="nesting too deep")
         for v in value:  # type: ignore[attr-defined]
-            check_value(v, depth + 1)
+            _check_member(v, depth)
+    else:
+        _check_member(value, depth - 1)
+
+
+def _check_member(v: object, depth: int) -> None:
+    """``check_value(v, depth + 1)`` with the common scalars handled without recursing
+    (every signed or sealed envelope is checked on the hot path; same verdicts)."""
+    t = type(v)
+    if t is str:
+        if not v.isascii():  # type: ignore[attr-defined]
+            _check_str(v)  # type: ignore[arg-type]
+    elif t is int:
+        if not -MAX_INT <= v <= MAX_INT:  # type: ignore[operator]
+            raise CanonicalError(message="integer out of range")
+    elif v is None or t is bool:
+        return
+    elif t is dict or t is list:
+        check_value(v, depth + 1)
     elif t is float:
         raise CanonicalError(message="floats are not allowed")
     else:

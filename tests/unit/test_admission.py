@@ -493,3 +493,21 @@ def test_open_lan_does_not_count_documentation_or_benchmark_ranges_as_lan() -> N
         assert not is_private_address(addr), addr
     for addr in ("10.0.0.1", "172.16.5.4", "192.168.0.2", "100.64.1.1", "169.254.1.1", "fd12::1"):
         assert is_private_address(addr), addr
+
+
+def test_invite_with_a_stray_character_inside_is_refused() -> None:
+    import json
+    from pathlib import Path
+
+    from hd_protocol import ProtocolError, decode_invite
+
+    case = json.loads((Path(__file__).parents[1] / "vectors" / "invite.json").read_text())
+    good = case["cases"][0]["invite"]
+    assert decode_invite(good)["node_id"] == case["cases"][0]["decoded"]["node_id"]
+    for bad in (good[:10] + " " + good[10:], good[:10] + "!" + good[10:], good + "."):
+        try:
+            decode_invite(bad)
+        except ProtocolError as exc:
+            assert exc.code == "bad_invite"
+        else:
+            raise AssertionError(f"accepted {bad!r}")

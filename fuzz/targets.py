@@ -1,0 +1,621 @@
+"""Fuzz targets shared by the atheris harnesses (``fuzz/fuzz_*.py``) and the hypothesis
+test (``tests/fuzz/test_fuzz_targets.py``).
+
+Every target is a pure function of one ``bytes`` input. The invariant under test: bytes
+from a peer can only ever make hd_protocol raise ``ProtocolError`` (the codecs) or return
+``Failed`` / ``Dropped`` (the state machines). Any other exception escapes the target and
+is a crash. On top of that each target checks properties that must hold for every input:
+a decoded value re-encodes to itself, a machine only sends frames it signed itself, a
+handshake never reaches admission with a key that did not sign, a replayed frame is never
+delivered twice.
+
+Everything is deterministic: identities come from fixed seeds, randomness from a counter
+(``det_rng``), time is a fixed ``NOW``. So an honest exchange is the same in every run and
+its frames are valid seeds: the fuzzer mutates them and reaches the states behind the
+signature checks. The ``signed_*`` targets go further and play an honest-but-hostile
+peer: they sign (and seal) frames whose *contents* come from the input, which is the only
+way to exercise the code after a signature check.
+
+Each target returns a short label of what happened (``"err:bad_json"``,
+``"established"``...) so tests can check that the seeds reach the deep states.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections.abc import Callable
+from functools import lru_cache
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from hd_protocol import (
+    Acceptor,
+    CanonicalError,
+    Decision,
+    Dialer,
+    Envelope,
+    Identity,
+    ProtocolError,
+    Rng,
+    Session,
+    decode_envelope,
+    decode_invite,
+    decode_ws_frame,
+    derive_session_keys,
+    encode_envelope,
+    encode_invite,
+    encode_ws_frame,
+    loads_strict,
+    make_candidate,
+    make_envelope,
+    open_envelope,
+    seal_envelope,
+    sign_envelope,
+    signing_bytes,
+    verify_envelope,
+)
+from hd_protocol.envelope import FIELDS, box_aad
+from hd_protocol.handshake import REASONS, Established, Failed, HandshakeResult, NeedAdmission
+from hd_protocol.handshake import Send as HsSend
+from hd_protocol.session import (
+    KNOWN_TYPES,
+    Closed,
+    Dropped,
+    Message,
+    PeerError,
+    Pong,
+    Reply,
+    Timeout,
+)
+from hd_protocol.session import Send as SessionSend
+
+NOW = 1_764_000_000_000
+TOKEN = "fuzz-invite-token-0123456789abcdef"
+
+
+def det_rng(label: bytes) -> Rng:
+    """A deterministic ``rng(n)``: SHA-256 in counter mode over ``label``."""
+    counter = 0
+
+    def rng(n: int) -> bytes:
+        nonlocal counter
+        out = b""
+        while len(out) < n:
+            out += hashlib.sha256(label + counter.to_bytes(8, "big")).digest()
+            counter += 1
+        return out[:n]
+
+    return rng
+
+
+def _seed(label: bytes) -> bytes:
+    return hashlib.sha256(b"hd-fuzz " + label).digest()
+
+
+DIALER = Identity.from_seed(_seed(b"dialer"))
+ACCEPTOR = Identity.from_seed(_seed(b"acceptor"))
+_PEER_EPH_SEED = _seed(b"hostile peer eph")
+_PEER_EPH = X25519PrivateKey.from_private_bytes(_PEER_EPH_SEED)
+_PEER_EPH_PUB = base64.b64encode(
+    _PEER_EPH.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+).decode("ascii")
+
+
+class InvariantError(AssertionError):
+    """A target found a property violation (a crash, just like any other exception)."""
+
+
+def _require(cond: bool, what: str) -> None:
+    if not cond:
+        raise InvariantError(what)
+
+
+def _attempt(fn: Callable[[Any], Any], arg: Any) -> tuple[bool, Any]:
+    """(True, result) or (False, error code); only ``ProtocolError`` is absorbed."""
+    try:
+        return True, fn(arg)
+    except ProtocolError as exc:
+        _require(type(exc.code) is str and exc.code != "", "error without a code")
+        _require(type(exc.message) is str, "error message is not a string")
+        return False, exc.code
+
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _texts(data: bytes) -> str:
+    # surrogateescape turns invalid UTF-8 into lone surrogates: a str no honest
+    # transport delivers, which the codecs must still refuse cleanly.
+    return data.decode("utf-8", "surrogateescape")
+
+
+def json_value(raw: bytes) -> Any:
+    """The input as a canonical-domain JSON value (or, failing that, as a string)."""
+    try:
+        return loads_strict(raw)
+    except CanonicalError:
+        return raw.decode("utf-8", "replace")
+
+
+def mutate(base: dict[str, Any], slot: int, value: Any) -> Any:
+    """One structural change of ``base`` chosen by ``slot``: replace one field, replace
+    the whole object, add a field, drop a field, or keep it as it is."""
+    keys = sorted(base)
+    n = len(keys)
+    slot %= n + 4
+    if slot < n:
+        out = dict(base)
+        out[keys[slot]] = value
+        return out
+    if slot == n:
+        return value
+    if slot == n + 1:
+        out = dict(base)
+        out["extra"] = value
+        return out
+    if slot == n + 2:
+        out = dict(base)
+        del out[keys[len(repr(value)) % n]]
+        return out
+    return dict(base)
+
+
+# --- codecs -----------------------------------------------------------------------
+
+
+def _reference_cjson(value: Any) -> bytes:
+    # SPEC 1.1 by the letter, through the stdlib only: hd_protocol's hot paths build
+    # these bytes by hand and must agree byte for byte.
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                      allow_nan=False).encode("utf-8")
+
+
+def _reference_wire(env: Envelope) -> str:
+    return json.dumps({f: getattr(env, f) for f in FIELDS}, separators=(",", ":"),
+                      ensure_ascii=False, allow_nan=False)
+
+
+def envelope(data: bytes) -> str:
+    """``decode_envelope`` on bytes and on text: total, consistent, re-encodable, and the
+    hand-built wire text, signing bytes and box AAD equal their reference JSON."""
+    ok_b, res_b = _attempt(decode_envelope, data)
+    ok_s, res_s = _attempt(decode_envelope, _texts(data))
+    if _is_utf8(data):
+        _require((ok_b, res_b) == (ok_s, res_s), "bytes and text decode differently")
+    else:
+        _require(not ok_s, "text with lone surrogates decoded")
+    if not ok_b:
+        return f"err:{res_b}"
+    env: Envelope = res_b
+    wire = encode_envelope(env)
+    _require(wire == _reference_wire(env), "encode_envelope differs from the reference JSON")
+    _require(decode_envelope(wire) == env, "decode(encode(env)) != env")
+    header = {f: getattr(env, f) for f in FIELDS if f not in ("sig", "ttl")}
+    _require(signing_bytes(env) == b"hd1-env\n" + _reference_cjson(header),
+             "signing bytes differ from the reference canonical JSON")
+    aad = {f: header[f] for f in ("type", "msg_id", "re", "src", "dst", "ts", "seq")}
+    _require(box_aad(env) == b"hd1-box\n" + _reference_cjson(aad),
+             "box AAD differs from the reference canonical JSON")
+    verified = verify_envelope(env, DIALER.public_key)
+    _require(type(verified) is bool, "verify_envelope returned a non-bool")
+    if env.box is not None:
+        ok, opened = _attempt(lambda e: open_envelope(e, _seed(b"box key")), env)
+        _require(not ok or type(opened) is dict, "open_envelope returned a non-object")
+    return "ok:verified" if verified else "ok"
+
+
+def ws_frame(data: bytes) -> str:
+    """``decode_ws_frame`` (strict and permissive) on bytes and text; re-encodable."""
+    ok_b, res_b = _attempt(decode_ws_frame, data)
+    ok_s, res_s = _attempt(decode_ws_frame, _texts(data))
+    ok_any, res_any = _attempt(lambda d: decode_ws_frame(d, allowed=None), data)
+    if _is_utf8(data):
+        _require((ok_b, res_b) == (ok_s, res_s), "bytes and text decode differently")
+    else:
+        _require(not ok_s, "text with lone surrogates decoded")
+    _require(not ok_b or ok_any, "the permissive decoder refused a frame the strict took")
+    if ok_any:
+        wire = encode_ws_frame(res_any.channel, res_any.event, res_any.data)
+        _require(decode_ws_frame(wire, allowed=None) == res_any, "ws frame does not round-trip")
+    return "ok" if ok_b else f"err:{res_b}"
+
+
+def invite(data: bytes) -> str:
+    """``decode_invite``: total on any text; a decoded invite re-encodes to itself."""
+    ok_raw, _ = _attempt(decode_invite, data)
+    _require(not ok_raw, "decode_invite accepted bytes")
+    ok, res = _attempt(decode_invite, _texts(data))
+    if not ok:
+        return f"err:{res}"
+    _require(decode_invite(encode_invite(**res)) == res, "invite does not round-trip")
+    return "ok"
+
+
+# --- the handshake machines -----------------------------------------------------------
+
+
+def _dialer(**kw: Any) -> Dialer:
+    return Dialer(
+        DIALER, rng=det_rng(b"dialer"), now=NOW, expected_node_id=ACCEPTOR.node_id,
+        token=TOKEN, node_name="dialer", capabilities=("collab", "chat"), **kw,
+    )
+
+
+def _acceptor() -> Acceptor:
+    return Acceptor(
+        ACCEPTOR, rng=det_rng(b"acceptor"), now=NOW, node_name="acceptor",
+        capabilities=("collab",),
+    )
+
+
+def _only(outs: list[Any], kind: type) -> Any:
+    found = [o for o in outs if isinstance(o, kind)]
+    _require(len(found) == 1, f"expected one {kind.__name__}, got {outs!r}")
+    return found[0]
+
+
+@lru_cache(maxsize=4)
+def honest_run(level: str = "trusted") -> tuple[tuple[str, str, str, str], HandshakeResult,
+                                                  HandshakeResult]:
+    """The four wire frames of an honest handshake and both results (deterministic)."""
+    d, a = _dialer(), _acceptor()
+    hello = _only(d.start(NOW), HsSend).wire
+    ack = _only(a.receive(hello, NOW + 1), HsSend).wire
+    _only(d.receive(ack, NOW + 2), NeedAdmission)
+    auth = _only(d.admit(Decision(level="trusted"), NOW + 3), HsSend).wire
+    _only(a.receive(auth, NOW + 4), NeedAdmission)
+    outs = a.admit(Decision(level=level), NOW + 5)  # type: ignore[arg-type]
+    result_wire = _only(outs, HsSend).wire
+    acceptor_result = _only(outs, Established).result
+    dialer_result = _only(d.receive(result_wire, NOW + 6), Established).result
+    return (hello, ack, auth, result_wire), dialer_result, acceptor_result
+
+
+def _check_handshake(
+    machine: Dialer | Acceptor, outs: list[Any], partner: Identity
+) -> str:
+    """What every output list of a handshake machine must satisfy; returns a label."""
+    label = "none"
+    for o in outs:
+        if isinstance(o, HsSend):
+            env = decode_envelope(o.wire)
+            _require(env.src == machine.identity.node_id, "sent a frame with a foreign src")
+            _require(verify_envelope(env, machine.identity.public_key), "sent an unsigned frame")
+            label = "send" if label == "none" else label
+        elif isinstance(o, NeedAdmission):
+            # Only the partner's key signed anything the fuzzer can have seen.
+            _require(o.peer.node_id == partner.node_id, "admission for a forged node id")
+            _require(o.peer.public_key == partner.public_key, "admission for a forged key")
+            label = "need_admission"
+        elif isinstance(o, Established):
+            r = o.result
+            _require(r.peer.public_key == partner.public_key, "established with a forged key")
+            _require(len(r.key_tx) == 32 and len(r.key_rx) == 32, "bad key length")
+            _require(r.key_tx != r.key_rx, "both directions share a key")
+            _require(machine.done and machine.failure is None, "established but not done")
+            label = "established"
+        elif isinstance(o, Failed):
+            _require(o.reason in REASONS or o.reason == "timeout", f"odd reason {o.reason}")
+            _require(machine.done and machine.failure is o, "failed but still running")
+            label = f"failed:{o.reason}"
+        else:
+            raise InvariantError(f"unexpected handshake output {o!r}")
+    if machine.done:
+        _require(machine.receive(b"{}", NOW + 9) == [], "a finished machine reacted")
+    return label
+
+
+def _admit_after(
+    machine: Dialer | Acceptor, label: str, accept: bool, partner: Identity
+) -> str:
+    if label != "need_admission":
+        return label
+    decision = Decision(level="trusted") if accept else Decision(level=None, reason="blocked")
+    return _check_handshake(machine, machine.admit(decision, NOW + 7), partner)
+
+
+def handshake(data: bytes) -> str:
+    """Raw frames into a handshake machine at each of its four waiting points.
+
+    ``data[0] % 4``: 0 Acceptor's first frame, 1 Acceptor's second frame after a valid
+    hello, 2 Dialer's first frame after start, 3 Dialer's second frame after a valid
+    hello_ack and its own admission. ``data[0] & 4``: admit (else refuse) if asked.
+    """
+    if not data:
+        return "empty"
+    mode, accept, frame = data[0] % 4, bool(data[0] & 4), data[1:]
+    (hello, ack, _, _), _, _ = honest_run()
+    machine: Dialer | Acceptor
+    if mode in (0, 1):
+        machine, partner = _acceptor(), DIALER
+        if mode == 1:
+            _only(machine.receive(hello, NOW + 1), HsSend)
+    else:
+        machine, partner = _dialer(), ACCEPTOR
+        machine.start(NOW)
+        if mode == 3:
+            _only(machine.receive(ack, NOW + 2), NeedAdmission)
+            _only(machine.admit(Decision(level="trusted"), NOW + 3), HsSend)
+    label = _check_handshake(machine, machine.receive(frame, NOW + 4), partner)
+    return _admit_after(machine, label, accept, partner)
+
+
+def _hello_data(identity: Identity, nonce_label: bytes) -> dict[str, Any]:
+    return {
+        "proto": "hd/1", "node_name": "hostile", "public_key": identity.public_key,
+        "capabilities": ["collab"], "nonce": base64.b64encode(_seed(nonce_label)).decode(),
+        "eph": _PEER_EPH_PUB,
+    }
+
+
+def _signed(env_args: dict[str, Any], identity: Identity, *, key: bytes | None = None,
+            payload: Any = None) -> str:
+    env = make_envelope(**env_args)
+    if key is not None:
+        env = seal_envelope(env, key, payload)
+    return encode_envelope(sign_envelope(env, identity))
+
+
+def signed_handshake(data: bytes) -> str:
+    """A peer that signs (and seals) whatever the input says, at each handshake step.
+
+    ``data[0] % 4`` picks the frame whose content is fuzzed: 0 hello data (to an
+    Acceptor), 1 hello_ack data (to a Dialer), 2 auth payload (to an Acceptor), 3
+    auth_result payload (to a Dialer); ``(data[0] >> 2) & 15`` picks the mutation
+    (``mutate``); bit 6 admits (else refuses) when asked; the rest is a JSON value.
+    """
+    if not data:
+        return "empty"
+    which, slot, accept = data[0] % 4, (data[0] >> 2) & 15, bool(data[0] & 64)
+    value = json_value(data[1:])
+    try:
+        if which == 0:
+            return _hostile_hello(slot, value, accept)
+        if which == 1:
+            return _hostile_hello_ack(slot, value, accept)
+        if which == 2:
+            return _hostile_auth(slot, value, accept)
+        return _hostile_auth_result(slot, value)
+    except _Unbuildable:
+        return "unbuildable"
+
+
+class _Unbuildable(Exception):
+    """The input describes a frame our own encoder refuses to build (not a finding)."""
+
+
+def _build(env_args: dict[str, Any], identity: Identity, **kw: Any) -> str:
+    try:
+        return _signed(env_args, identity, **kw)
+    except ProtocolError:
+        raise _Unbuildable from None
+
+
+def _hostile_hello(slot: int, value: Any, accept: bool) -> str:
+    a = _acceptor()
+    data = mutate(_hello_data(DIALER, b"hello nonce"), slot, value)
+    wire = _build(dict(type="hello", msg_id="1" * 32, src=DIALER.node_id,
+                       dst=ACCEPTOR.node_id, ts=NOW, data=data), DIALER)
+    label = _check_handshake(a, a.receive(wire, NOW + 1), DIALER)
+    if label == "send":
+        _require(a.peer is not None and a.peer.public_key == DIALER.public_key,
+                 "accepted a hello under another key")
+    return _admit_after(a, label, accept, DIALER)
+
+
+def _hostile_hello_ack(slot: int, value: Any, accept: bool) -> str:
+    d = _dialer()
+    hello = decode_envelope(_only(d.start(NOW), HsSend).wire)
+    base = _hello_data(ACCEPTOR, b"ack nonce")
+    base["echo"] = hello.data["nonce"]
+    wire = _build(dict(type="hello_ack", msg_id="2" * 32, re=hello.msg_id,
+                       src=ACCEPTOR.node_id, dst=DIALER.node_id, ts=NOW + 1,
+                       data=mutate(base, slot, value)), ACCEPTOR)
+    label = _check_handshake(d, d.receive(wire, NOW + 2), ACCEPTOR)
+    return _admit_after(d, label, accept, ACCEPTOR)
+
+
+def _hostile_auth(slot: int, value: Any, accept: bool) -> str:
+    a = _acceptor()
+    hello_wire = _build(dict(type="hello", msg_id="1" * 32, src=DIALER.node_id,
+                             dst=ACCEPTOR.node_id, ts=NOW,
+                             data=_hello_data(DIALER, b"hello nonce")), DIALER)
+    hello = decode_envelope(hello_wire)
+    ack = decode_envelope(_only(a.receive(hello_wire, NOW + 1), HsSend).wire)
+    d2a, a2d = derive_session_keys(_PEER_EPH_SEED, ack.data["eph"], hello, ack)
+    base = {"echo": ack.data["nonce"], "token": TOKEN, "attest": None}
+    payload = mutate(base, slot, value)
+    if type(payload) is not dict:
+        raise _Unbuildable
+    wire = _build(dict(type="auth", msg_id="3" * 32, re=ack.msg_id, src=DIALER.node_id,
+                       dst=ACCEPTOR.node_id, ts=NOW + 2, seq=0), DIALER,
+                  key=d2a, payload=payload)
+    outs = a.receive(wire, NOW + 3)
+    label = _check_handshake(a, outs, DIALER)
+    if label == "need_admission":
+        need = _only(outs, NeedAdmission)
+        _require(need.token == payload["token"] and need.attest == payload["attest"],
+                 "admission asked with something the dialer did not present")
+        decision = Decision(level="guest") if accept else Decision(level=None,
+                                                                    reason="pairing_required")
+        outs = a.admit(decision, NOW + 4)
+        label = _check_handshake(a, outs, DIALER)
+        answer = decode_envelope(_only(outs, HsSend).wire)
+        result = open_envelope(answer, a2d)
+        _require(result == {"ok": accept, "level": "guest" if accept else None,
+                            "reason": None if accept else "pairing_required"},
+                 f"auth_result does not tell the decision: {result!r}")
+    return label
+
+
+def _hostile_auth_result(slot: int, value: Any) -> str:
+    d = _dialer()
+    hello = decode_envelope(_only(d.start(NOW), HsSend).wire)
+    ack_data = _hello_data(ACCEPTOR, b"ack nonce")
+    ack_data["echo"] = hello.data["nonce"]
+    ack_wire = _build(dict(type="hello_ack", msg_id="2" * 32, re=hello.msg_id,
+                           src=ACCEPTOR.node_id, dst=DIALER.node_id, ts=NOW + 1,
+                           data=ack_data), ACCEPTOR)
+    ack = decode_envelope(ack_wire)
+    _only(d.receive(ack_wire, NOW + 2), NeedAdmission)
+    auth = decode_envelope(_only(d.admit(Decision(level="trusted"), NOW + 3), HsSend).wire)
+    d2a, a2d = derive_session_keys(_PEER_EPH_SEED, hello.data["eph"], hello, ack)
+    _require(open_envelope(auth, d2a)["token"] == TOKEN, "auth does not carry the token")
+    payload = mutate({"ok": True, "level": "trusted", "reason": None}, slot, value)
+    if type(payload) is not dict:
+        raise _Unbuildable
+    wire = _build(dict(type="auth_result", msg_id="4" * 32, re=auth.msg_id,
+                       src=ACCEPTOR.node_id, dst=DIALER.node_id, ts=NOW + 4, seq=0),
+                  ACCEPTOR, key=a2d, payload=payload)
+    outs = d.receive(wire, NOW + 5)
+    label = _check_handshake(d, outs, ACCEPTOR)
+    if label == "established":
+        # SPEC 4: a dialer never treats anything but a verified ok as success.
+        _require(payload.get("ok") is True, "established without ok: true")
+        _require(_only(outs, Established).result.peer_level == payload["level"],
+                 "peer level is not what the acceptor said")
+    return label
+
+
+# --- sessions -------------------------------------------------------------------------
+
+SESSION_OUTPUTS = (SessionSend, Message, Reply, Timeout, Pong, PeerError, Dropped, Closed)
+SESSION_TYPES = (*sorted(KNOWN_TYPES), "zz_unknown")
+
+
+def _sessions(level: str) -> tuple[Session, Session]:
+    """(local, peer): local is the dialer's session, peer the acceptor's (fresh each call)."""
+    _, dialer_result, acceptor_result = honest_run(level)
+    local = Session(DIALER, dialer_result, rng=det_rng(b"local"), now=NOW)
+    peer = Session(ACCEPTOR, acceptor_result, rng=det_rng(b"peer"), now=NOW)
+    return local, peer
+
+
+def _check_session(local: Session, outs: list[Any]) -> str:
+    label = "none"
+    for o in outs:
+        _require(isinstance(o, SESSION_OUTPUTS), f"unexpected session output {o!r}")
+        if isinstance(o, SessionSend):
+            env = decode_envelope(o.wire)
+            _require(verify_envelope(env, local.identity.public_key), "sent an unsigned frame")
+            _require(env.dst == local.peer_id and env.box is not None, "sent an unsealed frame")
+            label = "send" if label == "none" else label
+            continue
+        if isinstance(o, Dropped):
+            label = f"dropped:{o.code}"
+        elif label in ("none", "send"):
+            label = type(o).__name__.lower()
+    return label
+
+
+def _deliver_twice(local: Session, frame: str | bytes) -> str:
+    """Feed ``frame``; whatever got through the first time must not get through again."""
+    before = local.stats.msgs_in
+    label = _check_session(local, local.receive(frame, NOW + 10))
+    accepted = local.stats.msgs_in > before
+    if accepted and local.closed is None:
+        again = local.receive(frame, NOW + 11)
+        _check_session(local, again)
+        _require(local.stats.msgs_in == before + 1, "a replayed envelope was accepted")
+        _require(not any(isinstance(o, Message | Reply | Pong) for o in again),
+                 "a replayed envelope was delivered")
+    return label
+
+
+def session(data: bytes) -> str:
+    """Frames into an established Session.
+
+    ``data[0] & 1``: 0 the rest is a raw frame; 1 the peer seals and signs a message of
+    type ``SESSION_TYPES[(data[0] >> 1) & 15]`` whose payload is the JSON rest (a
+    non-object is spread over the usual fields). ``data[0] & 32``: guest level;
+    ``data[0] & 64``: the message answers a pending request of ours.
+    """
+    if not data:
+        return "empty"
+    sel = data[0]
+    local, peer = _sessions("guest" if sel & 32 else "trusted")
+    if not sel & 1:
+        return _deliver_twice(local, data[1:])
+    type_ = SESSION_TYPES[((sel >> 1) & 15) % len(SESSION_TYPES)]
+    value = json_value(data[1:])
+    payload = value if type(value) is dict else {
+        "reason": value, "code": value, "message": value, "text": value,
+    }
+    re = local.request("agent_request", {}, NOW)[0] if sel & 64 else None
+    try:
+        _, outs = peer.send(type_, payload, NOW + 1, re=re)
+    except ProtocolError:
+        return "unbuildable"
+    return _deliver_twice(local, _only(outs, SessionSend).wire)
+
+
+# --- seeds --------------------------------------------------------------------------
+
+
+def seeds() -> dict[str, list[bytes]]:
+    """Valid inputs per target (generated, deterministic): what the fuzzer starts from."""
+    (hello, ack, auth, result), _, _ = honest_run()
+    local, peer = _sessions("trusted")
+    chat = _only(peer.send("peer_chat", {"text": "hi", "from_name": "p"}, NOW)[1],
+                 SessionSend).wire
+    ping = _only(peer.send("ping", {}, NOW)[1], SessionSend).wire
+    plain = encode_envelope(sign_envelope(make_envelope(
+        "presence", msg_id="5" * 32, src=DIALER.node_id, dst=ACCEPTOR.node_id, ts=NOW,
+        data={"node_name": "d ☕", "capabilities": ["collab"], "n": [1, None, True]},
+    ), DIALER))
+    inv = encode_invite(
+        addrs=[make_candidate("host", "ws://127.0.0.1:8766/peer-ws")], exp=NOW,
+        node_id=DIALER.node_id, public_key=DIALER.public_key, token=TOKEN,
+    )
+    ws = [
+        encode_ws_frame("network", "list_peers"),
+        encode_ws_frame("collab", "op", {"paneKey": "p", "baseRev": 3, "text": "x\n"}),
+        encode_ws_frame("peerchat", "send", {"node_id": DIALER.node_id, "text": "é"}),
+        '{"channel":"agent","event":"ask","data":null}',
+    ]
+    hs = [bytes([m]) + w.encode() for m, w in ((0, hello), (1, auth), (2, ack), (3, result))]
+    hs += [bytes([m | 4]) + w.encode() for m, w in ((1, auth), (2, ack))]
+    # slot n + 3 keeps the honest content (n = number of fields): hello 6, hello_ack
+    # 7, auth 3, auth_result 3.
+    signed = [
+        bytes([128 | which | slot << 2 | accept << 6]) + b"null"
+        for which, keep in ((0, 9), (1, 10), (2, 6), (3, 6))
+        for slot in (0, 1, keep) for accept in (0, 1)
+    ]
+    sess = [b"\x00" + chat.encode(), b"\x00" + ping.encode(), b"\x00" + chat.encode()[:-9]]
+    sess += [bytes([1 + 2 * i]) + b'{"text":"t","code":"c","reason":"r"}' for i in range(16)]
+    sess += [bytes([1 + 2 * i + 64]) + b'"x"' for i in range(16)]
+    return {
+        "envelope": [plain.encode(), chat.encode(), hello.encode(), ack.encode()],
+        "ws": [w.encode() for w in ws],
+        "invite": [inv.encode(), (inv + "\n").encode()],
+        "handshake": hs + signed,
+        "session": sess,
+    }
+
+
+def handshake_any(data: bytes) -> str:
+    """Harness entry: the first byte's top bit picks raw frames or the hostile signer."""
+    if not data:
+        return "empty"
+    if data[0] & 128:
+        return signed_handshake(bytes([data[0] & 127]) + data[1:])
+    return handshake(data)
+
+
+TARGETS: dict[str, Callable[[bytes], str]] = {
+    "envelope": envelope,
+    "ws": ws_frame,
+    "invite": invite,
+    "handshake": handshake_any,
+    "session": session,
+}
