@@ -113,9 +113,24 @@ def cmd_run(args: argparse.Namespace) -> int:
         trio.run(node.run)
     except KeyboardInterrupt:
         pass
-    except OSError as exc:
-        raise CliError(f"cannot start: {exc}") from None
+    except (OSError, ExceptionGroup) as exc:
+        # trio wraps a bind failure (port taken) in exception groups.
+        err = _os_error(exc)
+        if err is None:
+            raise
+        raise CliError(f"cannot start: {err}") from None
     return 0
+
+
+def _os_error(exc: BaseException) -> OSError | None:
+    if isinstance(exc, OSError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for sub in exc.exceptions:
+            found = _os_error(sub)
+            if found is not None:
+                return found
+    return None
 
 
 def cmd_id(args: argparse.Namespace) -> int:

@@ -81,7 +81,11 @@ class NodeClient:
                         await ws.aclose()
                     n.cancel_scope.cancel()
             finally:
-                await stream.aclose()
+                # Shielded: the nursery scope is already cancelled here, and an
+                # unshielded checkpoint would raise Cancelled, which that scope then
+                # absorbs, swallowing whatever the caller's block raised.
+                with trio.CancelScope(shield=True):
+                    await stream.aclose()
 
     async def _pump(self) -> None:
         try:

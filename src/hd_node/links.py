@@ -58,6 +58,13 @@ class ServerLink:
         try:
             with trio.move_on_after(2):
                 await self._send({"type": "websocket.close", "code": code})
+                # Return (and so let the ASGI app end) only once hypercorn reports the
+                # disconnect. An app that ends while hypercorn's reader task answers the
+                # peer's own close frame makes hypercorn (trio) shut the socket down under
+                # that send: BusyResourceError in the listener, which took the whole
+                # node down (seen when both ends dropped a duplicate session at once).
+                while (await self._receive())["type"] != "websocket.disconnect":
+                    pass
         except Exception:  # noqa: S110 - already gone is fine
             pass
 

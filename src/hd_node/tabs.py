@@ -210,6 +210,11 @@ def _peerchat(event: str) -> Handler:
     return handler
 
 
+async def _bench(t: TabSession, d: dict[str, Any]) -> None:
+    result = await t.hub.bench(d["node_id"], d.get("count"), d.get("size"))
+    t.push("network", "bench_result", _with_req(result, d.get("req")))
+
+
 HANDLERS: dict[tuple[str, str], Handler] = {
     ("system", "hello"): _system_hello,
     ("system", "ping"): _system_ping,
@@ -222,6 +227,7 @@ HANDLERS: dict[tuple[str, str], Handler] = {
     ("network", "pair_redeem"): _pair_redeem,
     ("network", "set_trust"): _set_trust,
     ("network", "list_metrics"): _list_metrics,
+    ("network", "bench"): _bench,
     **{("collab", e): _collab(e) for e in ("join", "leave", "op", "share", "unshare")},
     **{("peerchat", e): _peerchat(e) for e in ("open", "send", "read", "unread", "close")},
 }

@@ -1,0 +1,108 @@
+"""On-demand link benchmark (SPEC 6.4, SPEC 9 ``network bench``): ``bench_echo``.
+
+The asking node sends ``bench_echo {pad}`` requests carrying ``size`` bytes of payload;
+the peer answers each with an empty ``bench_echo`` whose ``re`` is the request's
+msg_id. Both directions are ordinary sealed, signed session envelopes, so the figures
+measure the whole pipeline (seal + sign, verify + open, WebSocket, both event loops).
+
+Two phases: a short sequential one (one request in flight: the unloaded RTT, what a
+ping sees) and then ``count`` requests with a window in flight (throughput, and the
+RTT under that load).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import trio
+
+from hd_protocol import session as ss
+
+from .peerconn import PeerConn
+
+DEFAULT_COUNT = 1000
+DEFAULT_SIZE = 64
+MAX_COUNT = 100_000
+MAX_SIZE = 256 * 1024  # well inside the 1 MiB envelope once sealed and base64-encoded
+WINDOW = 64
+SEQUENTIAL = 200
+TIMEOUT_MS = 30_000
+
+
+class BenchError(ValueError):
+    pass
+
+
+def check_args(count: int | None, size: int | None) -> tuple[int, int]:
+    count = DEFAULT_COUNT if count is None else count
+    size = DEFAULT_SIZE if size is None else size
+    if not 1 <= count <= MAX_COUNT:
+        raise BenchError(f"count must be 1..{MAX_COUNT}")
+    if not 0 <= size <= MAX_SIZE:
+        raise BenchError(f"size must be 0..{MAX_SIZE}")
+    return count, size
+
+
+async def answer(conn: PeerConn, msg: ss.Message) -> None:
+    """The peer's side: echo every request; a reply we no longer wait for is dropped."""
+    if msg.re is None:
+        await conn.send("bench_echo", {}, re=msg.msg_id)
+
+
+def percentiles(samples: list[float]) -> dict[str, float | int | None]:
+    """Nearest-rank p50/p90/p99 (ms, 3 decimals) of ``samples`` (ms)."""
+    if not samples:
+        return {"samples": 0, "min": None, "p50": None, "p90": None, "p99": None,
+                "max": None}
+    s = sorted(samples)
+
+    def rank(p: float) -> float:
+        return round(s[max(0, math.ceil(p / 100 * len(s)) - 1)], 3)
+
+    return {"samples": len(s), "min": round(s[0], 3), "p50": rank(50), "p90": rank(90),
+            "p99": rank(99), "max": round(s[-1], 3)}
+
+
+async def run(conn: PeerConn, count: int, size: int) -> dict[str, Any]:
+    pad = {"pad": "x" * size}
+    failures = {"timeouts": 0, "errors": 0}
+
+    async def one(rtts: list[float]) -> None:
+        t0 = trio.current_time()
+        r = await conn.request("bench_echo", pad, timeout_ms=TIMEOUT_MS)
+        if isinstance(r, ss.Timeout):
+            failures["timeouts"] += 1
+        elif r.message.type != "bench_echo":  # e.g. error forbidden from a guest link
+            failures["errors"] += 1
+        else:
+            rtts.append((trio.current_time() - t0) * 1000)
+
+    idle: list[float] = []
+    for _ in range(min(count, SEQUENTIAL)):
+        await one(idle)
+
+    loaded: list[float] = []
+    todo = iter(range(count))
+
+    async def worker() -> None:
+        for _ in todo:
+            await one(loaded)
+
+    t0 = trio.current_time()
+    async with trio.open_nursery() as n:
+        for _ in range(min(WINDOW, count)):
+            n.start_soon(worker)
+    elapsed = trio.current_time() - t0
+    done = len(loaded)
+    return {
+        "node_id": conn.peer_id, "count": count, "size": size, "window": WINDOW,
+        "elapsed_ms": round(elapsed * 1000, 3),
+        "round_trips_per_s": round(done / elapsed, 1) if elapsed > 0 else None,
+        # Every round trip is two sealed, signed envelopes (request and echo).
+        "envelopes_per_s": round(2 * done / elapsed, 1) if elapsed > 0 else None,
+        "payload_bytes_per_s": round(done * size / elapsed, 1) if elapsed > 0 else None,
+        "rtt_ms": percentiles(idle),
+        "loaded_rtt_ms": percentiles(loaded),
+        **failures,
+    }
