@@ -35,6 +35,9 @@ class NodeMetrics:
             "hd_connections_refused", "Connections refused before a handshake", ["why"],
             registry=r,
         )
+        self.listener_restarts = Counter(
+            "hd_listener_restarts", "HTTP server restarts after a crash", registry=r
+        )
         self.sessions = Gauge("hd_sessions", "Open peer sessions", registry=r)
         self.tabs = Gauge("hd_tabs", "Connected /ws tabs", registry=r)
         self.rtt = Gauge("hd_peer_rtt_ms", "Last ping RTT per peer (ms)", ["peer"], registry=r)

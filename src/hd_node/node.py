@@ -8,8 +8,9 @@ import signal
 from typing import Any
 
 import trio
-from hypercorn.config import Config
-from hypercorn.trio import serve
+from hypercorn.config import Config, Sockets
+from hypercorn.trio.run import worker_serve
+from hypercorn.utils import repr_socket_addr, wrap_app
 
 from hd_protocol.limits import DEFAULT_LIMITS, Limits
 
@@ -67,7 +68,7 @@ class Node:
                 ui_binds = await n.start(
                     _serve, local_app,
                     _hypercorn_config(s.ui_host, s.ui_port, self.limits.max_ws_frame_bytes),
-                    stop,
+                    stop, self.metrics,
                 )
                 ui_port = _port_of(ui_binds[0])
                 local_app.set_bound(s.ui_host, ui_port)
@@ -76,7 +77,7 @@ class Node:
                         _serve, peer_app,
                         _hypercorn_config(s.peer_host, s.peer_port,
                                           self.limits.max_envelope_bytes),
-                        stop,
+                        stop, self.metrics,
                     )
                     peer_port = _port_of(peer_binds[0])
                     host = s.peer_host
@@ -113,6 +114,34 @@ class Node:
                 return
 
 
-async def _serve(app: Any, cfg: Config, stop: trio.Event,
+async def _serve(app: Any, cfg: Config, stop: trio.Event, metrics: NodeMetrics,
                  task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
-    await serve(app, cfg, shutdown_trigger=stop.wait, task_status=task_status)
+    """Serve ``app`` until ``stop``; a crash of the HTTP server restarts it.
+
+    hypercorn lets an exception in one connection's task end the whole server; a
+    node must outlive that (one bad link must not take every peer and tab down). The
+    listening socket is bound once and survives restarts: each run gets a duplicate.
+    """
+    sockets = cfg.create_sockets()
+    for sock in sockets.insecure_sockets:
+        sock.listen(cfg.backlog)
+    try:
+        binds = [f"http://{repr_socket_addr(s.family, s.getsockname())}"
+                 for s in sockets.insecure_sockets]
+        task_status.started(binds)
+        wrapped = wrap_app(app, cfg.wsgi_max_body_size, "asgi")
+        while not stop.is_set():
+            run = Sockets([], [s.dup() for s in sockets.insecure_sockets], [])
+            try:
+                await worker_serve(wrapped, cfg, sockets=run, shutdown_trigger=stop.wait)
+                return
+            except Exception:
+                metrics.listener_restarts.inc()
+                log.exception("listener crashed; restarting it on %s", binds[0])
+                await trio.sleep(0.1)
+            finally:
+                for s in run.insecure_sockets:
+                    s.close()
+    finally:
+        for sock in sockets.insecure_sockets:
+            sock.close()
