@@ -116,7 +116,9 @@ class PeerHub:
         self.sessions: dict[str, PeerConn] = {}
         self.tabs: set[Tab] = set()
         self.handshakes_in_flight = 0
+        # SPEC 7.4: guests of rooms we host (id and key), and hosts of rooms we joined.
         self.guest_admissions: set[tuple[str, str]] = set()
+        self.room_hosts: set[tuple[str, str]] = set()
         self.peer_url = ""
         self.candidates: list[dict[str, Any]] = []
         self._nursery: trio.Nursery | None = None
@@ -385,6 +387,14 @@ class PeerHub:
                 return self._decide_dialer(need, link, expected_key, invite_pinned)
 
             result = await run_handshake(link, machine, decide)
+            # Pinned only now: the acceptor may still refuse us after our own decision
+            # (e.g. an invite another node redeemed first), and a refused peer must not
+            # end up stored as trusted.
+            peer = result.peer
+            self.store.pin_peer(peer.node_id, peer.public_key, now=now_ms(),
+                                node_name=peer.node_name,
+                                trusted=True if invite_pinned else None,
+                                capabilities=list(peer.capabilities))
         except BaseException as exc:
             with trio.CancelScope(shield=True):
                 await link.close()
@@ -414,13 +424,8 @@ class PeerHub:
             self.policy, peer.node_id, peer.public_key,
             record=stored.record() if stored else None, link="direct",
             remote_addr=link.remote_addr, invite_pinned=invite_pinned,
-            room_host=(peer.node_id, peer.public_key) in self.guest_admissions,
+            room_host=(peer.node_id, peer.public_key) in self.room_hosts,
         )
-        if d.ok:
-            self.store.pin_peer(peer.node_id, peer.public_key, now=now_ms(),
-                                node_name=peer.node_name,
-                                trusted=True if d.store_trusted else None,
-                                capabilities=list(peer.capabilities))
         log.info("admission role=dialer peer=%s level=%s reason=%s",
                  peer.node_id, d.level, d.reason)
         return d

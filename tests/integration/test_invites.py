@@ -62,6 +62,9 @@ async def test_invite_redeemed_by_one_node_is_refused_for_a_third_node(
     # Alice neither connected nor stored carol; bob's session is untouched.
     assert await alice.peer(carol.node_id) is None
     assert await _not_connected(carol, alice.node_id)
+    # ...and carol, refused, did not store alice as a trusted peer to reconnect to.
+    seen = await carol.peer(alice.node_id)
+    assert seen is None or seen["level"] != "trusted", seen
     assert await connected(alice, bob)
     invites = (await alice.http("GET", "/api/invites")).json()
     assert [i["redeemed_by"] for i in invites] == [bob.node_id]
