@@ -11,6 +11,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from hd_protocol.limits import DEFAULT_LIMITS, Limits
+
 TRUST_MODES = ("manual", "open-lan", "directory")
 
 
@@ -32,6 +34,8 @@ class Settings:
     enable_direct: bool = True
     allow_loopback_candidates: bool = False
     handshake_timeout_s: float = 10.0
+    ping_interval_s: float = 5.0
+    ping_timeout_s: float = 5.0
     log_level: str = "INFO"
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -44,6 +48,9 @@ class Settings:
             port = getattr(self, name)
             if not 0 <= port <= 65535:
                 raise ConfigError(f"{name} must be 0..65535")
+        for name in ("handshake_timeout_s", "ping_interval_s", "ping_timeout_s"):
+            if not 0.05 <= getattr(self, name) <= 3600:
+                raise ConfigError(f"{name} must be between 0.05 and 3600 seconds")
         if self.advertise and not self.advertise.startswith(("ws://", "wss://")):
             raise ConfigError("advertise must be a ws:// or wss:// URL of /peer-ws")
         return self
@@ -62,6 +69,8 @@ _FILE_KEYS = {
     "peerPort": "peer_port",
     "allowLoopbackCandidates": "allow_loopback_candidates",
     "handshakeTimeout": "handshake_timeout_s",
+    "pingInterval": "ping_interval_s",
+    "pingTimeout": "ping_timeout_s",
 }
 _ENV_KEYS = {
     "HD_NODE_NAME": "node_name",
@@ -128,3 +137,13 @@ def load_settings(
         if value is not None:
             updates[attr] = _coerce(attr, value)
     return replace(s, **updates).check()
+
+
+def limits_for(settings: Settings) -> Limits:
+    """SPEC 11 limits with the timings this node was configured with."""
+    return replace(
+        DEFAULT_LIMITS,
+        handshake_timeout_ms=int(settings.handshake_timeout_s * 1000),
+        ping_interval_ms=int(settings.ping_interval_s * 1000),
+        ping_timeout_ms=int(settings.ping_timeout_s * 1000),
+    )

@@ -380,7 +380,7 @@ class PeerHub:
             machine = Dialer(
                 self.identity, rng=self.rng, now=now_ms(), expected_node_id=expected_node_id,
                 token=token, node_name=self.node_name, capabilities=self.capabilities,
-                timeout_ms=int(self.settings.handshake_timeout_s * 1000),
+                timeout_ms=self.limits.handshake_timeout_ms,
             )
 
             def decide(need: hs.NeedAdmission) -> Decision:
@@ -446,7 +446,7 @@ class PeerHub:
             machine = Acceptor(
                 self.identity, rng=self.rng, now=now_ms(), node_name=self.node_name,
                 capabilities=self.capabilities,
-                timeout_ms=int(self.settings.handshake_timeout_s * 1000),
+                timeout_ms=self.limits.handshake_timeout_ms,
             )
 
             def decide(need: hs.NeedAdmission) -> Decision:
@@ -512,7 +512,7 @@ class PeerHub:
                 existing_dialer=existing.session.dialer_id,
                 existing_opened_at=existing.session.opened_at,
                 new_dialer=session.dialer_id, new_opened_at=session.opened_at,
-                handshake_timeout_ms=int(self.settings.handshake_timeout_s * 1000),
+                handshake_timeout_ms=self.limits.handshake_timeout_ms,
             )
             loser = existing if new_wins else conn
             log.info("duplicate session peer=%s keep=%s", peer_id, "new" if new_wins else "old")

@@ -12,10 +12,10 @@ from hypercorn.config import Config, Sockets
 from hypercorn.trio.run import worker_serve
 from hypercorn.utils import repr_socket_addr, wrap_app
 
-from hd_protocol.limits import DEFAULT_LIMITS, Limits
+from hd_protocol.limits import Limits
 
 from . import files
-from .config import Settings
+from .config import Settings, limits_for
 from .hub import PeerHub
 from .metrics import NodeMetrics
 from .store import NodeStore
@@ -44,16 +44,17 @@ def _port_of(bind: str) -> int:
 
 
 class Node:
-    def __init__(self, settings: Settings, limits: Limits = DEFAULT_LIMITS) -> None:
+    def __init__(self, settings: Settings, limits: Limits | None = None) -> None:
         self.settings = settings
-        self.limits = limits
+        self.limits = limits_for(settings) if limits is None else limits
         files.ensure_data_dir(settings.data_dir)
         self._lock_fd = files.lock_data_dir(settings.data_dir)
         self.identity = files.load_or_create_identity(settings.data_dir)
         self.token = files.load_or_create_token(settings.data_dir)
         self.store = NodeStore(settings.data_dir / "node.db")
         self.metrics = NodeMetrics()
-        self.hub = PeerHub(self.identity, settings, self.store, self.metrics, limits=limits)
+        self.hub = PeerHub(self.identity, settings, self.store, self.metrics,
+                           limits=self.limits)
         self.info: dict[str, Any] = {}
 
     async def run(self, *, task_status: trio.TaskStatus[dict[str, Any]] = trio.TASK_STATUS_IGNORED

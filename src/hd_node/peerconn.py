@@ -293,9 +293,14 @@ class PeerConn:
             with trio.move_on_at(trio_deadline(wake)):
                 await self._wakeup.wait()
             now = now_ms()
-            outs: list[ss.Output] = list(self.session.on_timer(now))
+            async with self.send_lock:
+                outs: list[ss.Output] = list(self.session.on_timer(now))
+                await self._write([o for o in outs if isinstance(o, ss.Send)])
             for out in outs:
                 await self._dispatch(out)
+            if self.session.closed is not None:  # e.g. too many unanswered pings
+                self._finish(self.session.closed.reason)
+                return
             if now >= next_ping:
                 next_ping = now + self.ping_interval_ms
                 async with self.send_lock:

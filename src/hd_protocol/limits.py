@@ -36,6 +36,7 @@ class Limits:
     invite_ttl_ms: int = 24 * 3600 * 1000
     ping_interval_ms: int = 5_000
     ping_timeout_ms: int = 5_000
+    ping_misses_before_close: int = 3
     reconnect_min_ms: int = 1_000
     reconnect_max_ms: int = 60_000
 

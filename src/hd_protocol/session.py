@@ -170,6 +170,7 @@ class Session:
         self._expired: OrderedDict[str, None] = OrderedDict()
         self._error_replied_at: dict[str, int] = {}
         self.stats = Stats()
+        self.ping_misses = 0
         self.closed: Closed | None = None
 
     @property
@@ -260,6 +261,13 @@ class Session:
                 self._remember_expired(msg_id)
                 self.stats.timeouts += 1
                 out.append(Timeout(msg_id, p.type))
+                if p.type == "ping":
+                    self.ping_misses += 1
+        if (self.closed is None
+                and self.ping_misses >= self.limits.ping_misses_before_close):
+            # A peer that answers no ping for this long is gone even if TCP never said
+            # so (a cut cable, a sleeping laptop): close, so reconnect can take over.
+            out.extend(self.close("timeout", now))
         return out
 
     def _remember_expired(self, msg_id: str) -> None:
@@ -310,6 +318,7 @@ class Session:
             pending = self._pending.pop(msg.re, None)
             if pending is not None:
                 if t == "pong":
+                    self.ping_misses = 0
                     return [Pong(msg.re, max(0, now - pending.sent_at))]
                 if t == "error":
                     return [Reply(msg.re, msg), _peer_error(msg)]

@@ -69,3 +69,29 @@ async def test_sigterm_sends_bye_exits_0_and_the_peer_sees_it_offline_at_once(
     assert f"session closing peer={alice.node_id} reason=shutdown remote=True" in bob.log_text()
     assert "signal received signal=SIGTERM" in alice.log_text()
     assert not (alice.data_dir / "node.json").exists()
+
+
+FAST_PING = "[network]\npingInterval = 0.3\npingTimeout = 0.3\n"
+
+
+async def test_a_frozen_peer_is_seen_offline_after_missed_pings_and_reconnects_when_it_wakes(
+    cluster: Cluster,
+) -> None:
+    """SIGSTOP keeps the TCP connection open but answers nothing: only the ping
+    monitor can tell (SPEC 5/6.4). Three missed pings close the session."""
+    alice = cluster.new("alice", config=FAST_PING)
+    bob = cluster.new("bob", config=FAST_PING, ui_port=free_port(), peer_port=free_port())
+    await cluster.start(alice, bob)
+    await cluster.pair(alice, bob)
+    bob.send_signal(signal.SIGSTOP)
+    try:
+        async def offline() -> bool:
+            p = await alice.peer(bob.node_id)
+            return p is not None and p["status"] == "offline"
+
+        await eventually(offline, timeout=5, what="alice to drop the frozen bob")
+    finally:
+        bob.send_signal(signal.SIGCONT)
+    assert f"session closed peer={bob.node_id} reason=timeout" in alice.log_text()
+    await eventually(lambda: connected(alice, bob), timeout=10,
+                     what="alice and bob to reconnect once bob wakes up")

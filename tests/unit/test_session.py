@@ -356,6 +356,30 @@ def test_ping_times_out_after_5_seconds(link: Link) -> None:
     assert link.A.on_timer(T0 + 5_000) == [Timeout(mid, "ping")]
 
 
+def test_three_unanswered_pings_in_a_row_close_the_session_with_bye(link: Link) -> None:
+    for i in range(2):
+        mid, _ = link.A.ping(T0 + i * 10_000)
+        assert link.A.on_timer(T0 + i * 10_000 + 5_000) == [Timeout(mid, "ping")]
+    assert link.A.closed is None
+    mid, _ = link.A.ping(T0 + 20_000)
+    out = link.A.on_timer(T0 + 25_000)
+    assert out[0] == Timeout(mid, "ping")
+    assert decode_envelope(wire_of(out)).type == "bye"
+    assert out[-1] == Closed("timeout", remote=False) and link.A.closed is not None
+
+
+def test_an_answered_ping_resets_the_count_of_missed_pings(link: Link) -> None:
+    for i in range(2):
+        link.A.ping(T0 + i * 10_000)
+        link.A.on_timer(T0 + i * 10_000 + 5_000)
+    mid, out = link.A.ping(T0 + 20_000)
+    link.A.receive(wire_of(link.B.receive(wire_of(out), T0 + 20_001)), T0 + 20_002)
+    for i in range(2):
+        link.A.ping(T0 + 30_000 + i * 10_000)
+        link.A.on_timer(T0 + 35_000 + i * 10_000)
+    assert link.A.closed is None
+
+
 def test_unsolicited_pong_is_dropped(link: Link) -> None:
     _, out = link.B.send("pong", {}, T0, re="ef" * 16)
     assert only(link.A.receive(wire_of(out), T0), Dropped).code == "late"
