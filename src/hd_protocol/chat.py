@@ -209,13 +209,7 @@ class ChatLog:
         """Create an outbound message: persisted ``queued`` first, then sent if a
         session is live (SPEC 6.2). Raises ``ProtocolError`` ``empty``/``too_large``."""
         peer = self._check_peer(peer_id)
-        if type(text) is not str:
-            raise ProtocolError("bad_request", "text must be a string")
-        body = text.strip()
-        if not body:
-            raise ProtocolError("empty", "message is empty")
-        if _size(body) > self.limits.chat_text_bytes:
-            raise ProtocolError("too_large", f"text over {self.limits.chat_text_bytes} bytes")
+        body = self._body(text, empty_code="empty")
         msg_id = new_msg_id(self.rng)
         while (peer, msg_id) in self._messages:  # 128 random bits: practically never
             msg_id = new_msg_id(self.rng)
@@ -265,14 +259,8 @@ class ChatLog:
 
     def _on_chat(self, peer: str, msg: Message, now: int) -> list[ChatEffect]:
         _check_fields(msg.data, CHAT_FIELDS)
-        text, name = msg.data["text"], msg.data["from_name"]
-        if type(text) is not str:
-            raise ProtocolError("bad_request", "text must be a string")
-        body = text.strip()
-        if not body:
-            raise ProtocolError("bad_request", "message is empty")
-        if _size(body) > self.limits.chat_text_bytes:
-            raise ProtocolError("too_large", f"text over {self.limits.chat_text_bytes} bytes")
+        name = msg.data["from_name"]
+        body = self._body(msg.data["text"], empty_code="bad_request")
         if type(name) is not str or len(name) > self.limits.node_name_chars:
             raise ProtocolError(
                 "bad_request", f"from_name must be a string of at most "
@@ -332,6 +320,17 @@ class ChatLog:
     def _unread_event(self, *, reply: bool = False) -> TabEvent | TabReply:
         data = {"counts": self.unread_counts()}
         return TabReply(CHANNEL, "unread", data) if reply else TabEvent(CHANNEL, "unread", data)
+
+    def _body(self, text: object, *, empty_code: str) -> str:
+        """SPEC 6.2: text is trimmed, then 1..16 KiB of UTF-8."""
+        if type(text) is not str:
+            raise ProtocolError("bad_request", "text must be a string")
+        body = text.strip()
+        if not body:
+            raise ProtocolError(empty_code, "message is empty")
+        if _size(body) > self.limits.chat_text_bytes:
+            raise ProtocolError("too_large", f"text over {self.limits.chat_text_bytes} bytes")
+        return body
 
     def _check_peer(self, peer_id: object) -> str:
         if not _is_node_id(peer_id):
