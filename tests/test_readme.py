@@ -20,8 +20,9 @@ def test_readme_starts_with_the_two_commands() -> None:
 
 def test_readme_python_example_runs() -> None:
     text = (ROOT / "README.md").read_text()
-    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
-    assert blocks, "README has a python example"
+    section = text.split("## Using `hd_protocol` from another project", 1)[1]
+    blocks = re.findall(r"```python\n(.*?)```", section, re.S)
+    assert blocks, "README has a python example for hd_protocol"
     proc = subprocess.run([sys.executable, "-c", blocks[0]], capture_output=True, text=True,
                           timeout=60)
     assert proc.returncode == 0, proc.stderr

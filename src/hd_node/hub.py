@@ -168,6 +168,8 @@ class PeerHub:
         return tab, recv
 
     def unsubscribe(self, tab: Tab) -> None:
+        if tab not in self.tabs:
+            return
         self.tabs.discard(tab)
         self.features.tab_gone(tab)
         tab.send.close()
@@ -176,6 +178,11 @@ class PeerHub:
     def publish(self, channel: str, event: str, data: dict[str, Any]) -> None:
         for tab in list(self.tabs):
             tab.push(channel, event, data)
+            if tab.overflowed:
+                # Cut loose at once: no more events are queued for it, and the
+                # gauge shows it gone even while its socket is still draining.
+                log.info("tab dropped: too slow tab=%s", tab.name)
+                self.unsubscribe(tab)
 
     # --- views ------------------------------------------------------------------------
 

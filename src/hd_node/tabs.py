@@ -68,9 +68,12 @@ class TabSession:
             pass
         assert self.tab is not None
         if self.tab.overflowed:
-            log.info("tab dropped: too slow")
             try:
                 await self._send({"type": "websocket.close", "code": 1013})
+                # Let the reader see the disconnect and end the tab (as ServerLink
+                # does): ending the app mid close handshake races hypercorn's own
+                # answer to the close frame. A tab that never answers gets 5 s.
+                await trio.sleep(5)
             except Exception:  # noqa: S110
                 pass
         scope.cancel()
