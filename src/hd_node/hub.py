@@ -27,15 +27,9 @@ from hd_protocol import (
     ProtocolError,
     Session,
     admit,
-    decode_invite,
     dialer_view,
-    encode_invite,
     hash_token,
-    invite_expired,
     keep_new_session,
-    new_token,
-    reconnect_delay_ms,
-    sort_candidates,
 )
 from hd_protocol import handshake as hs
 from hd_protocol import session as ss
@@ -46,24 +40,18 @@ from hd_protocol.presence import merge_addrs, parse_presence, presence_data
 from . import bench
 from .addresses import own_candidates
 from .config import Settings
+from .errors import HubError
 from .features import Features
 from .links import LinkClosed, open_client_link
 from .metrics import NodeMetrics
+from .pairing import Pairing
 from .peerconn import HandshakeFailed, Link, PeerConn, now_ms, run_handshake
+from .reconnect import Reconnector
 from .store import NodeStore
 
 log = logging.getLogger("hd_node.hub")
 
 TAB_QUEUE = 512
-
-
-class HubError(Exception):
-    """A request to the hub failed; ``code`` goes to the tab or CLI."""
-
-    def __init__(self, code: str, message: str = "") -> None:
-        super().__init__(f"{code}: {message}" if message else code)
-        self.code = code
-        self.message = message or code
 
 
 @dataclass(eq=False)
@@ -121,21 +109,22 @@ class PeerHub:
         self.room_hosts: set[tuple[str, str]] = set()
         self.peer_url = ""
         self.candidates: list[dict[str, Any]] = []
-        self._nursery: trio.Nursery | None = None
-        self._reconnecting: set[str] = set()
-        self._manual_disconnect: set[str] = set()
+        self.nursery: trio.Nursery | None = None
+        self.manual_disconnect: set[str] = set()
         self.shutting_down = False
         self._tab_ids = itertools.count(1)
         self.features = Features(self)
+        self.pairing = Pairing(self)
+        self.reconnector = Reconnector(self)
 
     # --- lifecycle --------------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as n:
-            self._nursery = n
+            self.nursery = n
             for peer in self.store.list_peers():
                 if peer.trusted and not peer.blocked and peer.addrs:
-                    self._start_reconnect(peer.node_id, immediate=True)
+                    self.reconnector.start(peer.node_id, immediate=True)
             task_status.started()
             await trio.sleep_forever()
 
@@ -155,8 +144,8 @@ class PeerHub:
             # timeout (measured: SIGTERM took 2.3 s instead of 0.1 s).
             while self.sessions:
                 await trio.sleep(0.01)
-        if self._nursery is not None:
-            self._nursery.cancel_scope.cancel()
+        if self.nursery is not None:
+            self.nursery.cancel_scope.cancel()
 
     # --- tabs -------------------------------------------------------------------------
 
@@ -223,56 +212,6 @@ class PeerHub:
     def _peer_update(self, node_id: str) -> None:
         self.publish("network", "peer_update", {"peer": self.peer_info(node_id)})
 
-    # --- invites ----------------------------------------------------------------------
-
-    def create_invite(self, ttl_ms: int | None = None) -> dict[str, Any]:
-        if not self.candidates:
-            raise HubError("no_address", "the peer listener has no address to advertise")
-        ttl = self.limits.invite_ttl_ms if ttl_ms is None else ttl_ms
-        if not 1_000 <= ttl <= 30 * 24 * 3600 * 1000:
-            raise HubError("bad_request", "ttl must be between 1 s and 30 days")
-        now = now_ms()
-        token = new_token(self.rng)
-        exp = now + ttl
-        inv = self.store.add_invite(hash_token(token), created_at=now, exp=exp)
-        text = encode_invite(addrs=self.candidates, exp=exp, node_id=self.identity.node_id,
-                             public_key=self.identity.public_key, token=token)
-        log.info("invite created token_id=%s expires=%d", inv.token_id, exp)
-        return {"invite": text, "expires": exp, "token_id": inv.token_id}
-
-    def list_invites(self) -> list[dict[str, Any]]:
-        now = now_ms()
-        return [
-            {"token_id": i.token_id, "created_at": i.created_at, "expires": i.exp,
-             "redeemed_by": i.redeemed_by, "revoked": i.revoked, "expired": i.exp <= now}
-            for i in self.store.list_invites()
-        ]
-
-    def revoke_invite(self, token_id: str) -> None:
-        if not self.store.revoke_invite(token_id):
-            raise HubError("not_found", "no such invite")
-        log.info("invite revoked token_id=%s", token_id)
-
-    async def pair_redeem(self, invite_text: str) -> dict[str, Any]:
-        """Redeem an invite: dial its candidates pinning its id and key (SPEC 4.2)."""
-        try:
-            inv = decode_invite(invite_text)
-        except ProtocolError as exc:
-            raise HubError("bad_invite", exc.message) from None
-        if invite_expired(inv, now_ms()):
-            raise HubError("expired", "the invite has expired")
-        if inv["node_id"] == self.identity.node_id:
-            raise HubError("wrong_node", "this invite is our own")
-        stored = self.store.get_peer(inv["node_id"])
-        if stored is not None and stored.public_key != inv["public_key"]:
-            raise HubError("key_mismatch", "we know that node id with another key")
-        urls = [c["url"] for c in sort_candidates(inv["addrs"])]
-        conn = await self.dial_any(
-            urls, expected_node_id=inv["node_id"], expected_key=inv["public_key"],
-            token=inv["token"], invite_pinned=True,
-        )
-        return self.peer_info(conn.peer_id)
-
     # --- dialling ---------------------------------------------------------------------
 
     async def dial_any(
@@ -309,14 +248,14 @@ class PeerHub:
         token: str | None = None,
         invite_pinned: bool = False,
     ) -> PeerConn:
-        if self._nursery is None:
+        if self.nursery is None:
             raise HubError("not_running", "the hub is not running")
         if expected_node_id is not None and expected_node_id in self.sessions:
             return self.sessions[expected_node_id]
         if len(self.sessions) >= self.limits.sessions_per_node:
             raise HubError("busy", "too many sessions")
         try:
-            conn: PeerConn = await self._nursery.start(
+            conn: PeerConn = await self.nursery.start(
                 self._dial_task, url, expected_node_id, expected_key, token, invite_pinned
             )
         except HandshakeFailed as exc:
@@ -523,12 +462,12 @@ class PeerHub:
             )
             loser = existing if new_wins else conn
             log.info("duplicate session peer=%s keep=%s", peer_id, "new" if new_wins else "old")
-            assert self._nursery is not None
-            self._nursery.start_soon(loser.close, "duplicate")
+            assert self.nursery is not None
+            self.nursery.start_soon(loser.close, "duplicate")
             if not new_wins:
                 return None
         self.sessions[peer_id] = conn
-        self._manual_disconnect.discard(peer_id)
+        self.manual_disconnect.discard(peer_id)
         self.metrics.sessions.set(len(self.sessions))
         log.info("session open peer=%s level=%s role=%s", peer_id, session.level, session.role)
         return conn
@@ -547,7 +486,7 @@ class PeerHub:
             log.info("session closed peer=%s reason=%s", peer_id, conn.close_reason)
             if not self.shutting_down:
                 self._peer_update(peer_id)
-                self._maybe_reconnect(peer_id, conn.close_reason)
+                self.reconnector.after_close(peer_id, conn.close_reason)
 
     async def _on_session_open(self, conn: PeerConn) -> None:
         self._peer_update(conn.peer_id)
@@ -572,7 +511,7 @@ class PeerHub:
         conn = self.sessions.get(node_id)
         if conn is None:
             raise HubError("not_found", "no session with that peer")
-        self._manual_disconnect.add(node_id)
+        self.manual_disconnect.add(node_id)
         await conn.close("disconnect")
 
     def set_trust(self, node_id: str, trusted: bool, blocked: bool | None) -> dict[str, Any]:
@@ -582,57 +521,12 @@ class PeerHub:
         conn = self.sessions.get(node_id)
         if conn is not None and (blocked or (not trusted and conn.session.level == "trusted")):
             # Trust was withdrawn: the session's level no longer holds.
-            assert self._nursery is not None
-            self._manual_disconnect.add(node_id)
-            self._nursery.start_soon(conn.close, "untrusted")
+            assert self.nursery is not None
+            self.manual_disconnect.add(node_id)
+            self.nursery.start_soon(conn.close, "untrusted")
         info = self.peer_info(node_id)
         self._peer_update(node_id)
         return info
-
-    # --- reconnect (SPEC 5) -----------------------------------------------------------
-
-    def _maybe_reconnect(self, peer_id: str, reason: str) -> None:
-        if peer_id in self._manual_disconnect or reason in ("duplicate", "untrusted"):
-            return
-        stored = self.store.get_peer(peer_id)
-        if stored is None or not stored.trusted or stored.blocked or not stored.addrs:
-            return
-        self._start_reconnect(peer_id, immediate=False)
-
-    def _start_reconnect(self, peer_id: str, *, immediate: bool) -> None:
-        if peer_id in self._reconnecting or self._nursery is None:
-            return
-        self._reconnecting.add(peer_id)
-        self._nursery.start_soon(self._reconnect_loop, peer_id, immediate)
-
-    async def _reconnect_loop(self, peer_id: str, immediate: bool) -> None:
-        attempt = 0
-        try:
-            if not immediate:
-                await trio.sleep(reconnect_delay_ms(0, self.rng,
-                                                    base_ms=self.limits.reconnect_min_ms,
-                                                    cap_ms=self.limits.reconnect_max_ms) / 1000)
-            while not self.shutting_down:
-                stored = self.store.get_peer(peer_id)
-                if (stored is None or not stored.trusted or stored.blocked
-                        or peer_id in self._manual_disconnect):
-                    return
-                if peer_id in self.sessions:
-                    return
-                try:
-                    await self.dial_any(stored.addrs, expected_node_id=peer_id,
-                                        expected_key=stored.public_key)
-                    log.info("reconnected peer=%s attempt=%d", peer_id, attempt)
-                    return
-                except HubError as exc:
-                    log.info("reconnect failed peer=%s attempt=%d reason=%s",
-                             peer_id, attempt, exc.code)
-                attempt += 1
-                delay = reconnect_delay_ms(attempt, self.rng, base_ms=self.limits.reconnect_min_ms,
-                                           cap_ms=self.limits.reconnect_max_ms)
-                await trio.sleep(delay / 1000)
-        finally:
-            self._reconnecting.discard(peer_id)
 
     # --- inbound messages (ConnOwner) ---------------------------------------------------
 

@@ -160,22 +160,22 @@ async def _disconnect(t: TabSession, d: dict[str, Any]) -> None:
 
 async def _invite_create(t: TabSession, d: dict[str, Any]) -> None:
     ttl = d.get("ttl")
-    inv = t.hub.create_invite(None if ttl is None else ttl * 1000)
+    inv = t.hub.pairing.create_invite(None if ttl is None else ttl * 1000)
     t.push("network", "invite", _with_req(inv, d.get("req")))
 
 
 async def _invite_list(t: TabSession, d: dict[str, Any]) -> None:
-    t.push("network", "invites", _with_req({"invites": t.hub.list_invites()}, d.get("req")))
+    t.push("network", "invites", _with_req({"invites": t.hub.pairing.list_invites()}, d.get("req")))
 
 
 async def _invite_revoke(t: TabSession, d: dict[str, Any]) -> None:
-    t.hub.revoke_invite(d["token_id"])
-    t.push("network", "invites", _with_req({"invites": t.hub.list_invites()}, d.get("req")))
+    t.hub.pairing.revoke_invite(d["token_id"])
+    t.push("network", "invites", _with_req({"invites": t.hub.pairing.list_invites()}, d.get("req")))
 
 
 async def _pair_redeem(t: TabSession, d: dict[str, Any]) -> None:
     try:
-        peer = await t.hub.pair_redeem(d["invite"])
+        peer = await t.hub.pairing.pair_redeem(d["invite"])
     except HubError as exc:
         t.push("network", "pair_result",
                _with_req({"ok": False, "error": exc.code, "message": exc.message},

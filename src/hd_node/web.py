@@ -196,23 +196,24 @@ class LocalApp:
             elif method == "GET" and path == "/api/peers":
                 await _json(send, 200, hub.list_peers())
             elif method == "GET" and path == "/api/invites":
-                await _json(send, 200, hub.list_invites())
+                await _json(send, 200, hub.pairing.list_invites())
             elif method == "POST" and path == "/api/invites":
                 ttl = data.get("ttl_s")
                 if ttl is not None and (type(ttl) is not int or ttl <= 0):
                     raise HubError("bad_request", "ttl_s must be a positive integer")
-                await _json(send, 200, hub.create_invite(None if ttl is None else ttl * 1000))
+                await _json(send, 200,
+                            hub.pairing.create_invite(None if ttl is None else ttl * 1000))
             elif method == "POST" and path == "/api/invites/revoke":
                 tid = data.get("token_id")
                 if type(tid) is not str:
                     raise HubError("bad_request", "token_id must be a string")
-                hub.revoke_invite(tid)
+                hub.pairing.revoke_invite(tid)
                 await _json(send, 200, {"ok": True})
             elif method == "POST" and path == "/api/pair":
                 inv = data.get("invite")
                 if type(inv) is not str:
                     raise HubError("bad_request", "invite must be a string")
-                peer = await hub.pair_redeem(inv)
+                peer = await hub.pairing.pair_redeem(inv)
                 await _json(send, 200, {"ok": True, "peer": peer})
             elif method == "POST" and path == "/api/connect":
                 addr = data.get("address")

@@ -1,0 +1,82 @@
+"""Invites and pairing (SPEC 4.2): create, list, revoke, redeem.
+
+The invite codec and its checks are hd_protocol's; this keeps the hashed tokens in the
+store and dials the redeemed invite's candidates, pinning its node id and key.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from hd_protocol import (
+    ProtocolError,
+    decode_invite,
+    encode_invite,
+    hash_token,
+    invite_expired,
+    new_token,
+    sort_candidates,
+)
+
+from .errors import HubError
+from .peerconn import now_ms
+
+if TYPE_CHECKING:
+    from .hub import PeerHub
+
+log = logging.getLogger("hd_node.pairing")
+MAX_TTL_MS = 30 * 24 * 3600 * 1000
+
+
+class Pairing:
+    def __init__(self, hub: PeerHub) -> None:
+        self.hub = hub
+
+    def create_invite(self, ttl_ms: int | None = None) -> dict[str, Any]:
+        if not self.hub.candidates:
+            raise HubError("no_address", "the peer listener has no address to advertise")
+        ttl = self.hub.limits.invite_ttl_ms if ttl_ms is None else ttl_ms
+        if not 1_000 <= ttl <= MAX_TTL_MS:
+            raise HubError("bad_request", "ttl must be between 1 s and 30 days")
+        now = now_ms()
+        token = new_token(self.hub.rng)
+        exp = now + ttl
+        inv = self.hub.store.add_invite(hash_token(token), created_at=now, exp=exp)
+        text = encode_invite(addrs=self.hub.candidates, exp=exp, node_id=self.hub.identity.node_id,
+                             public_key=self.hub.identity.public_key, token=token)
+        log.info("invite created token_id=%s expires=%d", inv.token_id, exp)
+        return {"invite": text, "expires": exp, "token_id": inv.token_id}
+
+    def list_invites(self) -> list[dict[str, Any]]:
+        now = now_ms()
+        return [
+            {"token_id": i.token_id, "created_at": i.created_at, "expires": i.exp,
+             "redeemed_by": i.redeemed_by, "revoked": i.revoked, "expired": i.exp <= now}
+            for i in self.hub.store.list_invites()
+        ]
+
+    def revoke_invite(self, token_id: str) -> None:
+        if not self.hub.store.revoke_invite(token_id):
+            raise HubError("not_found", "no such invite")
+        log.info("invite revoked token_id=%s", token_id)
+
+    async def pair_redeem(self, invite_text: str) -> dict[str, Any]:
+        """Redeem an invite: dial its candidates pinning its id and key (SPEC 4.2)."""
+        try:
+            inv = decode_invite(invite_text)
+        except ProtocolError as exc:
+            raise HubError("bad_invite", exc.message) from None
+        if invite_expired(inv, now_ms()):
+            raise HubError("expired", "the invite has expired")
+        if inv["node_id"] == self.hub.identity.node_id:
+            raise HubError("wrong_node", "this invite is our own")
+        stored = self.hub.store.get_peer(inv["node_id"])
+        if stored is not None and stored.public_key != inv["public_key"]:
+            raise HubError("key_mismatch", "we know that node id with another key")
+        urls = [c["url"] for c in sort_candidates(inv["addrs"])]
+        conn = await self.hub.dial_any(
+            urls, expected_node_id=inv["node_id"], expected_key=inv["public_key"],
+            token=inv["token"], invite_pinned=True,
+        )
+        return self.hub.peer_info(conn.peer_id)
