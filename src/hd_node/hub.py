@@ -34,6 +34,7 @@ from hd_protocol import (
 from hd_protocol import handshake as hs
 from hd_protocol import session as ss
 from hd_protocol.admission import reject
+from hd_protocol.candidates import Ladder, LadderOutput, StartDial
 from hd_protocol.limits import Limits
 from hd_protocol.presence import merge_addrs, parse_presence, presence_data
 
@@ -45,7 +46,7 @@ from .features import Features
 from .links import LinkClosed, open_client_link
 from .metrics import NodeMetrics
 from .pairing import Pairing
-from .peerconn import HandshakeFailed, Link, PeerConn, now_ms, run_handshake
+from .peerconn import HandshakeFailed, Link, PeerConn, now_ms, run_handshake, trio_deadline
 from .reconnect import Reconnector
 from .store import NodeStore
 
@@ -223,21 +224,55 @@ class PeerHub:
         token: str | None = None,
         invite_pinned: bool = False,
     ) -> PeerConn:
-        """Try candidates in order; an explicit refusal stops at once (SPEC 8.2)."""
-        if not urls:
-            raise HubError("no_address", "no address to dial")
-        last: HubError | None = None
-        for url in urls[: self.limits.addresses]:
+        """The join ladder over direct candidates (SPEC 8.2, ``candidates.Ladder``):
+        staggered parallel dials, the first authenticated session wins, the rest are
+        cancelled; an explicit refusal stops at once."""
+        ladder = Ladder(urls[: self.limits.addresses], now_ms(),
+                        deadline_ms=self.limits.handshake_timeout_ms + 5_000)
+        results_send, results_recv = trio.open_memory_channel[
+            tuple[str, PeerConn | HubError]](self.limits.addresses)
+        won: dict[str, PeerConn] = {}
+        errors: dict[str, HubError] = {}
+
+        async def attempt(url: str) -> None:
             try:
-                return await self.dial(url, expected_node_id=expected_node_id,
-                                       expected_key=expected_key, token=token,
-                                       invite_pinned=invite_pinned)
+                res: PeerConn | HubError = await self.dial(
+                    url, expected_node_id=expected_node_id, expected_key=expected_key,
+                    token=token, invite_pinned=invite_pinned)
             except HubError as exc:
-                last = exc
-                if exc.code not in ("unreachable", "timeout", "closed"):
-                    raise
-        assert last is not None
-        raise last
+                res = exc
+            results_send.send_nowait((url, res))  # one result per url: never blocks
+
+        async with trio.open_nursery() as n:
+            outs: list[LadderOutput] = list(ladder.start(now_ms()))
+            while True:
+                for out in outs:
+                    if isinstance(out, StartDial):
+                        log.info("ladder step url=%s", out.url)
+                        n.start_soon(attempt, out.url)
+                if ladder.done is not None:
+                    n.cancel_scope.cancel()  # the losers
+                    break
+                got = None
+                with trio.move_on_at(trio_deadline(ladder.next_deadline())):
+                    got = await results_recv.receive()
+                if got is None:
+                    outs = ladder.on_timer(now_ms())
+                elif isinstance(got[1], HubError):
+                    errors[got[0]] = got[1]
+                    outs = ladder.failed(got[0], got[1].code, now_ms(), refused=got[1].refused)
+                else:
+                    won[got[0]] = got[1]
+                    outs = ladder.succeeded(got[0])
+        done = ladder.done
+        assert done is not None
+        if done.url is not None:
+            log.info("ladder won url=%s peer=%s", done.url, won[done.url].peer_id)
+            return won[done.url]
+        reason = done.reason or "unreachable"
+        last = next((e for e in reversed(errors.values()) if e.code == reason), None)
+        raise HubError(reason, last.message if last else "no candidate answered",
+                       refused=bool(last and last.refused))
 
     async def dial(
         self,
@@ -250,6 +285,8 @@ class PeerHub:
     ) -> PeerConn:
         if self.nursery is None:
             raise HubError("not_running", "the hub is not running")
+        if expected_node_id == self.identity.node_id:
+            raise HubError("wrong_node", "a node cannot dial itself")
         if expected_node_id is not None and expected_node_id in self.sessions:
             return self.sessions[expected_node_id]
         if len(self.sessions) >= self.limits.sessions_per_node:
@@ -259,8 +296,10 @@ class PeerHub:
                 self._dial_task, url, expected_node_id, expected_key, token, invite_pinned
             )
         except HandshakeFailed as exc:
-            code = "closed" if exc.reason == "closed" else exc.reason
-            raise HubError(code, exc.message or exc.reason) from None
+            existing = self.sessions.get(exc.peer_id) if exc.peer_id else None
+            if exc.reason == "duplicate" and existing is not None:
+                return existing  # already connected to whoever answers there
+            raise HubError(exc.reason, exc.message or exc.reason, refused=exc.remote) from None
         return conn
 
     async def _dial_task(
@@ -345,6 +384,7 @@ class PeerHub:
             with trio.CancelScope(shield=True):
                 await link.close()
             if isinstance(exc, HandshakeFailed):
+                exc.peer_id = machine.peer.node_id if machine.peer is not None else None
                 self.metrics.handshakes.labels("dialer", exc.reason).inc()
                 log.info("handshake failed role=dialer url=%s reason=%s remote=%s",
                          url, exc.reason, exc.remote)
@@ -365,6 +405,11 @@ class PeerHub:
         peer = need.peer
         if expected_key is not None and peer.public_key != expected_key:
             return reject("key_mismatch")
+        existing = self.sessions.get(peer.node_id)
+        if existing is not None and not existing.closed.is_set():
+            # Already connected (another ladder step, or the peer dialled us first):
+            # a second session would only be closed again by the tie-break.
+            return reject("duplicate")
         stored = self.store.get_peer(peer.node_id)
         d = dialer_view(
             self.policy, peer.node_id, peer.public_key,

@@ -50,6 +50,7 @@ class HandshakeFailed(Exception):
         self.reason = reason
         self.message = message
         self.remote = remote
+        self.peer_id: str | None = None  # who answered, once its hello was verified
 
 
 Admit = Callable[[hs.NeedAdmission], Decision]

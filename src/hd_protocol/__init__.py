@@ -22,7 +22,7 @@ from .admission import (
     token_matches,
     verify_attestation,
 )
-from .candidates import make_candidate, priority, sort_candidates
+from .candidates import Ladder, make_candidate, priority, sort_candidates
 from .chat import ChatLog, ChatMessage
 from .cjson import canonical_json, loads_strict
 from .collab import Pane, Panes
@@ -61,7 +61,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Acceptor", "CanonicalError", "ChatLog", "ChatMessage", "DEFAULT_LIMITS", "Decision",
     "Dialer", "Envelope", "Established", "Failed", "HandshakeError", "HandshakeResult",
-    "Identity", "InviteRecord", "Limits", "LocalProtocolError", "NeedAdmission", "Pane",
+    "Identity", "InviteRecord", "Ladder", "Limits", "LocalProtocolError", "NeedAdmission", "Pane",
     "Panes", "PeerHello", "PeerRecord", "Policy", "Presence", "Presented", "ProtocolError",
     "Rng", "Session", "WsFrame", "admit", "canonical_json", "decode_envelope", "decode_invite",
     "decode_ws_frame", "derive_session_keys", "dialer_view", "encode_envelope", "encode_invite",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from .errors import ProtocolError
@@ -44,3 +45,108 @@ def sort_candidates(cands: list[dict[str, Any]]) -> list[dict[str, Any]]:
             seen.add(c["url"])
             out.append(c)
     return out
+
+
+# --- the join ladder (SPEC 8.2), direct candidates ------------------------------------
+
+STAGGER_MS = 250
+LADDER_DEADLINE_MS = 15_000
+
+
+@dataclass(frozen=True, slots=True)
+class StartDial:
+    """Start dialling this candidate (it runs until told otherwise)."""
+
+    url: str
+
+
+@dataclass(frozen=True, slots=True)
+class LadderDone:
+    """The ladder is over: ``url`` won, or nothing did and ``reason`` says why.
+    Every dial still running must be cancelled."""
+
+    url: str | None
+    reason: str | None = None
+
+
+LadderOutput = StartDial | LadderDone
+
+
+class Ladder:
+    """Happy Eyeballs over ``ws://`` candidates (SPEC 8.2).
+
+    The first candidate is dialled at once, the next one every ``stagger_ms`` while
+    none has completed a handshake, and at once when a running dial fails (nothing to
+    wait for then). The first authenticated session wins; an explicit refusal by the
+    node we meant to reach (``auth_result ok:false``) stops the ladder at once; the
+    whole ladder has one deadline. The shell reports outcomes with ``succeeded`` and
+    ``failed`` and fires ``on_timer`` at ``next_deadline``.
+    """
+
+    def __init__(
+        self,
+        urls: list[str],
+        now: int,
+        *,
+        stagger_ms: int = STAGGER_MS,
+        deadline_ms: int = LADDER_DEADLINE_MS,
+    ) -> None:
+        self._waiting: list[str] = list(dict.fromkeys(urls))  # order kept, no duplicates
+        self._running: set[str] = set()
+        self._stagger = stagger_ms
+        self._deadline = now + deadline_ms
+        self._next_start: int | None = None
+        self._last_reason = "no_address"
+        self.done: LadderDone | None = None
+
+    def start(self, now: int) -> list[LadderOutput]:
+        if not self._waiting:
+            return self._finish(None, "no_address")
+        return self._start_next(now)
+
+    def next_deadline(self) -> int | None:
+        if self.done is not None:
+            return None
+        if self._next_start is not None and self._waiting:
+            return min(self._next_start, self._deadline)
+        return self._deadline
+
+    def on_timer(self, now: int) -> list[LadderOutput]:
+        if self.done is not None:
+            return []
+        if now >= self._deadline:
+            return self._finish(None, "timeout")
+        if self._waiting and self._next_start is not None and now >= self._next_start:
+            return self._start_next(now)
+        return []
+
+    def succeeded(self, url: str) -> list[LadderOutput]:
+        if self.done is not None or url not in self._running:
+            return []
+        return self._finish(url, None)
+
+    def failed(self, url: str, reason: str, now: int, *, refused: bool) -> list[LadderOutput]:
+        """A dial ended without a session. ``refused``: the node itself said no."""
+        if self.done is not None or url not in self._running:
+            return []
+        self._running.discard(url)
+        self._last_reason = reason
+        if refused:
+            return self._finish(None, reason)
+        if self._waiting:
+            return self._start_next(now)
+        if not self._running:
+            return self._finish(None, reason)
+        return []
+
+    def _start_next(self, now: int) -> list[LadderOutput]:
+        url = self._waiting.pop(0)
+        self._running.add(url)
+        self._next_start = now + self._stagger
+        return [StartDial(url)]
+
+    def _finish(self, url: str | None, reason: str | None) -> list[LadderOutput]:
+        self.done = LadderDone(url, reason)
+        self._waiting.clear()
+        self._running.clear()
+        return [self.done]
