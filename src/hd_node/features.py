@@ -152,6 +152,9 @@ class Features:
                 if not members:
                     del self.pane_members[key]
             self._presence(key)
+            if req is not None:
+                tab.push("collab", "presence",
+                         {"paneKey": key, "members": self._members(key), "req": req})
             return
         effects = self.panes.tab_command(event, data)
         # The state right after this command, taken before any await: applying the

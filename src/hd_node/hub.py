@@ -390,13 +390,9 @@ class PeerHub:
                          url, exc.reason, exc.remote)
             raise
         self.metrics.handshakes.labels("dialer", "ok").inc()
-        conn = self._open_session(link, result, url)
-        if conn is None:
-            # Lost the tie-break: hand back a closed conn so the caller can report it.
-            conn = PeerConn(self, link, Session(self.identity, result, rng=self.rng,
-                                                now=now_ms()), url=url, inbound_queue=1,
-                            ping_interval_ms=self.limits.ping_interval_ms)
-            conn.closed.set()
+        conn, registered = self._open_session(link, result, url)
+        if not registered:
+            await conn.close("duplicate")  # the caller sees it closed and reports the winner
         return conn
 
     def _decide_dialer(
@@ -453,9 +449,11 @@ class PeerHub:
         finally:
             self.handshakes_in_flight -= 1
         self.metrics.handshakes.labels("acceptor", "ok").inc()
-        conn = self._open_session(link, result, None)
-        if conn is not None:
+        conn, registered = self._open_session(link, result, None)
+        if registered:
             await self._run_conn(conn)
+        else:
+            await conn.close("duplicate")
 
     def _decide_acceptor(self, need: hs.NeedAdmission, link: Link) -> Decision:
         peer = need.peer
@@ -490,7 +488,9 @@ class PeerHub:
 
     def _open_session(
         self, link: Link, result: hs.HandshakeResult, url: str | None
-    ) -> PeerConn | None:
+    ) -> tuple[PeerConn, bool]:
+        """The session for a finished handshake, and whether it is now *the* session
+        with that peer (False: it lost the SPEC 4 tie-break; the caller closes it)."""
         session = Session(self.identity, result, rng=self.rng, now=now_ms(), link="direct",
                           limits=self.limits)
         conn = PeerConn(self, link, session, url=url, inbound_queue=self.limits.inbound_queue,
@@ -505,17 +505,16 @@ class PeerHub:
                 new_dialer=session.dialer_id, new_opened_at=session.opened_at,
                 handshake_timeout_ms=self.limits.handshake_timeout_ms,
             )
-            loser = existing if new_wins else conn
             log.info("duplicate session peer=%s keep=%s", peer_id, "new" if new_wins else "old")
-            assert self.nursery is not None
-            self.nursery.start_soon(loser.close, "duplicate")
             if not new_wins:
-                return None
+                return conn, False
+            assert self.nursery is not None
+            self.nursery.start_soon(existing.close, "duplicate")
         self.sessions[peer_id] = conn
         self.manual_disconnect.discard(peer_id)
         self.metrics.sessions.set(len(self.sessions))
         log.info("session open peer=%s level=%s role=%s", peer_id, session.level, session.role)
-        return conn
+        return conn, True
 
     async def _run_conn(self, conn: PeerConn) -> None:
         peer_id = conn.peer_id

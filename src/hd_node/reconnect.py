@@ -28,7 +28,8 @@ class Reconnector:
 
     def after_close(self, peer_id: str, reason: str) -> None:
         """A session ended: reconnect unless it ended on purpose."""
-        if reason not in ("duplicate", "untrusted") and self._wanted(peer_id):
+        # "disconnect": a person on either side chose to end it; no automatic redial.
+        if reason not in ("duplicate", "untrusted", "disconnect") and self._wanted(peer_id):
             self.start(peer_id, immediate=False)
 
     def start(self, peer_id: str, *, immediate: bool) -> None:

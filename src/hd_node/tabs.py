@@ -89,11 +89,10 @@ class TabSession:
                 frame = decode_ws_frame(raw, max_bytes=self.hub.limits.max_ws_frame_bytes)
                 data = check_command(frame)
             except ProtocolError as exc:
-                channel = "system"
-                if isinstance(exc, ProtocolError) and exc.code in ("unknown_event",
-                                                                    "bad_request"):
-                    channel = _peek_channel(raw)
-                self.error(channel, exc.code, exc.message)
+                channel, req = _peek(raw)
+                if exc.code not in ("unknown_event", "bad_request"):
+                    channel = "system"  # the frame itself is broken: no channel to trust
+                self.error(channel, exc.code, exc.message, req)
                 continue
             handler = HANDLERS.get((frame.channel, frame.event))
             if handler is None:
@@ -114,12 +113,14 @@ class TabSession:
             self._limit.release()
 
 
-def _peek_channel(raw: str | bytes) -> str:
+def _peek(raw: str | bytes) -> tuple[str, str | None]:
+    """Channel and ``req`` of a frame that failed a check, for the error answer."""
     try:
         frame = decode_ws_frame(raw, allowed=None)
     except ProtocolError:
-        return "system"
-    return frame.channel
+        return "system", None
+    req = frame.data.get("req")
+    return frame.channel, req if type(req) is str and len(req) <= 64 else None
 
 
 def _with_req(data: dict[str, Any], req: str | None) -> dict[str, Any]:
@@ -156,6 +157,8 @@ async def _connect(t: TabSession, d: dict[str, Any]) -> None:
 
 async def _disconnect(t: TabSession, d: dict[str, Any]) -> None:
     await t.hub.disconnect(d["node_id"])
+    t.push("network", "peer_update", _with_req({"peer": t.hub.peer_info(d["node_id"])},
+                                               d.get("req")))
 
 
 async def _invite_create(t: TabSession, d: dict[str, Any]) -> None:

@@ -6,7 +6,7 @@ from typing import Any
 
 import trio
 
-from .conftest import Cluster, NodeProcess, eventually
+from .conftest import Cluster, NodeProcess, connected, eventually
 
 
 def _connected_trusted(peers: list[dict[str, Any]], node_id: str) -> bool:
@@ -125,3 +125,34 @@ async def test_two_tabs_share_one_hub_same_peers_same_events_one_session(
         await eventually(same_updates, timeout=3.0, what="both tabs to see the same updates")
         # The session stayed up end to end: both still list each other as connected.
         assert (await bob.peer(alice.node_id) or {}).get("status") == "connected"
+
+
+async def test_simultaneous_dials_from_both_sides_leave_exactly_one_session(
+    cluster: Cluster,
+) -> None:
+    """SPEC 4 tie-break: whatever the timing, both nodes end with the same single
+    session, and it stays up."""
+    alice, bob = await cluster.spawn("alice", "bob")
+    await cluster.pair(alice, bob)
+    async with alice.client() as ta, bob.client() as tb:
+        await ta.request("network", "disconnect", {"node_id": bob.node_id})
+
+        async def both_offline() -> bool:
+            pa, pb = await alice.peer(bob.node_id), await bob.peer(alice.node_id)
+            return bool(pa and pb and pa["status"] == pb["status"] == "offline")
+
+        await eventually(both_offline, timeout=5, what="both sides to drop the session")
+        for _ in range(3):  # a few rounds: the race goes different ways
+            async with trio.open_nursery() as n:
+                n.start_soon(ta.request, "network", "connect",
+                             {"address": bob.peer_url, "node_id": bob.node_id})
+                n.start_soon(tb.request, "network", "connect",
+                             {"address": alice.peer_url, "node_id": alice.node_id})
+            await eventually(lambda: connected(alice, bob), timeout=5, what="alice up")
+            await eventually(lambda: connected(bob, alice), timeout=5, what="bob up")
+            await trio.sleep(0.5)  # any duplicate is closed within this
+            assert await alice.metric("hd_sessions") == 1.0
+            assert await bob.metric("hd_sessions") == 1.0
+            assert await connected(alice, bob) and await connected(bob, alice)
+            await ta.request("network", "disconnect", {"node_id": bob.node_id})
+            await eventually(both_offline, timeout=5, what="both sides to drop the session")
