@@ -385,6 +385,10 @@ class PeerHub:
                 await link.close()
             if isinstance(exc, HandshakeFailed):
                 exc.peer_id = machine.peer.node_id if machine.peer is not None else None
+                if exc.reason == "closed" and machine.state is hs.State.WAIT_HELLO_ACK:
+                    # An acceptor drops a hello addressed to someone else unanswered.
+                    exc.message = (f"nothing at {url} answered as "
+                                   f"{expected_node_id or 'an hd node'} (another node there?)")
                 self.metrics.handshakes.labels("dialer", exc.reason).inc()
                 log.info("handshake failed role=dialer url=%s reason=%s remote=%s",
                          url, exc.reason, exc.remote)

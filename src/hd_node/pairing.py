@@ -35,7 +35,8 @@ class Pairing:
 
     def create_invite(self, ttl_ms: int | None = None) -> dict[str, Any]:
         if not self.hub.candidates:
-            raise HubError("no_address", "the peer listener has no address to advertise")
+            raise HubError("no_address", "the peer listener has no address to advertise; "
+                           "run with --advertise ws://HOST:PORT/peer-ws")
         ttl = self.hub.limits.invite_ttl_ms if ttl_ms is None else ttl_ms
         if not 1_000 <= ttl <= MAX_TTL_MS:
             raise HubError("bad_request", "ttl must be between 1 s and 30 days")

@@ -145,6 +145,7 @@ async def test_redeemer_refuses_another_hd_node_listening_at_the_inviters_addres
     await dave.astart()
     result = await _redeem_in_tab(bob, invite)
     assert result["ok"] is False
+    assert alice.node_id in result["message"] and "answered as" in result["message"], result
     # Bob's hello names alice; dave refuses to answer for another node (SPEC 4).
     await eventually(lambda: trio.to_thread.run_sync(
         lambda: "reason=wrong_node" in dave.log_text()), timeout=5, what="dave's refusal")
