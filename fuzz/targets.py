@@ -412,14 +412,19 @@ def _hostile_hello(slot: int, value: Any, accept: bool) -> str:
     return _admit_after(a, label, accept, DIALER)
 
 
+def _hello_ack(hello: Envelope, mutated: Callable[[dict[str, Any]], Any] = lambda d: d) -> str:
+    """The acceptor's hello_ack to ``hello``, its data passed through ``mutated``."""
+    data = _hello_data(ACCEPTOR, b"ack nonce")
+    data["echo"] = hello.data["nonce"]
+    return _build(dict(type="hello_ack", msg_id="2" * 32, re=hello.msg_id,
+                       src=ACCEPTOR.node_id, dst=DIALER.node_id, ts=NOW + 1,
+                       data=mutated(data)), ACCEPTOR)
+
+
 def _hostile_hello_ack(slot: int, value: Any, accept: bool) -> str:
     d = _dialer()
     hello = decode_envelope(_only(d.start(NOW), HsSend).wire)
-    base = _hello_data(ACCEPTOR, b"ack nonce")
-    base["echo"] = hello.data["nonce"]
-    wire = _build(dict(type="hello_ack", msg_id="2" * 32, re=hello.msg_id,
-                       src=ACCEPTOR.node_id, dst=DIALER.node_id, ts=NOW + 1,
-                       data=mutate(base, slot, value)), ACCEPTOR)
+    wire = _hello_ack(hello, lambda base: mutate(base, slot, value))
     label = _check_handshake(d, d.receive(wire, NOW + 2), ACCEPTOR)
     return _admit_after(d, label, accept, ACCEPTOR)
 
@@ -460,11 +465,7 @@ def _hostile_auth(slot: int, value: Any, accept: bool) -> str:
 def _hostile_auth_result(slot: int, value: Any) -> str:
     d = _dialer()
     hello = decode_envelope(_only(d.start(NOW), HsSend).wire)
-    ack_data = _hello_data(ACCEPTOR, b"ack nonce")
-    ack_data["echo"] = hello.data["nonce"]
-    ack_wire = _build(dict(type="hello_ack", msg_id="2" * 32, re=hello.msg_id,
-                           src=ACCEPTOR.node_id, dst=DIALER.node_id, ts=NOW + 1,
-                           data=ack_data), ACCEPTOR)
+    ack_wire = _hello_ack(hello)
     ack = decode_envelope(ack_wire)
     _only(d.receive(ack_wire, NOW + 2), NeedAdmission)
     auth = decode_envelope(_only(d.admit(Decision(level="trusted"), NOW + 3), HsSend).wire)
