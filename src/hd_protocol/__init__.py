@@ -1,8 +1,10 @@
 """hd_protocol — the sans-IO core of hd fabric.
 
 Codecs and state machines only: no sockets, no clocks, no hidden randomness. Time
-comes in as ``now`` (integer milliseconds since the Unix epoch) and random bytes come
-from an injected ``rng(n) -> bytes``. See SPEC sections referenced in each module.
+comes in as ``now`` (integer milliseconds; timers run on a monotonic ``now``, and the
+wall clock, where an envelope needs a ``ts``, comes in separately as ``wall``) and
+random bytes come from an injected ``rng(n) -> bytes``. See the SPEC sections
+referenced in each module; ``Connection`` is the one machine a link needs.
 """
 
 from .admission import (
@@ -22,10 +24,19 @@ from .admission import (
     token_matches,
     verify_attestation,
 )
-from .candidates import Ladder, make_candidate, priority, sort_candidates
+from .candidates import (
+    DialCandidate,
+    Ladder,
+    direct_candidates,
+    make_candidate,
+    priority,
+    sort_candidates,
+)
 from .chat import ChatLog, ChatMessage
 from .cjson import canonical_json, loads_strict
 from .collab import Pane, Panes
+from .connection import Connection, HandshakeFailed, RttEstimator
+from .effects import Send
 from .envelope import (
     Envelope,
     decode_envelope,
@@ -38,7 +49,13 @@ from .envelope import (
     signing_bytes,
     verify_envelope,
 )
-from .errors import CanonicalError, HandshakeError, LocalProtocolError, ProtocolError
+from .errors import (
+    CanonicalError,
+    HandshakeError,
+    LocalProtocolError,
+    ProtocolError,
+    RemoteProtocolError,
+)
 from .handshake import (
     Acceptor,
     Dialer,
@@ -53,21 +70,23 @@ from .identity import Identity, Rng, node_id_for, verify_signature
 from .limits import DEFAULT_LIMITS, Limits
 from .presence import Presence, parse_presence
 from .rebase import rebase
-from .session import Session, keep_new_session, reconnect_delay_ms
+from .session import Session, keep_new_session, reconnect_delay_ms, should_redial
 from .ws import WsFrame, decode_ws_frame, encode_ws_frame
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Acceptor", "CanonicalError", "ChatLog", "ChatMessage", "DEFAULT_LIMITS", "Decision",
-    "Dialer", "Envelope", "Established", "Failed", "HandshakeError", "HandshakeResult",
-    "Identity", "InviteRecord", "Ladder", "Limits", "LocalProtocolError", "NeedAdmission", "Pane",
-    "Panes", "PeerHello", "PeerRecord", "Policy", "Presence", "Presented", "ProtocolError",
-    "Rng", "Session", "WsFrame", "admit", "canonical_json", "decode_envelope", "decode_invite",
-    "decode_ws_frame", "derive_session_keys", "dialer_view", "encode_envelope", "encode_invite",
-    "encode_ws_frame", "hash_token", "invite_expired", "issue_attestation", "keep_new_session",
-    "loads_strict", "make_candidate", "make_envelope", "new_msg_id", "new_token", "node_id_for",
-    "open_envelope", "parse_presence", "priority", "rebase", "reconnect_delay_ms",
-    "seal_envelope", "sign_envelope", "signing_bytes", "sort_candidates", "token_matches",
-    "verify_attestation", "verify_envelope", "verify_signature",
+    "Acceptor", "admit", "canonical_json", "CanonicalError", "ChatLog", "ChatMessage",
+    "Connection", "Decision", "decode_envelope", "decode_invite", "decode_ws_frame",
+    "DEFAULT_LIMITS", "derive_session_keys", "DialCandidate", "Dialer", "dialer_view",
+    "direct_candidates", "encode_envelope", "encode_invite", "encode_ws_frame", "Envelope",
+    "Established", "Failed", "HandshakeError", "HandshakeFailed", "HandshakeResult",
+    "hash_token", "Identity", "invite_expired", "InviteRecord", "issue_attestation",
+    "keep_new_session", "Ladder", "Limits", "loads_strict", "LocalProtocolError",
+    "make_candidate", "make_envelope", "NeedAdmission", "new_msg_id", "new_token",
+    "node_id_for", "open_envelope", "Pane", "Panes", "parse_presence", "PeerHello",
+    "PeerRecord", "Policy", "Presence", "Presented", "priority", "ProtocolError", "rebase",
+    "reconnect_delay_ms", "RemoteProtocolError", "Rng", "RttEstimator", "seal_envelope", "Send",
+    "Session", "should_redial", "sign_envelope", "signing_bytes", "sort_candidates",
+    "token_matches", "verify_attestation", "verify_envelope", "verify_signature", "WsFrame",
 ]

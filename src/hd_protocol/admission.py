@@ -20,7 +20,7 @@ from typing import Any, Final, Literal
 
 from .candidates import check_candidate
 from .cjson import canonical_json, loads_strict
-from .errors import CanonicalError, ProtocolError
+from .errors import CanonicalError, ProtocolError, RemoteProtocolError
 from .identity import Identity, Rng, is_node_id, node_id_for, verify_signature
 
 TRUSTED: Final = "trusted"
@@ -243,26 +243,26 @@ def encode_invite(
 
 
 def decode_invite(text: str) -> dict[str, Any]:
-    """Parse and check an invite string; ``ProtocolError('bad_invite')`` otherwise.
+    """Parse and check an invite string; ``RemoteProtocolError('bad_invite')`` otherwise.
 
     Expiry is checked separately (``invite_expired``) because it needs ``now``.
     """
     if type(text) is not str:
-        raise ProtocolError("bad_invite", "an invite is a string")
+        raise RemoteProtocolError("bad_invite", "an invite is a string")
     text = text.strip()
     if len(text) > MAX_INVITE_CHARS or not text.startswith(INVITE_PREFIX):
-        raise ProtocolError("bad_invite", "not an hd1: invite")
+        raise RemoteProtocolError("bad_invite", "not an hd1: invite")
     b64 = text[len(INVITE_PREFIX) :]
     if _B64URL_RE.fullmatch(b64) is None:
         # Strict alphabet: urlsafe_b64decode would silently skip stray characters.
-        raise ProtocolError("bad_invite", "invite must be unpadded base64url")
+        raise RemoteProtocolError("bad_invite", "invite must be unpadded base64url")
     try:
         raw = base64.urlsafe_b64decode(b64 + "=" * (-len(b64) % 4))
         body = loads_strict(raw)
     except (binascii.Error, ValueError, CanonicalError):
-        raise ProtocolError("bad_invite", "invite body is not valid") from None
+        raise RemoteProtocolError("bad_invite", "invite body is not valid") from None
     if type(body) is not dict:
-        raise ProtocolError("bad_invite", "invite body is not an object")
+        raise RemoteProtocolError("bad_invite", "invite body is not an object")
     _check_invite(body)
     return body
 
@@ -273,30 +273,30 @@ def invite_expired(invite: dict[str, Any], now: int) -> bool:
 
 def _check_invite(body: dict[str, Any]) -> None:
     if set(body) != {"addrs", "exp", "node_id", "public_key", "token"}:
-        raise ProtocolError(
+        raise RemoteProtocolError(
             "bad_invite", "invite fields are addrs, exp, node_id, public_key, token"
         )
     if type(body["exp"]) is not int or body["exp"] < 0:
-        raise ProtocolError("bad_invite", "exp must be a timestamp in ms")
+        raise RemoteProtocolError("bad_invite", "exp must be a timestamp in ms")
     tok = body["token"]
     if type(tok) is not str or not 16 <= len(tok) <= 256:
-        raise ProtocolError("bad_invite", "token must be a string of 16..256 chars")
+        raise RemoteProtocolError("bad_invite", "token must be a string of 16..256 chars")
     if not is_node_id(body["node_id"]):
-        raise ProtocolError("bad_invite", "node_id is not a node id")
+        raise RemoteProtocolError("bad_invite", "node_id is not a node id")
     try:
         derived = node_id_for(body["public_key"])
     except ProtocolError:
-        raise ProtocolError("bad_invite", "public_key is not a key") from None
+        raise RemoteProtocolError("bad_invite", "public_key is not a key") from None
     if derived != body["node_id"]:
-        raise ProtocolError("bad_invite", "node_id does not match public_key")
+        raise RemoteProtocolError("bad_invite", "node_id does not match public_key")
     addrs = body["addrs"]
     if type(addrs) is not list or len(addrs) > 16:
-        raise ProtocolError("bad_invite", "addrs must be a list of at most 16 candidates")
+        raise RemoteProtocolError("bad_invite", "addrs must be a list of at most 16 candidates")
     for a in addrs:
         try:
             check_candidate(a)
         except ProtocolError as exc:
-            raise ProtocolError("bad_invite", f"addrs: {exc.message}") from None
+            raise RemoteProtocolError("bad_invite", f"addrs: {exc.message}") from None
 
 
 # --- directory attestations (SPEC 7.6) ----------------------------------------------

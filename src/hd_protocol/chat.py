@@ -37,12 +37,21 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any, Final, Literal, TypeGuard
 
-from .collab import PeerErrorReply, SendToPeer, TabEvent, TabReply
-from .envelope import new_msg_id
-from .errors import LocalProtocolError, ProtocolError
+from .effects import (
+    PeerErrorReply,
+    PersistMessage,
+    PersistReadMark,
+    PersistStatus,
+    SendChat,
+    SendToPeer,
+    TabEvent,
+    TabReply,
+)
+from .envelope import check_sealed_size, new_msg_id
+from .errors import LocalProtocolError, ProtocolError, RemoteProtocolError
 from .identity import NODE_ID_RE, Rng
 from .limits import DEFAULT_LIMITS, Limits
 from .session import Message
@@ -82,33 +91,6 @@ class ChatMessage:
         }
 
 
-@dataclass(frozen=True, slots=True)
-class SendChat:
-    """Send ``peer_chat`` with ``data`` using exactly ``msg_id`` as the envelope id."""
-
-    peer_id: str
-    msg_id: str
-    data: dict[str, Any] = field(hash=False)
-
-
-@dataclass(frozen=True, slots=True)
-class PersistMessage:
-    message: ChatMessage
-
-
-@dataclass(frozen=True, slots=True)
-class PersistStatus:
-    peer_id: str
-    id: str
-    status: Status
-
-
-@dataclass(frozen=True, slots=True)
-class PersistReadMark:
-    peer_id: str
-    seq: int
-
-
 ChatEffect = (
     PersistMessage | PersistStatus | PersistReadMark | SendChat | SendToPeer
     | PeerErrorReply | TabEvent | TabReply
@@ -123,7 +105,7 @@ def _size(text: str) -> int:
     try:
         return len(text.encode("utf-8"))
     except UnicodeEncodeError:
-        raise ProtocolError("bad_request", "text is not valid unicode") from None
+        raise RemoteProtocolError("bad_request", "text is not valid unicode") from None
 
 
 class ChatLog:
@@ -210,6 +192,9 @@ class ChatLog:
         session is live (SPEC 6.2). Raises ``ProtocolError`` ``empty``/``too_large``."""
         peer = self._check_peer(peer_id)
         body = self._body(text, empty_code="empty")
+        # Stored means sent some day: what cannot fit one envelope is refused now.
+        check_sealed_size({"text": body, "from_name": self.self_name},
+                          self.limits.max_envelope_bytes)
         msg_id = new_msg_id(self.rng)
         while (peer, msg_id) in self._messages:  # 128 random bits: practically never
             msg_id = new_msg_id(self.rng)
@@ -262,7 +247,7 @@ class ChatLog:
         name = msg.data["from_name"]
         body = self._body(msg.data["text"], empty_code="bad_request")
         if type(name) is not str or len(name) > self.limits.node_name_chars:
-            raise ProtocolError(
+            raise RemoteProtocolError(
                 "bad_request", f"from_name must be a string of at most "
                 f"{self.limits.node_name_chars} chars",
             )
@@ -286,7 +271,7 @@ class ChatLog:
         _check_fields(data, ACK_FIELDS)
         msg_id = data["id"]
         if type(msg_id) is not str or MSG_ID_RE.fullmatch(msg_id) is None:
-            raise ProtocolError("bad_request", "id must be 32 lowercase hex chars")
+            raise RemoteProtocolError("bad_request", "id must be 32 lowercase hex chars")
         m = self._messages.get((peer, msg_id))
         if m is None or m.direction != "out" or m.status == "delivered":
             return []  # unknown or repeated ack: nothing to change
@@ -324,23 +309,23 @@ class ChatLog:
     def _body(self, text: object, *, empty_code: str) -> str:
         """SPEC 6.2: text is trimmed, then 1..16 KiB of UTF-8."""
         if type(text) is not str:
-            raise ProtocolError("bad_request", "text must be a string")
+            raise RemoteProtocolError("bad_request", "text must be a string")
         body = text.strip()
         if not body:
-            raise ProtocolError(empty_code, "message is empty")
+            raise RemoteProtocolError(empty_code, "message is empty")
         if _size(body) > self.limits.chat_text_bytes:
-            raise ProtocolError("too_large", f"text over {self.limits.chat_text_bytes} bytes")
+            raise RemoteProtocolError("too_large", f"text over {self.limits.chat_text_bytes} bytes")
         return body
 
     def _check_peer(self, peer_id: object) -> str:
         if not _is_node_id(peer_id):
-            raise ProtocolError("bad_request", "node_id must be a node id")
+            raise RemoteProtocolError("bad_request", "node_id must be a node id")
         if peer_id == self.self_id:
-            raise ProtocolError("bad_request", "a node does not chat with itself")
+            raise RemoteProtocolError("bad_request", "a node does not chat with itself")
         return peer_id
 
 
 def _check_fields(data: Mapping[str, Any], fields: frozenset[str]) -> None:
     if data.keys() != fields:
-        raise ProtocolError("bad_request", f"expected exactly {sorted(fields)}")
+        raise RemoteProtocolError("bad_request", f"expected exactly {sorted(fields)}")
 

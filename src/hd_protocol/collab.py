@@ -51,11 +51,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any, Final, Literal, TypeGuard
 
 from .cjson import MAX_INT
-from .errors import LocalProtocolError, ProtocolError
+from .effects import PeerErrorReply, PersistPane, SendToPeer, TabEvent, TabReply
+from .envelope import check_sealed_size
+from .errors import LocalProtocolError, ProtocolError, RemoteProtocolError
 from .identity import NODE_ID_RE
 from .limits import DEFAULT_LIMITS, Limits
 from .session import Message
@@ -68,47 +70,6 @@ COLLAB_TYPES = frozenset({"collab_op", "collab_join", "collab_leave"})
 
 Level = Literal["trusted", "guest"]
 Version = tuple[int, str]
-
-
-# --- effects (shared with hd_protocol.chat) ----------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class SendToPeer:
-    """Send one session message to a peer with a live session."""
-
-    peer_id: str
-    type: str
-    data: dict[str, Any] = field(hash=False)
-    re: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class TabEvent:
-    """A /ws frame for every tab subscribed to ``channel`` (SPEC 9)."""
-
-    channel: str
-    event: str
-    data: dict[str, Any] = field(hash=False)
-
-
-@dataclass(frozen=True, slots=True)
-class TabReply:
-    """A /ws frame for the one tab whose command produced it (e.g. ``rejected``)."""
-
-    channel: str
-    event: str
-    data: dict[str, Any] = field(hash=False)
-
-
-@dataclass(frozen=True, slots=True)
-class PeerErrorReply:
-    """Answer the peer's envelope ``re`` with ``error {code, message}`` (SPEC 5)."""
-
-    peer_id: str
-    re: str
-    code: str
-    message: str
 
 
 # --- pane state --------------------------------------------------------------------
@@ -134,11 +95,6 @@ class Pane:
         return {"paneKey": self.key, "rev": self.rev, "author": self.author, "text": self.text}
 
 
-@dataclass(frozen=True, slots=True)
-class PersistPane:
-    pane: Pane
-
-
 CollabEffect = SendToPeer | TabEvent | TabReply | PersistPane | PeerErrorReply
 
 
@@ -147,25 +103,25 @@ CollabEffect = SendToPeer | TabEvent | TabReply | PersistPane | PeerErrorReply
 
 def check_pane_key(value: object) -> str:
     if type(value) is not str or PANE_KEY_RE.fullmatch(value) is None:
-        raise ProtocolError("bad_request", "paneKey must be 1..128 chars of [A-Za-z0-9_.:-]")
+        raise RemoteProtocolError("bad_request", "paneKey must be 1..128 chars of [A-Za-z0-9_.:-]")
     return value
 
 
 def check_text(value: object, max_bytes: int) -> str:
     if type(value) is not str:
-        raise ProtocolError("bad_request", "text must be a string")
+        raise RemoteProtocolError("bad_request", "text must be a string")
     try:
         size = len(value.encode("utf-8"))
     except UnicodeEncodeError:
-        raise ProtocolError("bad_request", "text is not valid unicode") from None
+        raise RemoteProtocolError("bad_request", "text is not valid unicode") from None
     if size > max_bytes:
-        raise ProtocolError("too_large", f"text over {max_bytes} bytes")
+        raise RemoteProtocolError("too_large", f"text over {max_bytes} bytes")
     return value
 
 
 def _check_rev(value: object, name: str) -> int:
     if type(value) is not int or not 0 <= value <= MAX_INT:
-        raise ProtocolError("bad_request", f"{name} must be an integer in 0..2**53-1")
+        raise RemoteProtocolError("bad_request", f"{name} must be an integer in 0..2**53-1")
     return value
 
 
@@ -175,7 +131,7 @@ def _is_node_id(value: object) -> TypeGuard[str]:
 
 def _check_fields(data: Mapping[str, Any], fields: frozenset[str]) -> None:
     if data.keys() != fields:
-        raise ProtocolError("bad_request", f"payload must be exactly {sorted(fields)}")
+        raise RemoteProtocolError("bad_request", f"payload must be exactly {sorted(fields)}")
 
 
 def parse_op(data: Mapping[str, Any], max_text_bytes: int) -> Pane:
@@ -188,9 +144,9 @@ def parse_op(data: Mapping[str, Any], max_text_bytes: int) -> Pane:
     if rev == 0:
         # Rev 0 is the empty pane nobody wrote.
         if author != "" or text != "":
-            raise ProtocolError("bad_request", "rev 0 has author \"\" and empty text")
+            raise RemoteProtocolError("bad_request", "rev 0 has author \"\" and empty text")
     elif not _is_node_id(author):
-        raise ProtocolError("bad_request", "author must be a node id")
+        raise RemoteProtocolError("bad_request", "author must be a node id")
     return Pane(key, text, rev, author)
 
 
@@ -241,7 +197,7 @@ class Panes:
     def state_event(self, pane_key: object, members: Iterable[str] | None = None) -> TabReply:
         """The /ws ``state`` frame for a tab that joins a pane (SPEC 9).
 
-        Validates ``pane_key`` (raises ``ProtocolError("bad_request")``); ``members``
+        Validates ``pane_key`` (raises ``RemoteProtocolError("bad_request")``); ``members``
         are the tabs/peers viewing the pane, which only the shell tracks.
         """
         key = check_pane_key(pane_key)
@@ -321,8 +277,12 @@ class Panes:
         if base != pane.rev:
             return [TabReply(CHANNEL, "rejected", pane.op_data())]
         if pane.rev >= MAX_INT:
-            raise ProtocolError("bad_request", "pane revision exhausted")
+            raise RemoteProtocolError("bad_request", "pane revision exhausted")
         new = replace(pane, text=body, rev=pane.rev + 1, author=self.self_id)
+        # Every sharer must get this state in one collab_op: a text that passes the
+        # byte limit but not once escaped and sealed would be stored here and never
+        # reach anyone (the sharers would diverge for good). Refuse it, change nothing.
+        check_sealed_size(new.op_data(), self.limits.max_envelope_bytes)
         self._panes[key] = new
         out: list[CollabEffect] = [PersistPane(new), self._op_event(new, self.self_id)]
         out.extend(self._push(new, exclude=None))
@@ -447,16 +407,16 @@ class Panes:
 
     def _check_peer(self, peer_id: object) -> str:
         if not _is_node_id(peer_id):
-            raise ProtocolError("bad_request", "node_id must be a node id")
+            raise RemoteProtocolError("bad_request", "node_id must be a node id")
         if peer_id == self.self_id:
-            raise ProtocolError("bad_request", "a pane is not shared with its own node")
+            raise RemoteProtocolError("bad_request", "a pane is not shared with its own node")
         return peer_id
 
     def _require_permission(self, peer: str, level: Level, key: str) -> None:
         # SPEC 4.1 / 6.1: trusted peers may touch any pane; guests only panes shared
         # with them or their room.
         if level != "trusted" and peer not in self.sharers(key):
-            raise ProtocolError("forbidden", "this pane is not shared with you")
+            raise RemoteProtocolError("forbidden", "this pane is not shared with you")
 
     def _joins_as_sharer(self, peer: str, level: Level, key: str) -> bool:
         """A trusted peer that works on a pane becomes a sharer of it (sharing is

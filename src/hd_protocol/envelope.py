@@ -18,7 +18,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from .cjson import MAX_INT, check_value, dumps_trusted, loads_strict
-from .errors import CanonicalError, LocalProtocolError, ProtocolError
+from .errors import CanonicalError, LocalProtocolError, ProtocolError, RemoteProtocolError
 from .identity import Identity, Rng, b64decode_strict, is_node_id, verify_signature
 from .limits import DEFAULT_LIMITS
 
@@ -118,6 +118,14 @@ def make_envelope(
     return env
 
 
+def _check_local(value: object) -> None:
+    """A value we are about to sign or seal must be canonical: our caller's mistake."""
+    try:
+        check_value(value)
+    except CanonicalError as exc:
+        raise LocalProtocolError(exc.code, exc.message) from None
+
+
 def _header(env: Envelope) -> dict[str, Any]:
     return {
         "v": env.v, "type": env.type, "msg_id": env.msg_id, "re": env.re, "src": env.src,
@@ -185,7 +193,7 @@ def _with(env: Envelope, data: dict[str, Any], box: str | None, sig: str) -> Env
 def sign_envelope(env: Envelope, identity: Identity) -> Envelope:
     if env.src != identity.node_id:
         raise LocalProtocolError("src", "src must be the signer's node id")
-    check_value(env.data)
+    _check_local(env.data)
     return _with(env, env.data, env.box, identity.sign(signing_bytes(env)))
 
 
@@ -222,7 +230,7 @@ def encode_envelope(env: Envelope) -> str:
 
 
 def _bad(name: str, why: str) -> ProtocolError:
-    return ProtocolError("bad_field", f"{name}: {why}")
+    return RemoteProtocolError("bad_field", f"{name}: {why}")
 
 
 def _int(value: object, name: str, lo: int, hi: int) -> None:
@@ -236,7 +244,7 @@ def _check_header(get: Any) -> None:
     """Field rules of SPEC 3 (``get(name)`` reads a field from a dict or an Envelope)."""
     v = get("v")
     if type(v) is not int or v != 1:  # SPEC 3: `v` is 1; anything else is `version`
-        raise ProtocolError("version", "unsupported envelope version")
+        raise RemoteProtocolError("version", "unsupported envelope version")
     t = get("type")
     if type(t) is not str or TYPE_RE.match(t) is None:
         raise _bad("type", "must match ^[a-z][a-z0-9_]{0,31}$")
@@ -269,6 +277,33 @@ def _check_header(get: Any) -> None:
             raise _bad("seq", "a sealed envelope carries a seq")
 
 
+# Wire characters of a sealed envelope around its box, each field at its largest
+# (type 32, msg_id and re 32, src and dst 16, ts and seq 16 digits, ttl 2, sig 88;
+# 103 for keys and punctuation): 353, rounded up.
+SEALED_OVERHEAD = 360
+_TAG_BYTES = 16  # ChaCha20-Poly1305
+
+
+def sealed_size(payload: dict[str, Any]) -> int:
+    """The most wire bytes a sealed envelope carrying ``payload`` can take (SPEC 3.1).
+
+    cjson of the payload (escaping included: 500 000 newlines are a million bytes),
+    plus the AEAD tag, base64 (4/3), plus the largest header. A feature checks this
+    against the envelope limit *before* it accepts a write it will have to send, so a
+    write that could never leave is refused instead of stored and then lost.
+    """
+    n = len(dumps_trusted(payload)) + _TAG_BYTES
+    return 4 * ((n + 2) // 3) + SEALED_OVERHEAD
+
+
+def check_sealed_size(payload: dict[str, Any], max_bytes: int) -> None:
+    """``RemoteProtocolError("too_large")`` if ``payload`` cannot fit one envelope."""
+    if sealed_size(payload) > max_bytes:
+        raise RemoteProtocolError(
+            "too_large", f"this would be an envelope over {max_bytes} bytes once sealed"
+        )
+
+
 def wire_size(text: str | bytes | bytearray) -> int:
     """Size in bytes of a frame as it travels (UTF-8 for text)."""
     if not isinstance(text, str):
@@ -283,20 +318,20 @@ def decode_envelope(
 ) -> Envelope:
     """Strictly decode one wire envelope (SPEC 3). Raises only ``ProtocolError``."""
     if not isinstance(text, str | bytes | bytearray):
-        raise ProtocolError("bad_json", "an envelope is text")
+        raise RemoteProtocolError("bad_json", "an envelope is text")
     if wire_size(text) > max_bytes:
-        raise ProtocolError("too_large", f"envelope over {max_bytes} bytes")
+        raise RemoteProtocolError("too_large", f"envelope over {max_bytes} bytes")
     try:
         obj = loads_strict(text)
     except CanonicalError as exc:
-        raise ProtocolError("bad_json", exc.message) from None
+        raise RemoteProtocolError("bad_json", exc.message) from None
     if type(obj) is not dict:
-        raise ProtocolError("bad_envelope", "an envelope is a JSON object")
+        raise RemoteProtocolError("bad_envelope", "an envelope is a JSON object")
     if obj.keys() != _FIELD_SET:
         missing = _FIELD_SET - obj.keys()
         if missing:
-            raise ProtocolError("bad_envelope", f"missing field {sorted(missing)[0]}")
-        raise ProtocolError("bad_envelope", "unknown field")
+            raise RemoteProtocolError("bad_envelope", f"missing field {sorted(missing)[0]}")
+        raise RemoteProtocolError("bad_envelope", "unknown field")
     _check_header(obj.__getitem__)
     box = obj["box"]
     if box is not None:
@@ -334,25 +369,25 @@ def seal_with(aead: ChaCha20Poly1305, env: Envelope, payload: dict[str, Any]) ->
         raise LocalProtocolError("seq", "a sealed envelope needs a seq")
     if type(payload) is not dict:
         raise LocalProtocolError("bad_field", "payload must be an object")
-    check_value(payload)
+    _check_local(payload)
     ct = aead.encrypt(box_nonce(env.seq), dumps_trusted(payload), box_aad(env))
     return _with(env, {}, binascii.b2a_base64(ct, newline=False).decode("ascii"), "")
 
 
 def open_with(aead: ChaCha20Poly1305, env: Envelope) -> dict[str, Any]:
     if env.box is None or env.seq is None:
-        raise ProtocolError("not_sealed", "envelope is not sealed")
+        raise RemoteProtocolError("not_sealed", "envelope is not sealed")
     ct = b64decode_strict(env.box, None, "box")
     try:
         pt = aead.decrypt(box_nonce(env.seq), ct, box_aad(env))
     except InvalidTag:
-        raise ProtocolError("box", "box does not open") from None
+        raise RemoteProtocolError("box", "box does not open") from None
     try:
         payload = loads_strict(pt)
     except CanonicalError as exc:
-        raise ProtocolError("box", f"payload: {exc.message}") from None
+        raise RemoteProtocolError("box", f"payload: {exc.message}") from None
     if type(payload) is not dict:
-        raise ProtocolError("box", "payload is not an object")
+        raise RemoteProtocolError("box", "payload is not an object")
     return payload
 
 

@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from .admission import Decision
+from .effects import Send
 from .envelope import (
     Envelope,
     decode_envelope,
@@ -38,7 +39,7 @@ from .envelope import (
     signing_bytes,
     verify_envelope,
 )
-from .errors import HandshakeError, LocalProtocolError, ProtocolError
+from .errors import HandshakeError, LocalProtocolError, RemoteProtocolError
 from .identity import Identity, Rng, b64decode_strict, b64encode, node_id_for
 from .limits import DEFAULT_LIMITS
 
@@ -53,13 +54,6 @@ KDF_INFO = b"hd1 session keys"
 
 
 # --- outputs -----------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Send:
-    """Write this text frame to the link."""
-
-    wire: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,7 +164,7 @@ def _parse_hello(env: Envelope, fields: frozenset[str], max_caps: int) -> PeerHe
     b64decode_strict(d["eph"], 32, "eph")
     try:
         derived = node_id_for(d["public_key"])
-    except ProtocolError:
+    except RemoteProtocolError:
         raise HandshakeError(message="public_key is not an Ed25519 key") from None
     if env.src != derived:
         raise HandshakeError(message="src is not the node id of public_key")
@@ -226,23 +220,30 @@ class _Machine:
     def next_deadline(self) -> int | None:
         return None if self.done else self.deadline
 
-    def on_timer(self, now: int) -> list[Output]:
+    def on_timer(self, now: int, *, wall: int | None = None) -> list[Output]:
+        del wall  # a timeout sends nothing
         if not self.done and now >= self.deadline:
             return self._fail("timeout", "handshake did not finish in time", send=False)
         return []
 
-    def receive(self, frame: str | bytes | Envelope, now: int) -> list[Output]:
-        """Feed one inbound frame. Any protocol violation ends in ``Failed``."""
+    def receive(
+        self, frame: str | bytes | Envelope, now: int, *, wall: int | None = None
+    ) -> list[Output]:
+        """Feed one inbound frame. Any protocol violation ends in ``Failed``.
+
+        ``now`` drives the deadline; ``wall`` (default: ``now``) is the wall clock put
+        in the ``ts`` of what we send back (SPEC 5: timers on a monotonic clock)."""
         if self.done:
             return []
         if now >= self.deadline:
             return self._fail("timeout", "handshake did not finish in time", send=False)
+        self._last_now = now if wall is None else wall
         try:
             env = frame if isinstance(frame, Envelope) else decode_envelope(
                 frame, max_bytes=self.max_bytes
             )
-            return self._on_envelope(env, now)
-        except ProtocolError as exc:
+            return self._on_envelope(env, self._last_now)
+        except RemoteProtocolError as exc:
             reason = exc.code if exc.code in REASONS else "bad_handshake"
             return self._fail(reason, exc.message)
 
@@ -305,7 +306,7 @@ class _Machine:
         assert self._rx is not None
         try:
             return open_with(self._rx, env)
-        except ProtocolError:
+        except RemoteProtocolError:
             raise HandshakeError(message="box does not open") from None
 
     def _established(self, level: str, peer_level: str | None) -> Established:
@@ -345,23 +346,25 @@ class Dialer(_Machine):
         self._auth_msg_id = ""
         self._level = ""
 
-    def start(self, now: int) -> list[Output]:
+    def start(self, now: int, *, wall: int | None = None) -> list[Output]:
         if self.state is not State.START:
             raise LocalProtocolError("state", "start() is called once")
         self._hello = sign_envelope(
             make_envelope(
                 "hello", msg_id=new_msg_id(self.rng), src=self.identity.node_id,
-                dst=self.expected_node_id, ts=now, data=self._hello_data(),
+                dst=self.expected_node_id, ts=now if wall is None else wall,
+                data=self._hello_data(),
             ),
             self.identity,
         )
         self.state = State.WAIT_HELLO_ACK
         return [Send(encode_envelope(self._hello))]
 
-    def admit(self, decision: Decision, now: int) -> list[Output]:
+    def admit(self, decision: Decision, now: int, *, wall: int | None = None) -> list[Output]:
         """Continue with our own view of the acceptor (``admission.dialer_view``)."""
         if self.state is not State.WAIT_ADMISSION:
             raise LocalProtocolError("state", "no admission is pending")
+        now = now if wall is None else wall  # only the ts of auth needs a time
         if not decision.ok:
             return self._fail(decision.reason or "pairing_required", "we refused the peer",
                               send=False)
@@ -379,7 +382,6 @@ class Dialer(_Machine):
         return [Send(self._signed(seal_with(self._tx, env, payload)))]
 
     def _on_envelope(self, env: Envelope, now: int) -> list[Output]:
-        self._last_now = now
         if self.state is State.WAIT_HELLO_ACK:
             return self._on_hello_ack(env)
         if self.state is State.WAIT_AUTH_RESULT:
@@ -436,10 +438,11 @@ class Acceptor(_Machine):
         self._ack_msg_id = ""
         self._auth: Envelope | None = None
 
-    def admit(self, decision: Decision, now: int) -> list[Output]:
+    def admit(self, decision: Decision, now: int, *, wall: int | None = None) -> list[Output]:
         """Answer the dialer with the admission decision (``admission.admit``)."""
         if self.state is not State.WAIT_ADMISSION:
             raise LocalProtocolError("state", "no admission is pending")
+        now = now if wall is None else wall  # only the ts of auth_result needs a time
         self._last_now = now
         if not decision.ok:
             return self._fail(decision.reason or "pairing_required", "admission refused")
@@ -460,7 +463,6 @@ class Acceptor(_Machine):
         return self._signed(seal_with(self._tx, env, payload))
 
     def _on_envelope(self, env: Envelope, now: int) -> list[Output]:
-        self._last_now = now
         if self.state is State.WAIT_HELLO:
             return self._on_hello(env, now)
         if self.state is State.WAIT_AUTH:

@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.serialization import (
     PublicFormat,
 )
 
-from .errors import ProtocolError
+from .errors import ProtocolError, RemoteProtocolError
 
 Rng = Callable[[int], bytes]
 """An injected randomness source: ``rng(n)`` returns ``n`` random bytes."""
@@ -42,18 +42,18 @@ def b64encode(raw: bytes) -> str:
 def b64decode_strict(text: object, length: int | None = None, what: str = "base64") -> bytes:
     """Standard base64 with padding, canonical form only (SPEC 1.2)."""
     if type(text) is not str or not text.isascii():
-        raise ProtocolError("bad_field", f"{what} must be a base64 string")
+        raise RemoteProtocolError("bad_field", f"{what} must be a base64 string")
     # binascii directly (strict mode) instead of base64.b64decode(validate=True): same
     # verdicts, since only the canonical encoding of the decoded bytes is accepted
     # either way, without a regex per call (signatures and boxes are on the hot path).
     try:
         raw = binascii.a2b_base64(text, strict_mode=True)
     except (binascii.Error, ValueError):
-        raise ProtocolError("bad_field", f"{what} is not valid base64") from None
+        raise RemoteProtocolError("bad_field", f"{what} is not valid base64") from None
     if binascii.b2a_base64(raw, newline=False).decode("ascii") != text:
-        raise ProtocolError("bad_field", f"{what} is not canonical base64")
+        raise RemoteProtocolError("bad_field", f"{what} is not canonical base64")
     if length is not None and len(raw) != length:
-        raise ProtocolError("bad_field", f"{what} must be {length} bytes")
+        raise RemoteProtocolError("bad_field", f"{what} must be {length} bytes")
     return raw
 
 
@@ -69,7 +69,7 @@ def node_id_for(public_key: str) -> str:
     often comes straight from a peer's JSON, and a list or object is unhashable.
     """
     if type(public_key) is not str:
-        raise ProtocolError("bad_field", "public_key must be a base64 string")
+        raise RemoteProtocolError("bad_field", "public_key must be a base64 string")
     return _node_id_for_cached(public_key)
 
 

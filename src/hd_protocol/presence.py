@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import ProtocolError
+from .errors import RemoteProtocolError
 from .limits import DEFAULT_LIMITS, Limits
 
 MAX_URL = 512
@@ -32,14 +32,14 @@ def parse_presence(data: dict[str, Any], limits: Limits = DEFAULT_LIMITS) -> Pre
     caps = data.get("capabilities", [])
     addrs = data.get("addrs", [])
     if type(name) is not str or len(name) > limits.node_name_chars:
-        raise ProtocolError("bad_request", "node_name must be a string of at most 64 chars")
+        raise RemoteProtocolError("bad_request", "node_name must be a string of at most 64 chars")
     if (type(caps) is not list or len(caps) > limits.capabilities
             or any(type(c) is not str or not 0 < len(c) <= 64 for c in caps)):
-        raise ProtocolError("bad_request", "capabilities must be at most 32 short strings")
+        raise RemoteProtocolError("bad_request", "capabilities must be at most 32 short strings")
     if (type(addrs) is not list or len(addrs) > limits.addresses
             or any(type(a) is not str or not a.startswith(("ws://", "wss://"))
                    or len(a) > MAX_URL for a in addrs)):
-        raise ProtocolError("bad_request", "addrs must be at most 16 ws:// URLs")
+        raise RemoteProtocolError("bad_request", "addrs must be at most 16 ws:// URLs")
     return Presence(name, tuple(caps), tuple(addrs))
 
 

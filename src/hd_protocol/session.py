@@ -18,6 +18,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
+from .effects import Send
 from .envelope import (
     Envelope,
     decode_envelope,
@@ -30,7 +31,7 @@ from .envelope import (
     verify_envelope,
     wire_size,
 )
-from .errors import LocalProtocolError, ProtocolError
+from .errors import LocalProtocolError, ProtocolError, RemoteProtocolError
 from .handshake import HandshakeResult
 from .identity import Identity, Rng
 from .limits import DEFAULT_LIMITS, Limits
@@ -54,11 +55,6 @@ _EXPIRED_MEMORY = 256
 
 
 # --- outputs -----------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Send:
-    wire: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +168,7 @@ class Session:
         self.stats = Stats()
         self.ping_misses = 0
         self.closed: Closed | None = None
+        self._wall: int | None = None  # wall clock of the receive() in progress
 
     @property
     def dialer_id(self) -> str:
@@ -188,11 +185,13 @@ class Session:
         *,
         re: str | None = None,
         msg_id: str | None = None,
+        wall: int | None = None,
     ) -> tuple[str, list[Output]]:
         """Seal, sign and encode one envelope. Returns (msg_id, [Send]).
 
         ``msg_id`` may be given when the id is part of the feature's state (a chat
-        message's id is the msg_id of its ``peer_chat`` envelope, SPEC 6.2).
+        message's id is the msg_id of its ``peer_chat`` envelope, SPEC 6.2). ``now``
+        drives timers; ``wall`` (default: ``now``) is the envelope's ``ts`` (SPEC 5).
         """
         if self.closed is not None:
             raise LocalProtocolError("closed", "the session is closed")
@@ -200,7 +199,7 @@ class Session:
             raise LocalProtocolError("bad_type", "handshake types are not session messages")
         env = make_envelope(
             type, msg_id=msg_id or new_msg_id(self.rng), re=re, src=self.identity.node_id,
-            dst=self.peer_id, ts=now, seq=self.tx_seq,
+            dst=self.peer_id, ts=now if wall is None else wall, seq=self.tx_seq,
         )
         sealed = seal_with(self._tx, env, data)
         wire = encode_envelope(sign_envelope(sealed, self.identity))
@@ -213,26 +212,27 @@ class Session:
         return env.msg_id, [Send(wire)]
 
     def request(
-        self, type: str, data: dict[str, Any], now: int, *, timeout_ms: int | None = None
+        self, type: str, data: dict[str, Any], now: int, *, timeout_ms: int | None = None,
+        wall: int | None = None,
     ) -> tuple[str, list[Output]]:
         """Send a request whose reply (``re`` = its msg_id) is awaited until a deadline."""
-        msg_id, out = self.send(type, data, now)
+        msg_id, out = self.send(type, data, now, wall=wall)
         # SPEC 5: the pending reply exists before the request leaves (send() only
         # returns the frame; the shell writes it after this returns).
         t = self.limits.request_timeout_ms if timeout_ms is None else timeout_ms
         self._pending[msg_id] = _Pending(type, now, now + t)
         return msg_id, out
 
-    def ping(self, now: int) -> tuple[str, list[Output]]:
-        return self.request("ping", {}, now, timeout_ms=self.limits.ping_timeout_ms)
+    def ping(self, now: int, *, wall: int | None = None) -> tuple[str, list[Output]]:
+        return self.request("ping", {}, now, timeout_ms=self.limits.ping_timeout_ms, wall=wall)
 
-    def close(self, reason: str, now: int) -> list[Output]:
+    def close(self, reason: str, now: int, *, wall: int | None = None) -> list[Output]:
         """Orderly close: a ``bye`` to the peer, then ``Closed``."""
         if self.closed is not None:
             return []
         out: list[Output] = []
         with contextlib.suppress(ProtocolError):
-            out.extend(self.send("bye", {"reason": reason}, now)[1])
+            out.extend(self.send("bye", {"reason": reason}, now, wall=wall)[1])
         self.closed = Closed(reason, remote=False)
         out.append(self.closed)
         self._pending.clear()
@@ -253,7 +253,7 @@ class Session:
             return None
         return min(p.deadline for p in self._pending.values())
 
-    def on_timer(self, now: int) -> list[Output]:
+    def on_timer(self, now: int, *, wall: int | None = None) -> list[Output]:
         out: list[Output] = []
         for msg_id, p in list(self._pending.items()):
             if now >= p.deadline:
@@ -267,7 +267,7 @@ class Session:
                 and self.ping_misses >= self.limits.ping_misses_before_close):
             # A peer that answers no ping for this long is gone even if TCP never said
             # so (a cut cable, a sleeping laptop): close, so reconnect can take over.
-            out.extend(self.close("timeout", now))
+            out.extend(self.close("timeout", now, wall=wall))
         return out
 
     def _remember_expired(self, msg_id: str) -> None:
@@ -277,13 +277,17 @@ class Session:
 
     # --- inbound ----------------------------------------------------------------------
 
-    def receive(self, frame: str | bytes, now: int) -> list[Output]:
-        """Run one inbound frame through every SPEC 5 check, then act on it."""
+    def receive(self, frame: str | bytes, now: int, *, wall: int | None = None) -> list[Output]:
+        """Run one inbound frame through every SPEC 5 check, then act on it.
+
+        ``now`` drives timers (RTT, rate limits); ``wall`` (default: ``now``) is the
+        ``ts`` of anything sent back (a pong, an error)."""
         if self.closed is not None:
             return []
+        self._wall = wall
         try:
             env, payload = self._check(frame)
-        except ProtocolError as exc:
+        except RemoteProtocolError as exc:
             return self._failure(exc.code, exc.message, now)
         self.rx_seq = env.seq  # type: ignore[assignment]
         self.last_seen = now
@@ -299,21 +303,21 @@ class Session:
     def _check(self, frame: str | bytes) -> tuple[Envelope, dict[str, Any]]:
         env = decode_envelope(frame, max_bytes=self.limits.max_envelope_bytes)  # decode, v
         if env.src != self.peer_id:
-            raise ProtocolError("src", "src is not the session's peer")
+            raise RemoteProtocolError("src", "src is not the session's peer")
         if env.dst != self.identity.node_id:
-            raise ProtocolError("dst", "envelope is not addressed to us")
+            raise RemoteProtocolError("dst", "envelope is not addressed to us")
         if not verify_envelope(env, self.peer_key):
-            raise ProtocolError("sig", "signature does not verify with the pinned key")
+            raise RemoteProtocolError("sig", "signature does not verify with the pinned key")
         if env.seq is None or env.seq <= self.rx_seq:
-            raise ProtocolError("seq", "replayed or reordered envelope")
+            raise RemoteProtocolError("seq", "replayed or reordered envelope")
         if env.box is None:
-            raise ProtocolError("not_sealed", "session envelopes are sealed")
+            raise RemoteProtocolError("not_sealed", "session envelopes are sealed")
         return env, open_with(self._rx, env)
 
     def _act(self, msg: Message, now: int) -> list[Output]:
         t = msg.type
         if t == "ping":
-            return self.send("pong", {}, now, re=msg.msg_id)[1]
+            return self.send("pong", {}, now, re=msg.msg_id, wall=self._wall)[1]
         if msg.re is not None:
             pending = self._pending.pop(msg.re, None)
             if pending is not None:
@@ -348,7 +352,7 @@ class Session:
         if env is not None:
             out.extend(self._error_reply(code, message, env, now))
         if self.stats.failures >= self.limits.session_failures_before_close:
-            out.extend(self.close("too_many_errors", now))
+            out.extend(self.close("too_many_errors", now, wall=self._wall))
         return out
 
     def _error_reply(self, code: str, message: str, env: Envelope, now: int) -> list[Output]:
@@ -357,11 +361,14 @@ class Session:
         if last is not None and now - last < self.limits.unknown_type_reply_interval_ms:
             return []
         self._error_replied_at[code] = now
-        return self.send("error", {"code": code, "message": message}, now, re=env.msg_id)[1]
+        return self.send("error", {"code": code, "message": message}, now, re=env.msg_id,
+                         wall=self._wall)[1]
 
-    def reply_error(self, code: str, message: str, re: str, now: int) -> list[Output]:
+    def reply_error(
+        self, code: str, message: str, re: str, now: int, *, wall: int | None = None
+    ) -> list[Output]:
         """An application-level ``error`` reply (e.g. ``forbidden`` from collab)."""
-        return self.send("error", {"code": code, "message": message}, now, re=re)[1]
+        return self.send("error", {"code": code, "message": message}, now, re=re, wall=wall)[1]
 
 
 def _peer_error(msg: Message) -> PeerError:
@@ -409,3 +416,24 @@ def reconnect_delay_ms(
     half = step // 2
     r = int.from_bytes(rng(4), "big") / 2**32
     return int(half + int(r * (step - half)))
+
+
+# Close reasons after which a node does not redial by itself: a person ended it
+# ("disconnect", on either side), trust was withdrawn ("untrusted"), or another
+# session with the same peer won the tie-break ("duplicate": nothing was lost).
+NO_REDIAL_REASONS = frozenset({"disconnect", "untrusted", "duplicate"})
+
+
+def should_redial(reason: str, *, trusted: bool, blocked: bool = False,
+                  has_address: bool = True, user_disconnected: bool = False) -> bool:
+    """The reconnect policy (SPEC 5) after a session with a stored peer ended.
+
+    Only trusted, unblocked peers we have an address for are redialled, and not after
+    a close that ended the session on purpose (``NO_REDIAL_REASONS``) or after the user
+    dropped this peer. Everything else — a timeout, a broken link, the peer shutting
+    down, too many errors — is redialled with ``reconnect_delay_ms`` backoff.
+    """
+    return (
+        trusted and not blocked and has_address and not user_disconnected
+        and reason not in NO_REDIAL_REASONS
+    )

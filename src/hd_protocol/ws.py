@@ -14,7 +14,7 @@ from typing import Any
 
 from .cjson import loads_strict
 from .envelope import wire_size
-from .errors import CanonicalError, ProtocolError
+from .errors import CanonicalError, RemoteProtocolError
 from .limits import DEFAULT_LIMITS
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}\Z")  # \Z: "$" would admit a trailing newline
@@ -62,33 +62,33 @@ def decode_ws_frame(
     """Parse one frame. With ``allowed`` (default: what a tab may send), an unknown
     channel is ``unknown_channel`` and an unknown event ``unknown_event``."""
     if not isinstance(text, str | bytes | bytearray):
-        raise ProtocolError("bad_frame", "a frame is text")
+        raise RemoteProtocolError("bad_frame", "a frame is text")
     if wire_size(text) > max_bytes:
-        raise ProtocolError("too_large", f"frame over {max_bytes} bytes")
+        raise RemoteProtocolError("too_large", f"frame over {max_bytes} bytes")
     try:
         obj = loads_strict(text)
     except CanonicalError as exc:
-        raise ProtocolError("bad_json", exc.message) from None
+        raise RemoteProtocolError("bad_json", exc.message) from None
     if type(obj) is not dict:
-        raise ProtocolError("bad_frame", "a frame is a JSON object")
+        raise RemoteProtocolError("bad_frame", "a frame is a JSON object")
     if not obj.keys() <= {"channel", "event", "data"} or "channel" not in obj or "event" not in obj:
-        raise ProtocolError("bad_frame", "a frame is {channel, event, data}")
+        raise RemoteProtocolError("bad_frame", "a frame is {channel, event, data}")
     channel, event = obj["channel"], obj["event"]
     data = obj.get("data", {})
     if data is None:
         data = {}
     if type(channel) is not str or NAME_RE.match(channel) is None:
-        raise ProtocolError("bad_frame", "channel must be a short lowercase name")
+        raise RemoteProtocolError("bad_frame", "channel must be a short lowercase name")
     if type(event) is not str or NAME_RE.match(event) is None:
-        raise ProtocolError("bad_frame", "event must be a short lowercase name")
+        raise RemoteProtocolError("bad_frame", "event must be a short lowercase name")
     if type(data) is not dict:
-        raise ProtocolError("bad_frame", "data must be an object")
+        raise RemoteProtocolError("bad_frame", "data must be an object")
     if allowed is not None:
         events = allowed.get(channel)
         if events is None:
-            raise ProtocolError("unknown_channel", f"no channel {channel}")
+            raise RemoteProtocolError("unknown_channel", f"no channel {channel}")
         if event not in events:
-            raise ProtocolError("unknown_event", f"no event {event} on {channel}")
+            raise RemoteProtocolError("unknown_event", f"no event {event} on {channel}")
     return WsFrame(channel, event, data)
 
 
@@ -134,15 +134,15 @@ def check_command(frame: WsFrame) -> dict[str, Any]:
     for name, (types, required) in spec.items():
         if name not in frame.data:
             if required:
-                raise ProtocolError("bad_request", f"{frame.event} needs {name}")
+                raise RemoteProtocolError("bad_request", f"{frame.event} needs {name}")
             continue
         value = frame.data[name]
         if type(value) not in types:
-            raise ProtocolError("bad_request", f"{name} has the wrong type")
+            raise RemoteProtocolError("bad_request", f"{name} has the wrong type")
         out[name] = value
     req = frame.data.get("req")
     if req is not None:
         if type(req) is not str or len(req) > 64:
-            raise ProtocolError("bad_request", "req must be a string of at most 64 chars")
+            raise RemoteProtocolError("bad_request", "req must be a string of at most 64 chars")
         out["req"] = req
     return out

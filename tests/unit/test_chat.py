@@ -360,3 +360,13 @@ def test_messages_and_effects_are_immutable() -> None:
     [persist, _] = c.send(P, "x", now=1)
     with pytest.raises(dataclasses.FrozenInstanceError):
         persist.message.status = "delivered"  # type: ignore[union-attr, misc]
+
+
+def test_a_message_that_cannot_fit_one_sealed_envelope_is_refused_and_not_stored() -> None:
+    # 16 KiB of control characters pass the byte check but escape to six bytes each:
+    # with a small envelope limit the message could never leave, so it is not stored.
+    c = log(live=(P,), limits=Limits(max_envelope_bytes=4096))
+    with pytest.raises(ProtocolError) as exc:
+        c.send(P, "a" + "\x01" * 1000 + "b", now=1)
+    assert exc.value.code == "too_large"
+    assert c.history(P) == []

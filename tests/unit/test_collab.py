@@ -17,7 +17,8 @@ from hd_protocol.collab import (
     TabEvent,
     TabReply,
 )
-from hd_protocol.errors import LocalProtocolError, ProtocolError
+from hd_protocol.envelope import sealed_size
+from hd_protocol.errors import LocalProtocolError, ProtocolError, RemoteProtocolError
 from hd_protocol.limits import Limits
 from hd_protocol.session import Message
 
@@ -83,6 +84,25 @@ def test_local_write_accepts_text_at_the_byte_limit_and_refuses_one_byte_more() 
     with pytest.raises(ProtocolError) as exc:
         h.local_write(KEY, 1, "é" * 5 + "x")
     assert exc.value.code == "too_large"
+
+
+def test_a_write_that_cannot_fit_one_sealed_envelope_is_refused_and_changes_nothing() -> None:
+    # 500 000 newlines pass the 512 KiB text check but double when JSON-escaped, and
+    # sealing adds a third: the collab_op could never leave, so the sharers would
+    # diverge for good. It is refused before anything is stored or sent.
+    before = Pane(KEY, "old", 3, P, frozenset({P}))
+    h = hub(before, live={P: "trusted"})
+    text = "\n" * 500_000
+    assert len(text.encode()) <= Limits().collab_text_bytes
+    with pytest.raises(RemoteProtocolError) as exc:
+        h.local_write(KEY, 3, text)
+    assert exc.value.code == "too_large"
+    assert h.pane(KEY) == before
+    # The largest plain text a pane takes still fits one envelope with the op around it.
+    big = "x" * Limits().collab_text_bytes
+    out = h.local_write(KEY, 3, big)
+    (send,) = sends(out)
+    assert sealed_size(send.data) <= Limits().max_envelope_bytes
 
 
 @pytest.mark.parametrize(

@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hd_protocol import (
     CanonicalError,
@@ -16,6 +18,7 @@ from hd_protocol import (
     Identity,
     LocalProtocolError,
     ProtocolError,
+    RemoteProtocolError,
     canonical_json,
     decode_envelope,
     encode_envelope,
@@ -28,7 +31,7 @@ from hd_protocol import (
     signing_bytes,
     verify_envelope,
 )
-from hd_protocol.envelope import FIELDS
+from hd_protocol.envelope import FIELDS, check_sealed_size, sealed_size, wire_size
 
 MSG_ID = "0123456789abcdef0123456789abcdef"
 OTHER_ID = "fedcba9876543210fedcba9876543210"
@@ -445,8 +448,10 @@ def test_seal_and_open_need_a_32_byte_key(sealed: Envelope, key: bytes) -> None:
 def test_seal_refuses_a_payload_that_is_not_a_canonical_object(sealed: Envelope) -> None:
     with pytest.raises(LocalProtocolError):
         seal_envelope(sealed, KEY, ["list"])  # type: ignore[arg-type]
-    with pytest.raises(CanonicalError):
+    # Our own payload that is not canonical is our caller's bug, not a peer's.
+    with pytest.raises(LocalProtocolError) as err:
         seal_envelope(sealed, KEY, {"f": 0.5})
+    assert err.value.code == "canonical"
 
 
 def test_sealing_the_same_header_and_payload_is_deterministic(sealed: Envelope) -> None:
@@ -454,3 +459,30 @@ def test_sealing_the_same_header_and_payload_is_deterministic(sealed: Envelope) 
     assert again.box == sealed.box
     other_seq = seal_envelope(dataclasses.replace(sealed, seq=6), KEY, {"text": "hi \u2713"})
     assert other_seq.box != sealed.box  # the nonce is the seq
+
+
+@settings(max_examples=60, deadline=None)
+@given(text=st.text(max_size=300), name=st.text(max_size=64),
+       seq=st.integers(0, 2**53 - 1), ts=st.integers(0, 2**53 - 1))
+def test_the_sealed_size_bound_is_never_below_a_real_sealed_envelope(
+    text: str, name: str, seq: int, ts: int
+) -> None:
+    ident = Identity.from_seed(b"\x05" * 32)
+    payload = {"text": text, "from_name": name}
+    try:
+        canonical_json(payload)
+    except CanonicalError:
+        return  # lone surrogates: no envelope at all
+    env = make_envelope("x" * 32, msg_id="ab" * 16, re="cd" * 16, src=ident.node_id,
+                        dst=ident.node_id, ts=ts, seq=seq, ttl=16)
+    wire = encode_envelope(sign_envelope(seal_envelope(env, KEY, payload), ident))
+    assert wire_size(wire) <= sealed_size(payload)
+    assert sealed_size(payload) - wire_size(wire) < 400  # and not far above it
+
+
+def test_check_sealed_size_refuses_with_too_large() -> None:
+    payload = {"text": "\n" * 1000}
+    check_sealed_size(payload, sealed_size(payload))
+    with pytest.raises(RemoteProtocolError) as err:
+        check_sealed_size(payload, sealed_size(payload) - 1)
+    assert err.value.code == "too_large"

@@ -1,14 +1,28 @@
-"""The join ladder over direct candidates (SPEC 8.2), driven by ``now`` alone."""
+"""The join ladder over typed candidates (SPEC 8.2), driven by a monotonic ``now`` alone."""
 
 from __future__ import annotations
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hd_protocol.candidates import Ladder, LadderDone, StartDial
+from hd_protocol.candidates import (
+    LADDER_DEADLINE_MS,
+    DialCandidate,
+    Ladder,
+    LadderDone,
+    StartDial,
+    direct_candidates,
+)
 
-T0 = 1_764_000_000_000
-A, B, C = "ws://10.0.0.1:1/peer-ws", "ws://10.0.0.2:1/peer-ws", "ws://10.0.0.3:1/peer-ws"
+T0 = 5_000  # monotonic ms: any origin
+A, B, C = (DialCandidate("direct", f"ws://10.0.0.{i}:1/peer-ws", 10 - i) for i in (1, 2, 3))
+LAN = DialCandidate("lan", "ws://192.168.1.7:1/peer-ws", 5)
+RTC = DialCandidate("webrtc", "peer:abc", 0)
+RELAY = DialCandidate("relay", "ws://relay.example:1/relay-ws", 0)
+
+
+def started(outs: list[object]) -> list[DialCandidate]:
+    return [o.candidate for o in outs if isinstance(o, StartDial)]
 
 
 def test_first_candidate_is_dialled_at_once_and_the_next_every_250_ms() -> None:
@@ -19,6 +33,36 @@ def test_first_candidate_is_dialled_at_once_and_the_next_every_250_ms() -> None:
     assert lad.on_timer(T0 + 250) == [StartDial(B)]
     assert lad.on_timer(T0 + 500) == [StartDial(C)]
     assert lad.next_deadline() == T0 + 15_000  # nothing left to start: only the deadline
+
+
+def test_candidates_are_tried_by_priority_whatever_order_they_come_in() -> None:
+    lad = Ladder([C, LAN, A, B], T0)
+    outs = lad.start(T0)
+    for t in (250, 500, 750):
+        outs += lad.on_timer(T0 + t)
+    assert started(outs) == [A, B, C, LAN]
+
+
+def test_webrtc_starts_at_1_s_and_the_relay_at_1_5_s_beside_what_still_tries() -> None:
+    lad = Ladder([RELAY, RTC, A], T0)
+    assert lad.start(T0) == [StartDial(A)]
+    assert lad.next_deadline() == T0 + 1_000
+    assert lad.on_timer(T0 + 999) == []
+    assert lad.on_timer(T0 + 1_000) == [StartDial(RTC)]
+    assert lad.next_deadline() == T0 + 1_500
+    assert lad.on_timer(T0 + 1_500) == [StartDial(RELAY)]
+    # A still runs beside them; the first to authenticate wins, whatever its kind.
+    assert lad.succeeded(RELAY) == [LadderDone(RELAY)]
+
+
+def test_when_every_direct_candidate_failed_the_next_timed_kind_starts_at_once() -> None:
+    lad = Ladder([A, RELAY], T0)
+    lad.start(T0)
+    assert lad.failed(A, "unreachable", T0 + 20, refused=False) == [StartDial(RELAY)]
+
+
+def test_a_ladder_of_only_a_relay_starts_it_at_once() -> None:
+    assert Ladder([RELAY], T0).start(T0) == [StartDial(RELAY)]
 
 
 def test_first_authenticated_session_wins_and_ends_the_ladder() -> None:
@@ -37,12 +81,12 @@ def test_a_failed_dial_starts_the_next_candidate_without_waiting() -> None:
 
 
 def test_an_explicit_refusal_stops_the_ladder_at_once() -> None:
-    lad = Ladder([A, B, C], T0)
+    lad = Ladder([A, B, C, RELAY], T0)
     lad.start(T0)
     assert lad.failed(A, "pairing_required", T0 + 5, refused=True) == [
         LadderDone(None, "pairing_required")
     ]
-    assert lad.on_timer(T0 + 250) == []
+    assert lad.on_timer(T0 + 250) == [] and lad.on_timer(T0 + 2_000) == []
 
 
 def test_when_every_candidate_failed_the_ladder_reports_the_last_reason() -> None:
@@ -55,10 +99,12 @@ def test_when_every_candidate_failed_the_ladder_reports_the_last_reason() -> Non
     ]
 
 
-def test_the_overall_deadline_ends_the_ladder() -> None:
-    lad = Ladder([A], T0, deadline_ms=15_000)
+def test_the_ladder_has_its_own_15_s_deadline() -> None:
+    assert LADDER_DEADLINE_MS == 15_000
+    lad = Ladder([A], T0)
     lad.start(T0)
     assert lad.next_deadline() == T0 + 15_000
+    assert lad.on_timer(T0 + 14_999) == []
     assert lad.on_timer(T0 + 15_000) == [LadderDone(None, "timeout")]
 
 
@@ -69,34 +115,46 @@ def test_no_candidate_is_no_address_and_duplicates_are_dialled_once() -> None:
     assert lad.on_timer(T0 + 250) == []
 
 
-@settings(max_examples=200, deadline=None)
+def test_plain_urls_are_direct_candidates_best_first() -> None:
+    urls = [A.address, B.address]
+    assert [c.kind for c in direct_candidates(urls)] == ["direct", "direct"]
+    lad = Ladder(urls, T0)
+    (first,) = lad.start(T0)
+    assert isinstance(first, StartDial) and first.url == A.address
+    assert lad.succeeded(A.address) == [LadderDone(DialCandidate("direct", A.address))]
+
+
+@settings(max_examples=300, deadline=None)
 @given(
-    n=st.integers(1, 6),
+    kinds=st.lists(st.sampled_from(["direct", "lan", "webrtc", "relay"]), min_size=1,
+                   max_size=6),
     events=st.lists(st.tuples(st.sampled_from(["tick", "fail", "win", "refuse"]),
-                              st.integers(0, 5), st.integers(1, 400)), max_size=30),
+                              st.integers(0, 5), st.integers(1, 700)), max_size=30),
 )
 def test_ladder_dials_each_candidate_at_most_once_and_ends_exactly_once(
-    n: int, events: list[tuple[str, int, int]]
+    kinds: list[str], events: list[tuple[str, int, int]]
 ) -> None:
-    urls = [f"ws://10.0.0.{i}:1/peer-ws" for i in range(n)]
-    lad = Ladder(urls, T0)
+    cands = [DialCandidate(k, f"addr-{i}", i) for i, k in enumerate(kinds)]
+    lad = Ladder(cands, T0)
     now = T0
     outs = list(lad.start(now))
     for kind, idx, dt in events:
         now += dt
-        url = urls[idx % n]
+        cand = cands[idx % len(cands)]
         if kind == "tick":
             outs += lad.on_timer(now)
         elif kind == "fail":
-            outs += lad.failed(url, "unreachable", now, refused=False)
+            outs += lad.failed(cand, "unreachable", now, refused=False)
         elif kind == "refuse":
-            outs += lad.failed(url, "blocked", now, refused=True)
+            outs += lad.failed(cand, "blocked", now, refused=True)
         else:
-            outs += lad.succeeded(url)
+            outs += lad.succeeded(cand)
+        dl = lad.next_deadline()
+        assert dl is None or dl <= T0 + LADDER_DEADLINE_MS
     outs += lad.on_timer(T0 + 10**6)  # past every deadline
-    started = [o.url for o in outs if isinstance(o, StartDial)]
+    begun = started(outs)
     done = [o for o in outs if isinstance(o, LadderDone)]
-    assert len(started) == len(set(started)) <= n
+    assert len(begun) == len(set(begun)) <= len(cands)
     assert len(done) == 1
-    if done[0].url is not None:
-        assert done[0].url in started
+    if done[0].candidate is not None:
+        assert done[0].candidate in begun

@@ -105,3 +105,23 @@ def test_documented_calls_work_with_keyword_arguments(alice: Identity, bob: Iden
     sig = alice.sign(data=b"x")
     assert hd_protocol.verify_signature(public_key=alice.public_key, data=b"x", sig=sig)
     assert Identity.from_seed(seed=bytes(32)).node_id
+
+
+def test_every_machine_emits_the_one_send_type() -> None:
+    from hd_protocol import effects, handshake, session
+
+    assert handshake.Send is session.Send is effects.Send is hd_protocol.Send
+
+
+def test_remote_and_local_errors_are_apart_and_both_carry_a_code() -> None:
+    from hd_protocol import HandshakeError, LocalProtocolError, ProtocolError, RemoteProtocolError
+
+    with pytest.raises(RemoteProtocolError) as remote:
+        hd_protocol.decode_envelope("{")
+    assert remote.value.code == "bad_json"
+    assert issubclass(HandshakeError, RemoteProtocolError)
+    assert not issubclass(LocalProtocolError, RemoteProtocolError)
+    assert not issubclass(RemoteProtocolError, LocalProtocolError)
+    assert issubclass(RemoteProtocolError, ProtocolError)
+    with pytest.raises(LocalProtocolError):
+        hd_protocol.make_envelope("BAD", msg_id="0" * 32, src="a" * 16, dst=None, ts=0)

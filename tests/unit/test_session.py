@@ -36,6 +36,7 @@ from hd_protocol.session import (
     Reply,
     Send,
     Timeout,
+    should_redial,
 )
 
 T0 = 1_764_000_000_000
@@ -485,3 +486,21 @@ def test_reconnect_delay_is_jittered_within_its_step(rng_factory: Any) -> None:
 
 def test_reconnect_delay_treats_a_negative_attempt_as_the_first() -> None:
     assert reconnect_delay_ms(-3, const_rng(0)) == reconnect_delay_ms(0, const_rng(0)) == 500
+
+
+@pytest.mark.parametrize("reason", ["timeout", "link closed", "too_many_errors", "shutdown",
+                                    "write_timeout", "send_queue_full"])
+def test_a_trusted_peer_is_redialled_after_a_close_nobody_chose(reason: str) -> None:
+    assert should_redial(reason, trusted=True)
+
+
+@pytest.mark.parametrize("reason", ["disconnect", "untrusted", "duplicate"])
+def test_a_close_on_purpose_is_never_redialled(reason: str) -> None:
+    assert not should_redial(reason, trusted=True)
+
+
+def test_only_trusted_unblocked_reachable_peers_the_user_kept_are_redialled() -> None:
+    assert not should_redial("timeout", trusted=False)
+    assert not should_redial("timeout", trusted=True, blocked=True)
+    assert not should_redial("timeout", trusted=True, has_address=False)
+    assert not should_redial("timeout", trusted=True, user_disconnected=True)
