@@ -32,9 +32,9 @@ from .candidates import (
     priority,
     sort_candidates,
 )
-from .chat import ChatLog, ChatMessage
+from .chat import ChatLog
 from .cjson import canonical_json, loads_strict
-from .collab import Pane, Panes
+from .collab import Panes
 from .connection import Connection, HandshakeFailed, RttEstimator
 from .effects import Send
 from .envelope import (
@@ -70,6 +70,7 @@ from .identity import Identity, Rng, node_id_for, verify_signature
 from .limits import DEFAULT_LIMITS, Limits
 from .presence import Presence, parse_presence
 from .rebase import rebase
+from .records import ChatMessage, Pane
 from .session import Session, keep_new_session, reconnect_delay_ms, should_redial
 from .ws import WsFrame, decode_ws_frame, encode_ws_frame
 

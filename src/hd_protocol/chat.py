@@ -37,8 +37,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
-from typing import Any, Final, Literal, TypeGuard
+from dataclasses import replace
+from typing import Any, Final, TypeGuard
 
 from .effects import (
     PeerErrorReply,
@@ -54,6 +54,7 @@ from .envelope import check_sealed_size, new_msg_id
 from .errors import LocalProtocolError, ProtocolError, RemoteProtocolError
 from .identity import NODE_ID_RE, Rng
 from .limits import DEFAULT_LIMITS, Limits
+from .records import ChatMessage, Status
 from .session import Message
 
 CHANNEL: Final = "peerchat"
@@ -62,33 +63,8 @@ CHAT_FIELDS = frozenset({"text", "from_name"})
 ACK_FIELDS = frozenset({"id"})
 MSG_ID_RE = re.compile(r"[0-9a-f]{32}")
 
-Direction = Literal["in", "out"]
-Status = Literal["queued", "sent", "delivered", "failed"]
 # Outbound messages a session (re)open sends (again).
 _UNSETTLED: Final = frozenset({"queued", "sent"})
-
-
-@dataclass(frozen=True, slots=True)
-class ChatMessage:
-    """One message as persisted. ``seq`` is the node-local display order."""
-
-    peer_id: str
-    id: str
-    direction: Direction
-    text: str
-    ts: int
-    received_at: int
-    status: Status
-    seq: int
-    from_name: str = ""
-
-    def tab_data(self) -> dict[str, Any]:
-        """The /ws ``message`` payload (and one entry of ``history``)."""
-        return {
-            "id": self.id, "node_id": self.peer_id, "direction": self.direction,
-            "text": self.text, "from_name": self.from_name, "ts": self.ts,
-            "received_at": self.received_at, "status": self.status, "seq": self.seq,
-        }
 
 
 ChatEffect = (
@@ -329,3 +305,10 @@ def _check_fields(data: Mapping[str, Any], fields: frozenset[str]) -> None:
     if data.keys() != fields:
         raise RemoteProtocolError("bad_request", f"expected exactly {sorted(fields)}")
 
+
+
+__all__ = [
+    "CHANNEL", "CHAT_TYPES", "ChatEffect", "ChatLog", "ChatMessage", "PeerErrorReply",
+    "PersistMessage", "PersistReadMark", "PersistStatus", "SendChat", "SendToPeer", "Status",
+    "TabEvent", "TabReply",
+]

@@ -15,11 +15,9 @@ chat) return the rest; their contract, shared by all of them:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:  # the state types live with their machines
-    from .chat import ChatMessage, Status
-    from .collab import Pane
+from .records import ChatMessage, Pane, Status
 
 
 @dataclass(frozen=True, slots=True)
