@@ -22,12 +22,10 @@ from .effects import Send
 from .envelope import (
     Envelope,
     decode_envelope,
-    encode_envelope,
     make_envelope,
     new_msg_id,
     open_with,
-    seal_with,
-    sign_envelope,
+    seal_sign_encode,
     verify_envelope,
     wire_size,
 )
@@ -204,8 +202,7 @@ class Session:
             type, msg_id=msg_id or new_msg_id(self.rng), re=re, src=self.identity.node_id,
             dst=self.peer_id, ts=now if wall is None else wall, seq=self.tx_seq,
         )
-        sealed = seal_with(self._tx, env, data)
-        wire = encode_envelope(sign_envelope(sealed, self.identity))
+        wire = seal_sign_encode(self._tx, self.identity, env, data)
         size = wire_size(wire)
         if size > self.limits.max_envelope_bytes:
             raise LocalProtocolError("too_large", "envelope over the size limit")

@@ -29,6 +29,7 @@ from hd_protocol import (
 from hd_protocol.cjson import MAX_INT
 
 SETTINGS = settings(max_examples=100, deadline=None)
+KEY = bytes(range(32))
 IDENTITIES = [Identity.from_seed(hashlib.sha256(b"envelope-props/%d" % i).digest())
               for i in range(3)]
 
@@ -193,3 +194,24 @@ def test_sealed_payload_opens_only_with_its_key(case: Any, payload: Any, other: 
             assert exc.code == "box"
         else:
             raise AssertionError("opened with the wrong key")
+
+
+@SETTINGS
+@given(
+    signer=st.sampled_from(IDENTITIES), type_=st.from_regex(r"[a-z][a-z0-9_]{0,31}",
+                                                          fullmatch=True),
+    msg_id=msg_ids, re=st.none() | msg_ids, dst=st.none() | node_ids,
+    ts=st.integers(0, MAX_INT), ttl=st.integers(0, 16), seq=st.integers(0, MAX_INT),
+    payload=payloads,
+)
+def test_the_one_pass_sender_writes_exactly_what_seal_sign_encode_write(
+    signer: Identity, type_: str, msg_id: str, re: str | None, dst: str | None, ts: int,
+    ttl: int, seq: int, payload: dict[str, Any],
+) -> None:
+    from hd_protocol.envelope import seal_sign_encode, seal_with
+
+    aead = ChaCha20Poly1305(KEY)
+    env = make_envelope(type_, msg_id=msg_id, re=re, src=signer.node_id, dst=dst, ts=ts,
+                        ttl=ttl, seq=seq)
+    general = encode_envelope(sign_envelope(seal_with(aead, env, payload), signer))
+    assert seal_sign_encode(aead, signer, env, payload) == general
