@@ -58,9 +58,10 @@ from hd_protocol import (
     signing_bytes,
     verify_envelope,
 )
-from hd_protocol.envelope import FIELDS, box_aad
+from hd_protocol.envelope import FIELDS
 from hd_protocol.handshake import REASONS, Established, Failed, HandshakeResult, NeedAdmission
 from hd_protocol.handshake import Send as HsSend
+from hd_protocol.seal import box_aad
 from hd_protocol.session import (
     KNOWN_TYPES,
     Closed,

@@ -13,13 +13,14 @@ RTT under that load).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import trio
 
-from hd_protocol import session as ss
+from hd_protocol.connection import Message, Reply, Timeout
 
-from .peerconn import PeerConn
+from .linkdriver import LinkDriver
 
 DEFAULT_COUNT = 1000
 DEFAULT_SIZE = 64
@@ -44,10 +45,10 @@ def check_args(count: int | None, size: int | None) -> tuple[int, int]:
     return count, size
 
 
-async def answer(conn: PeerConn, msg: ss.Message) -> None:
+def answer(driver: LinkDriver, msg: Message) -> None:
     """The peer's side: echo every request; a reply we no longer wait for is dropped."""
     if msg.re is None:
-        await conn.send("bench_echo", {}, re=msg.msg_id)
+        driver.send("bench_echo", {}, re=msg.msg_id)
 
 
 def percentiles(samples: list[float]) -> dict[str, float | int | None]:
@@ -64,45 +65,69 @@ def percentiles(samples: list[float]) -> dict[str, float | int | None]:
             "p99": rank(99), "max": round(s[-1], 3)}
 
 
-async def run(conn: PeerConn, count: int, size: int) -> dict[str, Any]:
-    pad = {"pad": "x" * size}
-    failures = {"timeouts": 0, "errors": 0}
+class _Window:
+    """Keeps up to ``window`` requests in flight with callbacks (no task per request):
+    each reply records its RTT and queues the next request at once."""
 
-    async def one(rtts: list[float]) -> None:
-        t0 = trio.current_time()
-        r = await conn.request("bench_echo", pad, timeout_ms=TIMEOUT_MS)
-        if isinstance(r, ss.Timeout):
-            failures["timeouts"] += 1
+    def __init__(self, driver: LinkDriver, pad: dict[str, Any], count: int,
+                 window: int) -> None:
+        self.driver = driver
+        self.pad = pad
+        self.left = count
+        self.in_flight = 0
+        self.window = window
+        self.rtts: list[float] = []
+        self.timeouts = 0
+        self.errors = 0
+        self.done = trio.Event()
+        if count == 0:
+            self.done.set()
+
+    def fill(self) -> None:
+        while self.left > 0 and self.in_flight < self.window:
+            if not self.driver.is_open:
+                self.left = 0
+                break
+            self.left -= 1
+            self.in_flight += 1
+            self.driver.request("bench_echo", self.pad, self._callback(trio.current_time()),
+                                timeout_ms=TIMEOUT_MS)
+        if self.left == 0 and self.in_flight == 0:
+            self.done.set()
+
+    def _callback(self, t0: float) -> Callable[[Reply | Timeout | None], None]:
+        return lambda r: self._result(r, t0)
+
+    def _result(self, r: Reply | Timeout | None, t0: float) -> None:
+        self.in_flight -= 1
+        if r is None or isinstance(r, Timeout):
+            self.timeouts += 1
         elif r.message.type != "bench_echo":  # e.g. error forbidden from a guest link
-            failures["errors"] += 1
+            self.errors += 1
         else:
-            rtts.append((trio.current_time() - t0) * 1000)
+            self.rtts.append((trio.current_time() - t0) * 1000)
+        self.fill()
 
-    idle: list[float] = []
-    for _ in range(min(count, SEQUENTIAL)):
-        await one(idle)
 
-    loaded: list[float] = []
-    todo = iter(range(count))
-
-    async def worker() -> None:
-        for _ in todo:
-            await one(loaded)
-
+async def run(driver: LinkDriver, count: int, size: int) -> dict[str, Any]:
+    pad = {"pad": "x" * size}
+    idle = _Window(driver, pad, min(count, SEQUENTIAL), 1)
+    idle.fill()
+    await idle.done.wait()
+    loaded = _Window(driver, pad, count, WINDOW)
     t0 = trio.current_time()
-    async with trio.open_nursery() as n:
-        for _ in range(min(WINDOW, count)):
-            n.start_soon(worker)
+    loaded.fill()
+    await loaded.done.wait()
     elapsed = trio.current_time() - t0
-    done = len(loaded)
+    done = len(loaded.rtts)
     return {
-        "node_id": conn.peer_id, "count": count, "size": size, "window": WINDOW,
+        "node_id": driver.peer_id, "count": count, "size": size, "window": WINDOW,
         "elapsed_ms": round(elapsed * 1000, 3),
         "round_trips_per_s": round(done / elapsed, 1) if elapsed > 0 else None,
         # Every round trip is two sealed, signed envelopes (request and echo).
         "envelopes_per_s": round(2 * done / elapsed, 1) if elapsed > 0 else None,
         "payload_bytes_per_s": round(done * size / elapsed, 1) if elapsed > 0 else None,
-        "rtt_ms": percentiles(idle),
-        "loaded_rtt_ms": percentiles(loaded),
-        **failures,
+        "rtt_ms": percentiles(idle.rtts),
+        "loaded_rtt_ms": percentiles(loaded.rtts),
+        "timeouts": idle.timeouts + loaded.timeouts, "errors": idle.errors + loaded.errors,
     }

@@ -17,16 +17,24 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import urlsplit
 
 import trio
 import trio_websocket
 
 from hd_protocol.rebase import rebase
 
-from .links import split_ws_url
-
 Event = dict[str, Any]
 HISTORY = 10_000
+
+
+def split_ws_url(url: str) -> tuple[str, int, str]:
+    """``ws://host:port/path?query`` -> (host, port, path with query)."""
+    parts = urlsplit(url)
+    if parts.scheme != "ws" or not parts.hostname:
+        raise ValueError(f"not a ws:// URL: {url!r}")
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    return parts.hostname, parts.port or 80, path
 
 
 def _host_header(host: str, port: int) -> str:

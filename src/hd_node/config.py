@@ -36,6 +36,7 @@ class Settings:
     handshake_timeout_s: float = 10.0
     ping_interval_s: float = 5.0
     ping_timeout_s: float = 5.0
+    write_timeout_s: float = 10.0
     log_level: str = "INFO"
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -48,7 +49,8 @@ class Settings:
             port = getattr(self, name)
             if not 0 <= port <= 65535:
                 raise ConfigError(f"{name} must be 0..65535")
-        for name in ("handshake_timeout_s", "ping_interval_s", "ping_timeout_s"):
+        for name in ("handshake_timeout_s", "ping_interval_s", "ping_timeout_s",
+                     "write_timeout_s"):
             if not 0.05 <= getattr(self, name) <= 3600:
                 raise ConfigError(f"{name} must be between 0.05 and 3600 seconds")
         if self.advertise and not self.advertise.startswith(("ws://", "wss://")):
@@ -71,6 +73,7 @@ _FILE_KEYS = {
     "handshakeTimeout": "handshake_timeout_s",
     "pingInterval": "ping_interval_s",
     "pingTimeout": "ping_timeout_s",
+    "writeTimeout": "write_timeout_s",
 }
 _ENV_KEYS = {
     "HD_NODE_NAME": "node_name",

@@ -1,65 +1,78 @@
-"""Collaborative panes and peer chat on the hub: run the machines, execute effects.
+"""Collaborative panes and peer chat on the node: feed the machines, run their effects.
 
-The rules live in ``hd_protocol.collab`` and ``hd_protocol.chat``; this module feeds
-them (tab commands, verified peer messages, session life-cycle) and executes what they
-return, in order: persist first, then tell tabs, then send to peers.
+The rules live in ``hd_protocol.collab`` and ``hd_protocol.chat``; this feeds them
+(tab commands, verified peer messages, session life-cycle) and runs what they return,
+in order: persist first, then tell tabs, then queue for peers. Sends never wait: they
+are queued on the peer's link (``LinkDriver.send``); a tab command then waits for room
+on the links it wrote to (``wait_room``), and the catch-up after a session opens is
+paced the same way, so a burst is slowed down instead of growing a queue without bound.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Literal
 
-from hd_protocol import ProtocolError
-from hd_protocol import session as ss
-from hd_protocol.chat import (
-    CHAT_TYPES,
-    ChatLog,
+import trio
+
+from hd_protocol import Identity, ProtocolError
+from hd_protocol.chat import CHAT_TYPES, ChatLog
+from hd_protocol.collab import COLLAB_TYPES, Panes, check_pane_key
+from hd_protocol.connection import Message, PeerError
+from hd_protocol.effects import (
+    Effect,
+    PeerErrorReply,
     PersistMessage,
+    PersistPane,
     PersistReadMark,
     PersistStatus,
     SendChat,
-)
-from hd_protocol.collab import (
-    COLLAB_TYPES,
-    Panes,
-    PeerErrorReply,
-    PersistPane,
     SendToPeer,
     TabEvent,
     TabReply,
-    check_pane_key,
 )
+from hd_protocol.limits import Limits
 
-from .peerconn import now_ms
-
-if TYPE_CHECKING:
-    from .hub import PeerHub, Tab
-    from .peerconn import PeerConn
+from .clock import wall_ms
+from .linkdriver import LinkBusy, LinkDriver
+from .metrics import NodeMetrics
+from .sessions import SessionRegistry
+from .store import NodeStore
+from .tabbus import Tab, TabBus
 
 log = logging.getLogger("hd_node.features")
 
-Effect = Any
-
 
 class Features:
-    def __init__(self, hub: PeerHub) -> None:
-        self.hub = hub
-        store = hub.store
-        self.panes = Panes(hub.identity.node_id, store.load_panes(), limits=hub.limits)
+    def __init__(self, identity: Identity, store: NodeStore, sessions: SessionRegistry,
+                 bus: TabBus, metrics: NodeMetrics, *, limits: Limits, rng: Any,
+                 node_name: str) -> None:
+        self.store = store
+        self.sessions = sessions
+        self.bus = bus
+        self.metrics = metrics
+        self.panes = Panes(identity.node_id, store.load_panes(), limits=limits)
         self.chat = ChatLog(
-            hub.identity.node_id, rng=hub.rng, messages=store.load_messages(),
-            read_marks=store.load_read_marks(), self_name=hub.node_name, limits=hub.limits,
+            identity.node_id, rng=rng, messages=store.load_messages(),
+            read_marks=store.load_read_marks(), self_name=node_name, limits=limits,
         )
         self.pane_members: dict[str, set[Tab]] = {}
+        self.nursery: trio.Nursery | None = None
+        for t in COLLAB_TYPES:
+            sessions.route(t, self._on_collab)
+        for t in CHAT_TYPES:
+            sessions.route(t, self._on_chat)
+        sessions.listen(self)
+        bus.on_tab_gone(self.tab_gone)
 
     # --- effects ----------------------------------------------------------------------
 
-    async def apply(
-        self, effects: Sequence[Effect], *, tab: Tab | None = None, req: str | None = None
-    ) -> None:
-        store = self.hub.store
+    def apply(self, effects: Sequence[Effect], *, tab: Tab | None = None,
+              req: str | None = None) -> set[LinkDriver]:
+        """Run effects in order; returns the links they queued envelopes on."""
+        touched: set[LinkDriver] = set()
+        store = self.store
         for e in effects:
             if isinstance(e, PersistPane):
                 store.save_pane(e.pane)
@@ -70,109 +83,131 @@ class Features:
             elif isinstance(e, PersistReadMark):
                 store.set_read_mark(e.peer_id, e.seq)
             elif isinstance(e, TabEvent):
-                data = dict(e.data)
+                data = e.data
                 if e.channel == "collab" and e.event == "state":
-                    data["members"] = self._members(data["paneKey"])
-                self.hub.publish(e.channel, e.event, data)
+                    data = {**data, "members": self._members(data["paneKey"])}
+                self.bus.publish(e.channel, e.event, data)
             elif isinstance(e, TabReply):
                 if tab is not None:
-                    data = dict(e.data)
-                    if req is not None:
-                        data["req"] = req
-                    tab.push(e.channel, e.event, data)
+                    tab.push(e.channel, e.event, _with_req(dict(e.data), req))
             elif isinstance(e, SendChat):
-                await self._send(e.peer_id, "peer_chat", e.data, msg_id=e.msg_id)
+                self._send(touched, e.peer_id, "peer_chat", e.data, msg_id=e.msg_id)
             elif isinstance(e, SendToPeer):
-                await self._send(e.peer_id, e.type, e.data, re=e.re)
+                self._send(touched, e.peer_id, e.type, e.data, re=e.re)
             elif isinstance(e, PeerErrorReply):
-                await self._send(e.peer_id, "error", {"code": e.code, "message": e.message},
-                                 re=e.re)
-                self.hub.metrics.dropped.labels(e.code).inc()
+                self._send(touched, e.peer_id, "error",
+                           {"code": e.code, "message": e.message}, re=e.re)
+                self.metrics.dropped.labels(e.code).inc()
                 log.info("peer request refused peer=%s code=%s", e.peer_id, e.code)
+        return touched
 
-    async def _send(self, peer_id: str, type_: str, data: dict[str, Any], *,
-                    re: str | None = None, msg_id: str | None = None) -> None:
-        conn = self.hub.sessions.get(peer_id)
-        if conn is None or conn.closed.is_set():
-            # The machines only send to live sessions; a session that just dropped
-            # gets the state again by catch-up/flush when it reopens (SPEC 6.1/6.2).
+    def _send(self, touched: set[LinkDriver], peer_id: str, type_: str, data: dict[str, Any],
+              *, re: str | None = None, msg_id: str | None = None) -> None:
+        driver = self.sessions.get(peer_id)
+        if driver is None:
+            # The machines only send to live sessions; one that just dropped gets the
+            # state again by catch-up/flush when it reopens (SPEC 6.1/6.2).
             return
         try:
-            await conn.send(type_, data, re=re, msg_id=msg_id)
-        except ProtocolError as exc:
-            log.info("send skipped peer=%s type=%s code=%s", peer_id, type_, exc.code)
+            driver.send(type_, data, re=re, msg_id=msg_id)
+        except LinkBusy:
+            log.info("link overloaded peer=%s: closed, it will catch up", peer_id)
+            return
+        touched.add(driver)
 
-    # --- sessions ---------------------------------------------------------------------
+    async def apply_paced(self, effects: Sequence[Effect]) -> None:
+        """``apply`` one effect at a time, waiting for room on a link before queueing
+        more on it: the catch-up after a (re)connect can be large (every shared pane,
+        every unsent chat message)."""
+        for e in effects:
+            for driver in self.apply([e]):
+                await driver.wait_room()
 
-    async def session_opened(self, conn: PeerConn) -> None:
-        trusted = conn.session.level == "trusted"
-        await self.apply(self.panes.session_opened(conn.peer_id,
-                                                   "trusted" if trusted else "guest"))
-        await self.apply(self.chat.session_opened(conn.peer_id))
+    @staticmethod
+    async def wait_room(links: set[LinkDriver]) -> None:
+        for driver in links:
+            await driver.wait_room()
 
-    def session_closed(self, peer_id: str) -> None:
-        self.panes.session_closed(peer_id)
-        self.chat.session_closed(peer_id)
+    # --- sessions (SessionListener) -----------------------------------------------------
 
-    async def on_message(self, conn: PeerConn, msg: ss.Message) -> bool:
-        if msg.type in COLLAB_TYPES:
-            await self.apply(self.panes.receive(conn.peer_id, msg))
-            return True
-        if msg.type in CHAT_TYPES:
-            await self.apply(self.chat.receive(conn.peer_id, msg, now_ms()))
-            return True
-        return False
+    def session_opened(self, driver: LinkDriver) -> None:
+        session = driver.conn.session
+        assert session is not None and driver.peer_id is not None
+        level: Literal["trusted", "guest"] = (
+            "trusted" if session.level == "trusted" else "guest")
+        # The machines learn of the session now (its messages may already be arriving);
+        # the catch-up they ask for is sent paced, in its own task (SPEC 6.1/6.2).
+        effects = [*self.panes.session_opened(driver.peer_id, level),
+                   *self.chat.session_opened(driver.peer_id)]
+        if effects and self.nursery is not None:
+            self.nursery.start_soon(self.apply_paced, effects)
 
-    async def on_peer_error(self, conn: PeerConn, err: ss.PeerError) -> None:
-        await self.apply(self.chat.peer_error(conn.peer_id, err.re))
+    def session_closed(self, driver: LinkDriver, reason: str, remote: bool) -> None:
+        peer = driver.peer_id
+        assert peer is not None
+        self.panes.session_closed(peer)
+        self.chat.session_closed(peer)
 
-    # --- tabs -------------------------------------------------------------------------
+    def peer_error(self, driver: LinkDriver, err: PeerError) -> None:
+        assert driver.peer_id is not None
+        self.apply(self.chat.peer_error(driver.peer_id, err.re))
+
+    # --- inbound --------------------------------------------------------------------------
+
+    def _on_collab(self, driver: LinkDriver, msg: Message) -> None:
+        assert driver.peer_id is not None
+        self.apply(self.panes.receive(driver.peer_id, msg))
+
+    def _on_chat(self, driver: LinkDriver, msg: Message) -> None:
+        assert driver.peer_id is not None
+        self.apply(self.chat.receive(driver.peer_id, msg, wall_ms()))
+
+    # --- tab commands -----------------------------------------------------------------------
 
     def _members(self, pane_key: str) -> list[str]:
         return sorted(t.name for t in self.pane_members.get(pane_key, ()))
 
     def _presence(self, pane_key: str) -> None:
-        self.hub.publish("collab", "presence",
+        self.bus.publish("collab", "presence",
                          {"paneKey": pane_key, "members": self._members(pane_key)})
 
-    async def collab_command(self, tab: Tab, event: str, data: dict[str, Any]) -> None:
+    async def collab_command(self, tab: Tab | None, event: str, data: dict[str, Any]) -> None:
         req = data.pop("req", None)
-        if event == "join":
+        if event in ("join", "leave"):
             key = check_pane_key(data["paneKey"])
-            self.pane_members.setdefault(key, set()).add(tab)
-            reply = self.panes.state_event(key, self._members(key))
-            await self.apply([reply], tab=tab, req=req)
+            members = self.pane_members.setdefault(key, set())
+            if tab is not None:
+                (members.add if event == "join" else members.discard)(tab)
+            if not members:
+                del self.pane_members[key]
+            if event == "join":
+                self.apply([self.panes.state_event(key, self._members(key))], tab=tab, req=req)
             self._presence(key)
-            return
-        if event == "leave":
-            key = check_pane_key(data["paneKey"])
-            members = self.pane_members.get(key)
-            if members is not None:
-                members.discard(tab)
-                if not members:
-                    del self.pane_members[key]
-            self._presence(key)
-            if req is not None:
+            if event == "leave" and req is not None and tab is not None:
                 tab.push("collab", "presence",
                          {"paneKey": key, "members": self._members(key), "req": req})
             return
-        effects = self.panes.tab_command(event, data)
-        # The state right after this command, taken before any await: applying the
-        # effects yields to other tasks, and a peer's newer op may land meanwhile.
-        after = self.panes.state_data(data["paneKey"])
-        await self.apply(effects, tab=tab, req=req)
-        if req is not None and not any(isinstance(e, TabReply) for e in effects):
+        with self.store.batch():
+            effects = self.panes.tab_command(event, data)
+            touched = self.apply(effects, tab=tab, req=req)
+        if req is not None and tab is not None and not any(
+                isinstance(e, TabReply) for e in effects):
             # Tell the one tab its command went through (SPEC 9 has no ack event;
             # `state` with its `req` doubles as one).
-            tab.push("collab", "state", {**after, "members": self._members(data["paneKey"]),
+            tab.push("collab", "state", {**self.panes.state_data(data["paneKey"]),
+                                         "members": self._members(data["paneKey"]),
                                          "req": req})
+        await self.wait_room(touched)
 
-    async def chat_command(self, tab: Tab, event: str, data: dict[str, Any]) -> None:
+    async def chat_command(self, tab: Tab | None, event: str, data: dict[str, Any]) -> None:
         req = data.pop("req", None)
-        effects = self.chat.tab_command(event, data, now_ms())
-        await self.apply(effects, tab=tab, req=req)
-        if req is not None and not any(isinstance(e, TabReply) for e in effects):
+        with self.store.batch():
+            effects = self.chat.tab_command(event, data, wall_ms())
+            touched = self.apply(effects, tab=tab, req=req)
+        if req is not None and tab is not None and not any(
+                isinstance(e, TabReply) for e in effects):
             tab.push("peerchat", "unread", {"counts": self.chat.unread_counts(), "req": req})
+        await self.wait_room(touched)
 
     def tab_gone(self, tab: Tab) -> None:
         for key in [k for k, members in self.pane_members.items() if tab in members]:
@@ -180,3 +215,12 @@ class Features:
             if not self.pane_members[key]:
                 del self.pane_members[key]
             self._presence(key)
+
+
+def _with_req(data: dict[str, Any], req: str | None) -> dict[str, Any]:
+    if req is not None:
+        data["req"] = req
+    return data
+
+
+__all__ = ["Features", "ProtocolError"]

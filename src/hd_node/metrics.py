@@ -35,8 +35,10 @@ class NodeMetrics:
             "hd_connections_refused", "Connections refused before a handshake", ["why"],
             registry=r,
         )
-        self.listener_restarts = Counter(
-            "hd_listener_restarts", "HTTP server restarts after a crash", registry=r
+        self.listener = Counter(
+            "hd_listener_events",
+            "What the HTTP listeners refused or cut short (over_capacity, head_timeout, "
+            "bad_request, handler_error, ...), by listener", ["listener", "event"], registry=r,
         )
         self.sessions = Gauge("hd_sessions", "Open peer sessions", registry=r)
         self.tabs = Gauge("hd_tabs", "Connected /ws tabs", registry=r)

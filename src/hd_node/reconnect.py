@@ -1,69 +1,98 @@
 """Reconnecting to trusted peers (SPEC 5): backoff 1 s doubling to 60 s, with jitter.
 
-One loop per peer at most. A loop ends when a session with the peer exists (dialled
-by us or by it), when the peer is no longer trusted, or at shutdown.
+Whether to redial and how long to wait are ``hd_protocol``'s (``should_redial``,
+``reconnect_delay_ms``); this runs at most one loop per peer. A loop ends when a
+session with the peer exists (dialled by us or by it), when the policy says no
+(untrusted, blocked, dropped by the user), or at shutdown.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
 import trio
 
-from hd_protocol import reconnect_delay_ms
+from hd_protocol import direct_candidates, reconnect_delay_ms, should_redial
+from hd_protocol.connection import PeerError
+from hd_protocol.limits import Limits
 
+from .connector import Connector
 from .errors import HubError
-
-if TYPE_CHECKING:
-    from .hub import PeerHub
+from .linkdriver import LinkDriver
+from .sessions import SessionRegistry
+from .store import NodeStore
+from .trust import DialIntent
 
 log = logging.getLogger("hd_node.reconnect")
 
 
 class Reconnector:
-    def __init__(self, hub: PeerHub) -> None:
-        self.hub = hub
+    def __init__(self, store: NodeStore, sessions: SessionRegistry, connector: Connector, *,
+                 limits: Limits, rng: Callable[[int], bytes],
+                 user_disconnected: Callable[[str], bool]) -> None:
+        self.store = store
+        self.sessions = sessions
+        self.connector = connector
+        self.limits = limits
+        self.rng = rng
+        self.user_disconnected = user_disconnected
+        self.nursery: trio.Nursery | None = None
+        self.stopping = False
         self._running: set[str] = set()
+        sessions.listen(self)
 
-    def after_close(self, peer_id: str, reason: str) -> None:
-        """A session ended: reconnect unless it ended on purpose."""
-        # "disconnect": a person on either side chose to end it; no automatic redial.
-        if reason not in ("duplicate", "untrusted", "disconnect") and self._wanted(peer_id):
-            self.start(peer_id, immediate=False)
+    # --- SessionListener ----------------------------------------------------------------
+
+    def session_opened(self, driver: LinkDriver) -> None:
+        pass
+
+    def session_closed(self, driver: LinkDriver, reason: str, remote: bool) -> None:
+        assert driver.peer_id is not None
+        if self._wanted(driver.peer_id, reason):
+            self.start(driver.peer_id, immediate=False)
+
+    def peer_error(self, driver: LinkDriver, err: PeerError) -> None:
+        pass
+
+    # --- loops --------------------------------------------------------------------------
+
+    def start_all(self) -> None:
+        """At start-up: every trusted peer we have an address for."""
+        for peer in self.store.list_peers():
+            if self._wanted(peer.node_id, "startup"):
+                self.start(peer.node_id, immediate=True)
 
     def start(self, peer_id: str, *, immediate: bool) -> None:
-        if peer_id in self._running or self.hub.nursery is None:
+        if peer_id in self._running or self.nursery is None:
             return
         self._running.add(peer_id)
-        self.hub.nursery.start_soon(self._loop, peer_id, immediate)
+        self.nursery.start_soon(self._loop, peer_id, immediate)
 
-    def _wanted(self, peer_id: str) -> bool:
-        """Only trusted, unblocked peers with an address, not dropped by the user,
-        and with no session already (dialled by either side)."""
-        stored = self.hub.store.get_peer(peer_id)
-        return (
-            stored is not None and stored.trusted and not stored.blocked
-            and bool(stored.addrs) and peer_id not in self.hub.manual_disconnect
-            and peer_id not in self.hub.sessions and not self.hub.shutting_down
-        )
+    def _wanted(self, peer_id: str, reason: str) -> bool:
+        stored = self.store.get_peer(peer_id)
+        if stored is None or self.stopping or self.sessions.get(peer_id) is not None:
+            return False
+        return should_redial(reason, trusted=stored.trusted, blocked=stored.blocked,
+                             has_address=bool(stored.addrs),
+                             user_disconnected=self.user_disconnected(peer_id))
 
     def _delay_s(self, attempt: int) -> float:
-        limits = self.hub.limits
-        return reconnect_delay_ms(attempt, self.hub.rng, base_ms=limits.reconnect_min_ms,
-                                  cap_ms=limits.reconnect_max_ms) / 1000
+        return reconnect_delay_ms(attempt, self.rng, base_ms=self.limits.reconnect_min_ms,
+                                  cap_ms=self.limits.reconnect_max_ms) / 1000
 
     async def _loop(self, peer_id: str, immediate: bool) -> None:
         attempt = 0
         try:
             if not immediate:
                 await trio.sleep(self._delay_s(0))
-            while self._wanted(peer_id):
-                stored = self.hub.store.get_peer(peer_id)
+            while self._wanted(peer_id, "retry"):
+                stored = self.store.get_peer(peer_id)
                 assert stored is not None
                 try:
-                    await self.hub.dial_any(stored.addrs, expected_node_id=peer_id,
-                                            expected_key=stored.public_key)
+                    await self.connector.dial_any(
+                        direct_candidates(stored.addrs),
+                        DialIntent(expected_node_id=peer_id, expected_key=stored.public_key))
                     log.info("reconnected peer=%s attempt=%d", peer_id, attempt)
                     return
                 except HubError as exc:

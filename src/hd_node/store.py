@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -104,9 +106,51 @@ class NodeStore:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(SCHEMA)
+        self._depth = 0
+        self._in_tx = False
 
     def close(self) -> None:
         self._db.close()
+
+    # --- transactions -------------------------------------------------------------------
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Several logical writes in one transaction (committed when the outermost
+        batch ends). The node wraps synchronous stretches of work in it — every frame of
+        one read from a link — so a burst of chat messages costs one commit, not one
+        each. A batch must never span an ``await``: frames queued inside it reach the
+        wire only after the commit, which is what keeps "stored before sent" (SPEC 6.2)."""
+        self._depth += 1
+        try:
+            yield
+        except BaseException:
+            self._depth -= 1
+            if self._depth == 0 and self._in_tx:
+                self._in_tx = False
+                self._db.execute("ROLLBACK")
+            raise
+        self._depth -= 1
+        if self._depth == 0 and self._in_tx:
+            self._in_tx = False
+            self._db.execute("COMMIT")
+
+    @contextmanager
+    def _tx(self) -> Iterator[None]:
+        """One logical write: its own transaction, or a part of the open batch."""
+        if self._depth > 0:
+            if not self._in_tx:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._in_tx = True
+            yield
+            return
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
     # --- peers ------------------------------------------------------------------------
 
@@ -146,8 +190,7 @@ class NodeStore:
     ) -> StoredPeer:
         """Record a peer seen in an authenticated session. The first key seen is pinned:
         this never changes a stored key (admission rejects a mismatch before this)."""
-        with self._db:
-            self._db.execute("BEGIN IMMEDIATE")
+        with self._tx():
             existing = self.get_peer(node_id)
             if existing is None:
                 self._db.execute(
@@ -172,7 +215,7 @@ class NodeStore:
         return peer
 
     def set_trust(self, node_id: str, *, trusted: bool, blocked: bool | None = None) -> bool:
-        with self._db:
+        with self._tx():
             cur = self._db.execute(
                 "UPDATE peers SET trusted = ?, blocked = COALESCE(?, blocked) WHERE node_id = ?",
                 (int(trusted), None if blocked is None else int(blocked), node_id),
@@ -180,13 +223,13 @@ class NodeStore:
         return cur.rowcount > 0
 
     def set_addrs(self, node_id: str, addrs: list[str]) -> None:
-        with self._db:
+        with self._tx():
             self._db.execute(
                 "UPDATE peers SET addrs = ? WHERE node_id = ?", (json.dumps(addrs[:16]), node_id)
             )
 
     def touch(self, node_id: str, now: int) -> None:
-        with self._db:
+        with self._tx():
             self._db.execute("UPDATE peers SET last_seen = ? WHERE node_id = ?", (now, node_id))
 
     # --- invites ----------------------------------------------------------------------
@@ -197,7 +240,7 @@ class NodeStore:
         return StoredInvite(row[0], row[1], row[2], row[3], bool(row[4]))
 
     def add_invite(self, token_hash: str, *, created_at: int, exp: int) -> StoredInvite:
-        with self._db:
+        with self._tx():
             self._db.execute(
                 "INSERT INTO invites (token_hash, created_at, exp) VALUES (?, ?, ?)",
                 (token_hash, created_at, exp),
@@ -223,7 +266,7 @@ class NodeStore:
     def revoke_invite(self, token_id: str) -> bool:
         if not token_id or len(token_id) < 8:
             return False
-        with self._db:
+        with self._tx():
             cur = self._db.execute(
                 "UPDATE invites SET revoked = 1 WHERE substr(token_hash, 1, ?) = ?",
                 (len(token_id), token_id),
@@ -232,7 +275,7 @@ class NodeStore:
 
     def redeem_invite(self, token_hash: str, node_id: str) -> bool:
         """Mark the invite as owned by ``node_id``; False if another node owns it."""
-        with self._db:
+        with self._tx():
             cur = self._db.execute(
                 "UPDATE invites SET redeemed_by = ? WHERE token_hash = ?"
                 " AND (redeemed_by IS NULL OR redeemed_by = ?)",
@@ -243,7 +286,7 @@ class NodeStore:
     # --- panes (SPEC 6.1) ---------------------------------------------------------------
 
     def save_pane(self, pane: Pane) -> None:
-        with self._db:
+        with self._tx():
             self._db.execute(
                 "INSERT INTO panes (pane_key, text, rev, author, sharers) VALUES (?, ?, ?, ?, ?)"
                 " ON CONFLICT(pane_key) DO UPDATE SET text = excluded.text, rev = excluded.rev,"
@@ -260,7 +303,7 @@ class NodeStore:
 
     def insert_message(self, m: ChatMessage) -> bool:
         """Insert-or-ignore by (peer, id): a replay never overwrites (SPEC 6.2)."""
-        with self._db:
+        with self._tx():
             cur = self._db.execute(
                 "INSERT OR IGNORE INTO chat_messages (peer_id, id, direction, text, ts,"
                 " received_at, status, seq, from_name) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -270,14 +313,14 @@ class NodeStore:
         return cur.rowcount == 1
 
     def set_message_status(self, peer_id: str, msg_id: str, status: str) -> None:
-        with self._db:
+        with self._tx():
             self._db.execute(
                 "UPDATE chat_messages SET status = ? WHERE peer_id = ? AND id = ?",
                 (status, peer_id, msg_id),
             )
 
     def set_read_mark(self, peer_id: str, seq: int) -> None:
-        with self._db:
+        with self._tx():
             self._db.execute(
                 "INSERT INTO chat_read (peer_id, seq) VALUES (?, ?) ON CONFLICT(peer_id)"
                 " DO UPDATE SET seq = MAX(seq, excluded.seq)", (peer_id, seq),

@@ -1,116 +1,131 @@
-"""One browser tab (or script) on ``/ws``: frames in, hub calls, events out (SPEC 9).
+"""One browser tab (or script) on ``/ws``: frames in, commands run, events out (SPEC 9).
 
-Malformed JSON, an unknown channel or event, or a bad field answers
+The tab's reader takes one command at a time and only when the tab's outbound queue
+has room (``Tab.wait_room``), so a tab that asks faster than its events can be written
+is slowed down, never dropped. Its writer writes whatever is queued in one batch; a
+write that makes no progress for ``stall_s`` means the tab stopped reading, and it is
+closed (1013). Malformed JSON, an unknown channel or event, or a bad field answers
 ``{channel, event:"error", data:{code, message}}`` and the socket stays open.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import trio
 
 from hd_protocol import ProtocolError
-from hd_protocol.ws import WsFrame, check_command, decode_ws_frame, encode_ws_frame
+from hd_protocol.ws import WsFrame, decode_ws_frame
 
-from . import __version__
-from .hub import HubError, PeerHub, Tab
+from .commands import LONG, Answer, Commands
+from .errors import HubError
+from .metrics import NodeMetrics
+from .tabbus import Tab, TabBus
+from .transport import Link, LinkClosed
 
 log = logging.getLogger("hd_node.tabs")
 
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
-Handler = Callable[["TabSession", dict[str, Any]], Awaitable[None]]
-MAX_CONCURRENT = 8
-
 
 class TabSession:
-    def __init__(self, hub: PeerHub, receive: Receive, send: Send) -> None:
-        self.hub = hub
-        self._receive = receive
-        self._send = send
+    def __init__(self, bus: TabBus, commands: Commands, metrics: NodeMetrics, link: Link, *,
+                 max_frame_bytes: int, node_id: str, version: str) -> None:
+        self.bus = bus
+        self.commands = commands
+        self.metrics = metrics
+        self.link = link
+        self.max_frame_bytes = max_frame_bytes
+        self.hello = {"node_id": node_id, "version": version}
         self.tab: Tab | None = None
-        self._limit = trio.Semaphore(MAX_CONCURRENT)
 
-    def push(self, channel: str, event: str, data: dict[str, Any]) -> None:
-        assert self.tab is not None
-        self.tab.push(channel, event, data)
-
-    def error(self, channel: str, code: str, message: str, req: str | None = None) -> None:
-        self.hub.metrics.ws_errors.labels(code).inc()
+    def error(self, tab: Tab, channel: str, code: str, message: str,
+              req: str | None = None) -> None:
+        self.metrics.ws_errors.labels(code).inc()
         data: dict[str, Any] = {"code": code, "message": message}
         if req is not None:
             data["req"] = req
-        self.push(channel, "error", data)
+        tab.push(channel, "error", data)
 
     async def run(self) -> None:
-        tab, outbox = self.hub.subscribe()
-        self.tab = tab
-        self.push("system", "hello", {"node_id": self.hub.identity.node_id,
-                                      "version": __version__})
+        tab = self.tab = self.bus.subscribe()
+        tab.push("system", "hello", dict(self.hello))
         try:
             async with trio.open_nursery() as n:
-                n.start_soon(self._writer, outbox, n.cancel_scope)
-                await self._reader(n)
+                n.start_soon(self._writer, tab, n.cancel_scope)
+                limit = trio.Semaphore(self.bus.limits.concurrent_commands)
+                try:
+                    await self._reader(tab, n, limit)
+                except LinkClosed:
+                    pass
                 n.cancel_scope.cancel()
         finally:
-            self.hub.unsubscribe(tab)
+            self.bus.unsubscribe(tab)
+            if tab.close_reason == "overflow" or tab.close_reason == "stalled":
+                with trio.CancelScope(shield=True):
+                    await self.link.aclose(1013, "too slow")
 
-    async def _writer(self, outbox: trio.MemoryReceiveChannel[tuple[str, str, dict[str, Any]]],
-                      scope: trio.CancelScope) -> None:
+    async def _writer(self, tab: Tab, scope: trio.CancelScope) -> None:
+        stall = self.bus.limits.stall_s
         try:
-            async for channel, event, data in outbox:
-                await self._send({"type": "websocket.send",
-                                  "text": encode_ws_frame(channel, event, data)})
-        except Exception:  # noqa: S110 - the socket went away; the reader ends too
+            while True:
+                await tab.wait_frames()
+                if tab.closed:
+                    break
+                frames = tab.take()
+                with trio.move_on_after(stall) as cs:
+                    await self.link.send_many(frames)
+                if cs.cancelled_caught:
+                    log.info("tab dropped: too slow tab=%s (no write for %.0f s)",
+                             tab.name, stall)
+                    tab.close("stalled")
+                    break
+        except LinkClosed:
             pass
-        assert self.tab is not None
-        if self.tab.overflowed:
-            try:
-                await self._send({"type": "websocket.close", "code": 1013})
-                # Let the reader see the disconnect and end the tab (as ServerLink
-                # does): ending the app mid close handshake races hypercorn's own
-                # answer to the close frame. A tab that never answers gets 5 s.
-                await trio.sleep(5)
-            except Exception:  # noqa: S110
-                pass
         scope.cancel()
 
-    async def _reader(self, nursery: trio.Nursery) -> None:
+    async def _reader(self, tab: Tab, nursery: trio.Nursery, limit: trio.Semaphore) -> None:
         while True:
-            msg = await self._receive()
-            if msg["type"] == "websocket.disconnect":
-                return
-            text = msg.get("text")
-            raw = text if text is not None else msg.get("bytes") or b""
-            try:
-                frame = decode_ws_frame(raw, max_bytes=self.hub.limits.max_ws_frame_bytes)
-                data = check_command(frame)
-            except ProtocolError as exc:
-                channel, req = _peek(raw)
-                if exc.code not in ("unknown_event", "bad_request"):
-                    channel = "system"  # the frame itself is broken: no channel to trust
-                self.error(channel, exc.code, exc.message, req)
-                continue
-            handler = HANDLERS.get((frame.channel, frame.event))
-            if handler is None:
-                self.error(frame.channel, "unsupported", f"{frame.event} is not served yet",
-                           data.get("req"))
-                continue
-            await self._limit.acquire()
-            nursery.start_soon(self._handle, handler, frame, data)
+            for raw in await self.link.receive_some():
+                await tab.wait_room()
+                if tab.closed:
+                    return
+                try:
+                    frame = decode_ws_frame(raw, max_bytes=self.max_frame_bytes)
+                except ProtocolError as exc:
+                    channel, req = _peek(raw)
+                    if exc.code not in ("unknown_event", "bad_request"):
+                        channel = "system"  # the frame itself is broken: no channel to trust
+                    self.error(tab, channel, exc.code, exc.message, req)
+                    continue
+                if (frame.channel, frame.event) in LONG:
+                    await limit.acquire()
+                    nursery.start_soon(self._long, tab, frame, limit)
+                else:
+                    await self._handle(tab, frame)
 
-    async def _handle(self, handler: Handler, frame: WsFrame, data: dict[str, Any]) -> None:
+    async def _long(self, tab: Tab, frame: WsFrame, limit: trio.Semaphore) -> None:
         try:
-            await handler(self, data)
-        except HubError as exc:
-            self.error(frame.channel, exc.code, exc.message, data.get("req"))
-        except ProtocolError as exc:
-            self.error(frame.channel, exc.code, exc.message, data.get("req"))
+            await self._handle(tab, frame)
         finally:
-            self._limit.release()
+            limit.release()
+
+    async def _handle(self, tab: Tab, frame: WsFrame) -> None:
+        req = frame.data.get("req")
+        req = req if type(req) is str and len(req) <= 64 else None
+        try:
+            answer = await self.commands.run(frame.channel, frame.event, dict(frame.data), tab)
+        except (HubError, ProtocolError) as exc:
+            self.error(tab, frame.channel, exc.code, exc.message, req)
+            return
+        if answer is not None:
+            push_answer(tab, answer, req)
+
+
+def push_answer(tab: Tab, answer: Answer, req: str | None) -> None:
+    data = dict(answer.data)
+    if req is not None:
+        data["req"] = req
+    tab.push(answer.channel, answer.event, data)
 
 
 def _peek(raw: str | bytes) -> tuple[str, str | None]:
@@ -121,119 +136,3 @@ def _peek(raw: str | bytes) -> tuple[str, str | None]:
         return "system", None
     req = frame.data.get("req")
     return frame.channel, req if type(req) is str and len(req) <= 64 else None
-
-
-def _with_req(data: dict[str, Any], req: str | None) -> dict[str, Any]:
-    if req is not None:
-        data["req"] = req
-    return data
-
-
-# --- system ---------------------------------------------------------------------------
-
-
-async def _system_hello(t: TabSession, d: dict[str, Any]) -> None:
-    t.push("system", "hello", _with_req({"node_id": t.hub.identity.node_id,
-                                         "version": __version__}, d.get("req")))
-
-
-async def _system_ping(t: TabSession, d: dict[str, Any]) -> None:
-    t.push("system", "pong", _with_req({}, d.get("req")))
-
-
-# --- network --------------------------------------------------------------------------
-
-
-async def _list_peers(t: TabSession, d: dict[str, Any]) -> None:
-    t.push("network", "peers", _with_req({"self": t.hub.self_info(),
-                                          "peers": t.hub.list_peers()}, d.get("req")))
-
-
-async def _connect(t: TabSession, d: dict[str, Any]) -> None:
-    conn = await t.hub.dial(d["address"], expected_node_id=d.get("node_id"))
-    t.push("network", "peer_update", _with_req({"peer": t.hub.peer_info(conn.peer_id)},
-                                               d.get("req")))
-
-
-async def _disconnect(t: TabSession, d: dict[str, Any]) -> None:
-    await t.hub.disconnect(d["node_id"])
-    t.push("network", "peer_update", _with_req({"peer": t.hub.peer_info(d["node_id"])},
-                                               d.get("req")))
-
-
-async def _invite_create(t: TabSession, d: dict[str, Any]) -> None:
-    ttl = d.get("ttl")
-    inv = t.hub.pairing.create_invite(None if ttl is None else ttl * 1000)
-    t.push("network", "invite", _with_req(inv, d.get("req")))
-
-
-async def _invite_list(t: TabSession, d: dict[str, Any]) -> None:
-    t.push("network", "invites", _with_req({"invites": t.hub.pairing.list_invites()}, d.get("req")))
-
-
-async def _invite_revoke(t: TabSession, d: dict[str, Any]) -> None:
-    t.hub.pairing.revoke_invite(d["token_id"])
-    t.push("network", "invites", _with_req({"invites": t.hub.pairing.list_invites()}, d.get("req")))
-
-
-async def _pair_redeem(t: TabSession, d: dict[str, Any]) -> None:
-    try:
-        peer = await t.hub.pairing.pair_redeem(d["invite"])
-    except HubError as exc:
-        t.push("network", "pair_result",
-               _with_req({"ok": False, "error": exc.code, "message": exc.message},
-                         d.get("req")))
-        return
-    t.push("network", "pair_result", _with_req({"ok": True, "peer": peer}, d.get("req")))
-
-
-async def _set_trust(t: TabSession, d: dict[str, Any]) -> None:
-    info = t.hub.set_trust(d["node_id"], d["trusted"], d.get("blocked"))
-    t.push("network", "peer_update", _with_req({"peer": info}, d.get("req")))
-
-
-async def _list_metrics(t: TabSession, d: dict[str, Any]) -> None:
-    t.push("network", "peer_metrics", _with_req({"metrics": t.hub.metrics_view()},
-                                                d.get("req")))
-
-
-# --- collab and peerchat (SPEC 6.1, 6.2, 9) ---------------------------------------------
-
-
-def _collab(event: str) -> Handler:
-    async def handler(t: TabSession, d: dict[str, Any]) -> None:
-        assert t.tab is not None
-        await t.hub.features.collab_command(t.tab, event, dict(d))
-
-    return handler
-
-
-def _peerchat(event: str) -> Handler:
-    async def handler(t: TabSession, d: dict[str, Any]) -> None:
-        assert t.tab is not None
-        await t.hub.features.chat_command(t.tab, event, dict(d))
-
-    return handler
-
-
-async def _bench(t: TabSession, d: dict[str, Any]) -> None:
-    result = await t.hub.bench(d["node_id"], d.get("count"), d.get("size"))
-    t.push("network", "bench_result", _with_req(result, d.get("req")))
-
-
-HANDLERS: dict[tuple[str, str], Handler] = {
-    ("system", "hello"): _system_hello,
-    ("system", "ping"): _system_ping,
-    ("network", "list_peers"): _list_peers,
-    ("network", "connect"): _connect,
-    ("network", "disconnect"): _disconnect,
-    ("network", "invite_create"): _invite_create,
-    ("network", "invite_list"): _invite_list,
-    ("network", "invite_revoke"): _invite_revoke,
-    ("network", "pair_redeem"): _pair_redeem,
-    ("network", "set_trust"): _set_trust,
-    ("network", "list_metrics"): _list_metrics,
-    ("network", "bench"): _bench,
-    **{("collab", e): _collab(e) for e in ("join", "leave", "op", "share", "unshare")},
-    **{("peerchat", e): _peerchat(e) for e in ("open", "send", "read", "unread", "close")},
-}

@@ -1,9 +1,9 @@
-"""The two listeners as ASGI apps served by hypercorn on trio.
+"""The local listener (default 127.0.0.1:8765): ``/`` (the page), ``/ws`` (tabs),
+``/api/...`` (the CLI), ``/healthz``, ``/metrics``.
 
-Local listener (default 127.0.0.1:8765): ``/`` (the page), ``/ws`` (tabs), ``/api/...``
-(the CLI), ``/healthz``, ``/metrics``. Peer listener (default 0.0.0.0:8766): only
-``/peer-ws``. ``/ws`` and ``/api`` need the local access token; a browser ``Origin``
-other than our own, or a ``Host`` that is not us (DNS rebinding), is refused with 403.
+``/ws`` and ``/api`` need the local access token; a browser ``Origin`` other than our
+own, or a ``Host`` that is not us (DNS rebinding), is refused with 403. ``/api`` is a
+thin HTTP face of the same command layer ``/ws`` uses (``commands.Commands``).
 """
 
 from __future__ import annotations
@@ -11,78 +11,53 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import Any
-from urllib.parse import parse_qs
 
-import trio
+from hd_protocol import ProtocolError
 
-from .hub import HubError, PeerHub
-from .links import ServerLink
+from . import __version__
+from .commands import Commands
+from .errors import HubError
+from .httpserver import Request, Response
 from .metrics import NodeMetrics
+from .sessions import SessionRegistry
+from .tabbus import TabBus
 from .tabs import TabSession
+from .wslink import WsLink
 
 log = logging.getLogger("hd_node.web")
 
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
-MAX_BODY = 64 * 1024
+PAGE_CSP = ("default-src 'self'; connect-src 'self'; style-src 'self' 'unsafe-inline'; "
+            "script-src 'self' 'unsafe-inline'; frame-ancestors 'none'")
+
+# /api routes -> (channel, event, what the body becomes, what the answer becomes)
+_API: dict[tuple[str, str], tuple[str, str]] = {
+    ("GET", "/api/self"): ("network", "self"),
+    ("GET", "/api/peers"): ("network", "list_peers"),
+    ("GET", "/api/invites"): ("network", "invite_list"),
+    ("POST", "/api/invites"): ("network", "invite_create"),
+    ("POST", "/api/invites/revoke"): ("network", "invite_revoke"),
+    ("POST", "/api/pair"): ("network", "pair_redeem"),
+    ("POST", "/api/connect"): ("network", "connect"),
+    ("GET", "/api/metrics"): ("network", "list_metrics"),
+}
 
 
-def _header(scope: Scope, name: bytes) -> str | None:
-    for k, v in scope.get("headers", []):
-        if k.lower() == name:
-            return str(v.decode("latin-1"))
-    return None
-
-
-def _remote(scope: Scope) -> str | None:
-    client = scope.get("client")
-    return str(client[0]) if client else None
-
-
-async def _lifespan(receive: Receive, send: Send) -> None:
-    while True:
-        msg = await receive()
-        if msg["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif msg["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return
-
-
-async def _respond(send: Send, status: int, body: bytes, ctype: str = "application/json",
-                   extra: list[tuple[bytes, bytes]] | None = None) -> None:
-    headers = [(b"content-type", ctype.encode()), (b"cache-control", b"no-store"),
-               (b"x-content-type-options", b"nosniff")] + (extra or [])
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
-
-
-async def _json(send: Send, status: int, obj: Any) -> None:
-    await _respond(send, status, json.dumps(obj).encode())
-
-
-async def _read_body(receive: Receive) -> bytes | None:
-    body = b""
-    while True:
-        msg = await receive()
-        if msg["type"] != "http.request":
-            return None
-        body += bytes(msg.get("body", b""))
-        if len(body) > MAX_BODY:
-            return None
-        if not msg.get("more_body"):
-            return body
+def json_response(status: int, obj: Any) -> Response:
+    return Response(status, json.dumps(obj).encode())
 
 
 class LocalApp:
-    def __init__(self, hub: PeerHub, token: str, metrics: NodeMetrics) -> None:
-        self.hub = hub
-        self.token = token
+    def __init__(self, *, commands: Commands, bus: TabBus, sessions: SessionRegistry,
+                 metrics: NodeMetrics, token: str, node_id: str, max_frame_bytes: int) -> None:
+        self.commands = commands
+        self.bus = bus
+        self.sessions = sessions
         self.metrics = metrics
+        self.token = token
+        self.node_id = node_id
+        self.max_frame_bytes = max_frame_bytes
         self.allowed_hosts: set[str] = set()
 
     def set_bound(self, host: str, port: int) -> None:
@@ -91,175 +66,110 @@ class LocalApp:
 
     # --- checks -----------------------------------------------------------------------
 
-    def _host_ok(self, scope: Scope) -> bool:
-        host = _header(scope, b"host")
+    def _host_ok(self, req: Request) -> bool:
+        host = req.header("host")
         return host is not None and host in self.allowed_hosts
 
-    def _origin_ok(self, scope: Scope) -> bool:
+    def _origin_ok(self, req: Request) -> bool:
         # Browsers always send Origin on WebSocket and cross-site requests; a missing
         # Origin is a non-browser client, which still needs the token.
-        origin = _header(scope, b"origin")
+        origin = req.header("origin")
         if origin is None:
-            return True
+            return not any(k == "origin" for k, _ in req.headers)  # two Origins: no
         return origin in {f"http://{h}" for h in self.allowed_hosts}
 
-    def _token_ok(self, scope: Scope) -> bool:
+    def _token_ok(self, req: Request) -> bool:
         presented = ""
-        auth = _header(scope, b"authorization")
+        auth = req.header("authorization")
         if auth and auth.lower().startswith("bearer "):
             presented = auth[7:].strip()
         else:
-            qs = parse_qs(scope.get("query_string", b"").decode("latin-1"))
-            presented = (qs.get("token") or [""])[0]
+            presented = (req.query.get("token") or [""])[0]
         return bool(presented) and hmac.compare_digest(presented.encode(), self.token.encode())
 
-    # --- ASGI -------------------------------------------------------------------------
+    # --- WebSocket (App) ----------------------------------------------------------------
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        kind = scope["type"]
-        if kind == "lifespan":
-            await _lifespan(receive, send)
-        elif kind == "http":
-            await self._http(scope, receive, send)
-        elif kind == "websocket":
-            await self._websocket(scope, receive, send)
-
-    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await receive()  # websocket.connect
-        path = scope.get("path", "")
+    def websocket_check(self, req: Request) -> Response | None:
         why = None
-        if path != "/ws":
+        if req.path != "/ws":
             why = "not_found"
-        elif not self._host_ok(scope):
+        elif not self._host_ok(req):
             why = "host"
-        elif not self._origin_ok(scope):
+        elif not self._origin_ok(req):
             why = "origin"
-        elif not self._token_ok(scope):
+        elif not self._token_ok(req):
             why = "token"
-        if why is not None:
-            self.metrics.refused.labels(f"ws_{why}").inc()
-            log.info("tab refused from=%s why=%s", _remote(scope), why)
-            await send({"type": "websocket.close", "code": 1008})  # before accept: 403
-            return
-        await send({"type": "websocket.accept"})
-        await TabSession(self.hub, receive, send).run()
+        if why is None:
+            return None
+        self.metrics.refused.labels(f"ws_{why}").inc()
+        log.info("tab refused from=%s why=%s", req.remote_addr, why)
+        return json_response(403, {"error": why, "message": "refused"})
 
-    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path = scope.get("path", "")
-        method = scope.get("method", "GET")
-        if not self._host_ok(scope):
-            await _json(send, 403, {"error": "host", "message": "unexpected Host header"})
-            return
+    async def websocket(self, req: Request, link: WsLink) -> None:
+        await TabSession(self.bus, self.commands, self.metrics, link,
+                         max_frame_bytes=self.max_frame_bytes, node_id=self.node_id,
+                         version=__version__).run()
+
+    # --- HTTP (App) -----------------------------------------------------------------------
+
+    async def http(self, req: Request) -> Response:
+        if not self._host_ok(req):
+            return json_response(403, {"error": "host", "message": "unexpected Host header"})
+        path, method = req.path, req.method
         if path in ("/", "/index.html") and method == "GET":
             page = resources.files("hd_node").joinpath("static/index.html").read_bytes()
-            await _respond(send, 200, page, "text/html; charset=utf-8",
-                           [(b"content-security-policy",
-                             b"default-src 'self'; connect-src 'self'; "
-                             b"style-src 'self' 'unsafe-inline'; script-src 'self' "
-                             b"'unsafe-inline'; frame-ancestors 'none'")])
-            return
+            return Response(200, page, "text/html; charset=utf-8",
+                            (("content-security-policy", PAGE_CSP),))
         if path == "/healthz":
-            await _json(send, 200, {"ok": True, "node_id": self.hub.identity.node_id,
-                                    "sessions": len(self.hub.sessions)})
-            return
+            return json_response(200, {"ok": True, "node_id": self.node_id,
+                                       "sessions": len(self.sessions.sessions)})
         if path == "/metrics":
-            await _respond(send, 200, self.metrics.render(), "text/plain; version=0.0.4")
-            return
+            return Response(200, self.metrics.render(), "text/plain; version=0.0.4")
         if path.startswith("/api/"):
-            if not self._origin_ok(scope) or not self._token_ok(scope):
+            if not self._origin_ok(req) or not self._token_ok(req):
                 self.metrics.refused.labels("api_auth").inc()
-                await _json(send, 403, {"error": "auth", "message": "token or origin refused"})
-                return
-            body = b""
-            if method in ("POST", "PUT", "DELETE"):
-                got = await _read_body(receive)
-                if got is None:
-                    await _json(send, 413, {"error": "too_large", "message": "body too large"})
-                    return
-                body = got
-            await self._api(method, path, body, send)
-            return
-        await _json(send, 404, {"error": "not_found", "message": f"no route {path}"})
+                return json_response(403, {"error": "auth",
+                                           "message": "token or origin refused"})
+            return await self._api(req)
+        return json_response(404, {"error": "not_found", "message": f"no route {path}"})
 
-    async def _api(self, method: str, path: str, body: bytes, send: Send) -> None:
+    async def _api(self, req: Request) -> Response:
+        route = _API.get((req.method, req.path))
+        if route is None:
+            return json_response(404, {"error": "not_found", "message": f"no route {req.path}"})
         try:
-            data = json.loads(body) if body else {}
+            data = json.loads(req.body) if req.body else {}
             if not isinstance(data, dict):
                 raise ValueError
         except ValueError:
-            await _json(send, 400, {"error": "bad_json", "message": "body must be a JSON object"})
-            return
-        hub = self.hub
+            return json_response(400, {"error": "bad_json",
+                                       "message": "body must be a JSON object"})
+        channel, event = route
+        if event == "invite_create" and "ttl_s" in data:
+            data["ttl"] = data.pop("ttl_s")
         try:
-            if method == "GET" and path == "/api/self":
-                await _json(send, 200, hub.self_info())
-            elif method == "GET" and path == "/api/peers":
-                await _json(send, 200, hub.list_peers())
-            elif method == "GET" and path == "/api/invites":
-                await _json(send, 200, hub.pairing.list_invites())
-            elif method == "POST" and path == "/api/invites":
-                ttl = data.get("ttl_s")
-                if ttl is not None and (type(ttl) is not int or ttl <= 0):
-                    raise HubError("bad_request", "ttl_s must be a positive integer")
-                await _json(send, 200,
-                            hub.pairing.create_invite(None if ttl is None else ttl * 1000))
-            elif method == "POST" and path == "/api/invites/revoke":
-                tid = data.get("token_id")
-                if type(tid) is not str:
-                    raise HubError("bad_request", "token_id must be a string")
-                hub.pairing.revoke_invite(tid)
-                await _json(send, 200, {"ok": True})
-            elif method == "POST" and path == "/api/pair":
-                inv = data.get("invite")
-                if type(inv) is not str:
-                    raise HubError("bad_request", "invite must be a string")
-                peer = await hub.pairing.pair_redeem(inv)
-                await _json(send, 200, {"ok": True, "peer": peer})
-            elif method == "POST" and path == "/api/connect":
-                addr = data.get("address")
-                nid = data.get("node_id")
-                if type(addr) is not str or (nid is not None and type(nid) is not str):
-                    raise HubError("bad_request", "address must be a string")
-                conn = await hub.dial(addr, expected_node_id=nid)
-                await _json(send, 200, {"ok": True, "peer": hub.peer_info(conn.peer_id)})
-            elif method == "GET" and path == "/api/metrics":
-                await _json(send, 200, hub.metrics_view())
-            else:
-                await _json(send, 404, {"error": "not_found", "message": f"no route {path}"})
-        except HubError as exc:
+            answer = await self.commands.run(channel, event, data)
+        except (HubError, ProtocolError) as exc:
             status = 404 if exc.code == "not_found" else 400
-            await _json(send, status, {"ok": False, "error": exc.code, "message": exc.message})
+            return json_response(status, {"ok": False, "error": exc.code,
+                                          "message": exc.message})
+        assert answer is not None
+        out = answer.data
+        if event == "pair_redeem" and not out.get("ok"):
+            return json_response(400, out)
+        return json_response(200, _api_view(event, out))
 
 
-class PeerApp:
-    """The peer listener: ``/peer-ws`` and nothing else."""
-
-    def __init__(self, hub: PeerHub, metrics: NodeMetrics) -> None:
-        self.hub = hub
-        self.metrics = metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        kind = scope["type"]
-        if kind == "lifespan":
-            await _lifespan(receive, send)
-        elif kind == "http":
-            await _json(send, 404, {"error": "not_found", "message": "only /peer-ws is served"})
-        elif kind == "websocket":
-            await receive()
-            if scope.get("path") != "/peer-ws":
-                self.metrics.refused.labels("peer_path").inc()
-                await send({"type": "websocket.close", "code": 1008})
-                return
-            if not self.hub.can_accept():
-                # SPEC 4: more than 64 handshakes in flight -> refuse the connection.
-                self.metrics.refused.labels("busy").inc()
-                log.info("peer link refused from=%s why=busy", _remote(scope))
-                await send({"type": "websocket.close", "code": 1013})
-                return
-            await send({"type": "websocket.accept"})
-            link = ServerLink(receive, send, _remote(scope))
-            try:
-                await self.hub.accept(link)
-            finally:
-                with trio.CancelScope(shield=True):
-                    await link.close()
+def _api_view(event: str, data: dict[str, Any]) -> Any:
+    """What the CLI's API returns for each command (kept from before the command layer)."""
+    if event == "list_peers":
+        return data["peers"]
+    if event == "invite_list":
+        return data["invites"]
+    if event == "list_metrics":
+        return data["metrics"]
+    if event == "invite_revoke":
+        return {"ok": True}
+    if event == "connect":
+        return {"ok": True, "peer": data["peer"]}
+    return data

@@ -43,8 +43,6 @@ from .envelope import (
     encode_envelope,
     make_envelope,
     new_msg_id,
-    open_envelope,
-    seal_envelope,
     sign_envelope,
     signing_bytes,
     verify_envelope,
@@ -71,6 +69,7 @@ from .limits import DEFAULT_LIMITS, Limits
 from .presence import Presence, parse_presence
 from .rebase import rebase
 from .records import ChatMessage, Pane
+from .seal import open_envelope, seal_envelope
 from .session import Session, keep_new_session, reconnect_delay_ms, should_redial
 from .ws import WsFrame, decode_ws_frame, encode_ws_frame
 

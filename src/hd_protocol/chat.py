@@ -50,11 +50,12 @@ from .effects import (
     TabEvent,
     TabReply,
 )
-from .envelope import check_sealed_size, new_msg_id
+from .envelope import new_msg_id
 from .errors import LocalProtocolError, ProtocolError, RemoteProtocolError
 from .identity import NODE_ID_RE, Rng
 from .limits import DEFAULT_LIMITS, Limits
 from .records import ChatMessage, Status
+from .seal import check_sealed_size
 from .session import Message
 
 CHANNEL: Final = "peerchat"

@@ -55,7 +55,6 @@ from typing import Any, Final
 
 from .cjson import MAX_INT
 from .effects import PeerErrorReply, PersistPane, SendToPeer, TabEvent, TabReply
-from .envelope import check_sealed_size
 from .errors import LocalProtocolError, ProtocolError, RemoteProtocolError
 from .limits import DEFAULT_LIMITS, Limits
 from .records import (
@@ -71,6 +70,7 @@ from .records import (
     check_text,
     parse_op,
 )
+from .seal import check_sealed_size
 from .session import Message
 
 CHANNEL: Final = "collab"

@@ -28,8 +28,6 @@ from .envelope import (
     encode_envelope,
     make_envelope,
     new_msg_id,
-    open_with,
-    seal_with,
     sign_envelope,
     verify_envelope,
 )
@@ -51,6 +49,7 @@ from .hello import (
 )
 from .identity import Identity, Rng, b64encode
 from .limits import DEFAULT_LIMITS
+from .seal import open_with, seal_with
 
 REASONS = (
     "pairing_required", "blocked", "key_mismatch", "wrong_node", "busy", "version",

@@ -24,8 +24,6 @@ from .envelope import (
     decode_envelope,
     make_envelope,
     new_msg_id,
-    open_with,
-    seal_sign_encode,
     verify_envelope,
     wire_size,
 )
@@ -36,6 +34,7 @@ from .limits import DEFAULT_LIMITS, Limits
 
 # The session policies live in hd_protocol.policy; importable from here as before.
 from .policy import NO_REDIAL_REASONS, keep_new_session, reconnect_delay_ms, should_redial
+from .seal import open_with, seal_sign_encode
 
 # SPEC 5 core types plus the feature types of SPEC 6.
 CORE_TYPES = frozenset({"ping", "pong", "presence", "bye", "error"})

@@ -65,4 +65,5 @@ async def test_pairing_wins_through_the_second_candidate_when_the_first_is_a_bla
     assert elapsed < 5.0, elapsed
     assert await connected(bob, alice)
     log = bob.log_text()
-    assert f"ladder step url={tarpit}" in log and "ladder won url=ws://127.0.0.1:" in log
+    assert f"ladder step kind=direct addr={tarpit}" in log
+    assert "ladder won kind=direct addr=ws://127.0.0.1:" in log

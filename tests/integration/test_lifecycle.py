@@ -66,7 +66,7 @@ async def test_sigterm_sends_bye_exits_0_and_the_peer_sees_it_offline_at_once(
     assert seen_after < 2.0, seen_after
     assert ev["data"]["peer"]["level"] == "trusted"  # still paired, just offline
     # Bob learnt it from alice's bye, not from a broken link.
-    assert f"session closing peer={alice.node_id} reason=shutdown remote=True" in bob.log_text()
+    assert f"session closed peer={alice.node_id} reason=shutdown remote=True" in bob.log_text()
     assert "signal received signal=SIGTERM" in alice.log_text()
     assert not (alice.data_dir / "node.json").exists()
 

@@ -351,7 +351,7 @@ async def test_node_survives_refused_dialers_that_hang_up_at_the_same_moment(
     shared_pair: tuple[NodeProcess, NodeProcess],
 ) -> None:
     # Both ends closing a refused link at once used to crash the acceptor's listener
-    # (hypercorn BusyResourceError), taking the whole node down.
+    # (a BusyResourceError in the old HTTP server), taking the whole node down.
     alice, bob = shared_pair
     limit = trio.CapacityLimiter(4)
     reasons: list[str] = []

@@ -208,7 +208,7 @@ def test_the_one_pass_sender_writes_exactly_what_seal_sign_encode_write(
     signer: Identity, type_: str, msg_id: str, re: str | None, dst: str | None, ts: int,
     ttl: int, seq: int, payload: dict[str, Any],
 ) -> None:
-    from hd_protocol.envelope import seal_sign_encode, seal_with
+    from hd_protocol.seal import seal_sign_encode, seal_with
 
     aead = ChaCha20Poly1305(KEY)
     env = make_envelope(type_, msg_id=msg_id, re=re, src=signer.node_id, dst=dst, ts=ts,

@@ -111,13 +111,13 @@ class HandPeer:
 
 
 async def open_pair(nursery: trio.Nursery, limits: Limits = DEFAULT_LIMITS,
-                    link_limits: LinkLimits = LinkLimits(), capacity: int = 16,
+                    link_limits: LinkLimits | None = None, capacity: int = 16,
                     ) -> tuple[LinkDriver, Owner, HandPeer]:
     ours, theirs = memory_link_pair(capacity=capacity)
     owner = Owner()
     conn = Connection.dial(ALICE, rng=os.urandom, now=mono_ms(), wall=wall_ms(),
                            limits=limits, expected_node_id=BOB.node_id)
-    driver = LinkDriver(ours, conn, owner, limits=link_limits)
+    driver = LinkDriver(ours, conn, owner, limits=link_limits or LinkLimits())
     peer = HandPeer(theirs, limits)
     nursery.start_soon(driver.run)
     await peer.handshake()

@@ -17,9 +17,9 @@ from hd_protocol.collab import (
     TabEvent,
     TabReply,
 )
-from hd_protocol.envelope import sealed_size
 from hd_protocol.errors import LocalProtocolError, ProtocolError, RemoteProtocolError
 from hd_protocol.limits import Limits
+from hd_protocol.seal import sealed_size
 from hd_protocol.session import Message
 
 ME = "m" * 16

@@ -31,7 +31,8 @@ from hd_protocol import (
     signing_bytes,
     verify_envelope,
 )
-from hd_protocol.envelope import FIELDS, check_sealed_size, sealed_size, wire_size
+from hd_protocol.envelope import FIELDS, wire_size
+from hd_protocol.seal import check_sealed_size, sealed_size
 
 MSG_ID = "0123456789abcdef0123456789abcdef"
 OTHER_ID = "fedcba9876543210fedcba9876543210"

@@ -1,0 +1,184 @@
+"""The one command layer: what a tab (``/ws``) or the CLI (``/api``) may ask of the node.
+
+Both front doors hand a ``(channel, event, data)`` command to ``Commands.run``; it
+checks the fields (``hd_protocol.ws.check_command``: one table for both), runs the
+command and returns its answer. Errors are ``HubError`` or ``ProtocolError`` with a
+``code``; each front door renders them its own way (an ``error`` frame, an HTTP status).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from hd_protocol import ProtocolError
+from hd_protocol.ws import WsFrame, check_command
+
+from . import __version__, bench
+from .connector import Connector
+from .errors import HubError
+from .features import Features
+from .pairing import Pairing
+from .peers import Peers
+from .sessions import SessionRegistry
+from .tabbus import Tab
+from .trust import DialIntent
+
+log = logging.getLogger("hd_node.commands")
+
+
+@dataclass(frozen=True)
+class Answer:
+    """The direct answer to a command (the /ws frame; /api returns ``data``)."""
+
+    channel: str
+    event: str
+    data: dict[str, Any]
+
+
+Handler = Callable[["Commands", dict[str, Any], Tab | None], Awaitable[Answer | None]]
+
+# Commands that may take seconds (a dial, a pairing, a bench): a tab runs them beside
+# its other commands instead of waiting for each in turn.
+LONG = frozenset({("network", "connect"), ("network", "pair_redeem"), ("network", "bench")})
+
+
+class Commands:
+    def __init__(self, *, node_id: str, peers: Peers, pairing: Pairing, connector: Connector,
+                 features: Features, sessions: SessionRegistry) -> None:
+        self.node_id = node_id
+        self.peers = peers
+        self.pairing = pairing
+        self.connector = connector
+        self.features = features
+        self.sessions = sessions
+
+    async def run(self, channel: str, event: str, data: dict[str, Any],
+                  tab: Tab | None = None) -> Answer | None:
+        handler = HANDLERS.get((channel, event))
+        if handler is None:
+            raise HubError("unsupported", f"{channel} {event} is not served yet")
+        checked = check_command(WsFrame(channel, event, data))
+        return await handler(self, checked, tab)
+
+
+# --- system ---------------------------------------------------------------------------
+
+
+async def _hello(c: Commands, d: dict[str, Any], tab: Tab | None) -> Answer:
+    return Answer("system", "hello", {"node_id": c.node_id, "version": __version__})
+
+
+async def _ping(c: Commands, d: dict[str, Any], tab: Tab | None) -> Answer:
+    return Answer("system", "pong", {})
+
+
+# --- network --------------------------------------------------------------------------
+
+
+async def _self(c: Commands, d: dict[str, Any], tab: Tab | None) -> Answer:
+    return Answer("network", "self", c.peers.self_info())
+
+
+async def _list_peers(c: Commands, d: dict[str, Any], tab: Tab | None) -> Answer:
+    return Answer("network", "peers", {"self": c.peers.self_info(),
+                                       "peers": c.peers.list_peers()})
+
+
+async def _connect(c: Commands, d: dict[str, Any], tab: Tab | None) -> Answer:
+    intent = DialIntent(expected_node_id=d.get("node_id"))
+    driver = await c.connector.dial_any([d["address"]], intent)
+    assert driver.peer_id is not None
+    return Answer("network", "peer_update", {"peer": c.peers.peer_info(driver.peer_id)})
+
+
+async def _disconnect(c: Commands, d: dict[str, Any], tab: Tab | None) -> Answer:
+    c.peers.disconnect(d["node_id"])
+    return Answer("network", "peer_update", {"peer": c.peers.peer_info(d["node_id"])})
+
+
+async def _invite_create(c: Commands, d: dict[str, Any], tab: Tab | None) -> Answer:
+    ttl = d.get("ttl")
+    if ttl is not None and ttl <= 0:
+        raise HubError("bad_request", "ttl must be a positive number of seconds")
+    return Answer("network", "invite",
+                  c.pairing.create_invite(None if ttl is None else ttl * 1000))
+
+
+async def _invite_list(c: Commands, d: dict[str, Any], tab: Tab | None) -> Answer:
+    return Answer("network", "invites", {"invites": c.pairing.list_invites()})
+
+
+async def _invite_revoke(c: Commands, d: dict[str, Any], tab: Tab | None) -> Answer:
+    c.pairing.revoke_invite(d["token_id"])
+    return Answer("network", "invites", {"invites": c.pairing.list_invites()})
+
+
+async def _pair_redeem(c: Commands, d: dict[str, Any], tab: Tab | None) -> Answer:
+    try:
+        peer = await c.pairing.pair_redeem(d["invite"])
+    except HubError as exc:
+        return Answer("network", "pair_result",
+                      {"ok": False, "error": exc.code, "message": exc.message})
+    return Answer("network", "pair_result", {"ok": True, "peer": peer})
+
+
+async def _set_trust(c: Commands, d: dict[str, Any], tab: Tab | None) -> Answer:
+    info = c.peers.set_trust(d["node_id"], d["trusted"], d.get("blocked"))
+    return Answer("network", "peer_update", {"peer": info})
+
+
+async def _list_metrics(c: Commands, d: dict[str, Any], tab: Tab | None) -> Answer:
+    return Answer("network", "peer_metrics", {"metrics": c.peers.metrics_view()})
+
+
+async def _bench(c: Commands, d: dict[str, Any], tab: Tab | None) -> Answer:
+    try:
+        count, size = bench.check_args(d.get("count"), d.get("size"))
+    except bench.BenchError as exc:
+        raise HubError("bad_request", str(exc)) from None
+    driver = c.sessions.get(d["node_id"])
+    if driver is None:
+        raise HubError("not_found", "no session with that peer")
+    log.info("bench started peer=%s count=%d size=%d", d["node_id"], count, size)
+    return Answer("network", "bench_result", await bench.run(driver, count, size))
+
+
+# --- collab and peerchat (SPEC 6.1, 6.2, 9): answers go out as the machines say -----------
+
+
+def _collab(event: str) -> Handler:
+    async def handler(c: Commands, d: dict[str, Any], tab: Tab | None) -> None:
+        await c.features.collab_command(tab, event, d)
+
+    return handler
+
+
+def _peerchat(event: str) -> Handler:
+    async def handler(c: Commands, d: dict[str, Any], tab: Tab | None) -> None:
+        await c.features.chat_command(tab, event, d)
+
+    return handler
+
+
+HANDLERS: dict[tuple[str, str], Handler] = {
+    ("system", "hello"): _hello,
+    ("system", "ping"): _ping,
+    ("network", "self"): _self,
+    ("network", "list_peers"): _list_peers,
+    ("network", "connect"): _connect,
+    ("network", "disconnect"): _disconnect,
+    ("network", "invite_create"): _invite_create,
+    ("network", "invite_list"): _invite_list,
+    ("network", "invite_revoke"): _invite_revoke,
+    ("network", "pair_redeem"): _pair_redeem,
+    ("network", "set_trust"): _set_trust,
+    ("network", "list_metrics"): _list_metrics,
+    ("network", "bench"): _bench,
+    **{("collab", e): _collab(e) for e in ("join", "leave", "op", "share", "unshare")},
+    **{("peerchat", e): _peerchat(e) for e in ("open", "send", "read", "unread", "close")},
+}
+
+__all__ = ["LONG", "Answer", "Commands", "HubError", "ProtocolError"]

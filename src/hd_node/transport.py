@@ -1,0 +1,101 @@
+"""The transport seam: how a link is opened and accepted, whatever carries it.
+
+A transport has a ``kind`` (``direct``, ``lan``, ``relay``, ``webrtc``: the link kinds of
+SPEC 4.1/5), opens a link for a ``DialCandidate`` of its kind, and may serve inbound
+links. A link is anything that moves text frames in order between two nodes: the
+handshake and the sealed session run the same on every one, so no path is ever less
+safe than another. The hub only ever sees ``Link`` and ``Transports``; it never names
+a transport.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Protocol
+
+import trio
+
+from hd_protocol import DialCandidate
+
+
+class LinkClosed(Exception):
+    """The link is gone (closed by either side, broken, or a limit was hit)."""
+
+
+class Link(Protocol):
+    """One ordered, reliable channel of text frames to one remote endpoint."""
+
+    kind: str
+    remote_addr: str | None
+
+    async def receive_some(self) -> list[str | bytes]:
+        """At least one frame, and every other one already buffered; ``LinkClosed``
+        when the link is gone."""
+        ...
+
+    async def send_many(self, messages: Sequence[str | bytes]) -> None:
+        """Write frames in order (one task at a time: the link's writer)."""
+        ...
+
+    async def aclose(self, code: int = 1000, reason: str = "") -> None:
+        """Close (best effort, bounded in time); never raises."""
+        ...
+
+
+class DialFailed(Exception):
+    """Opening a link failed before any hd frame was exchanged.
+
+    ``code``: ``unreachable``, ``timeout``, ``refused_http`` (the address answered with
+    an HTTP status instead of a WebSocket: a busy or foreign server), ``bad_handshake``
+    (not a WebSocket), ``bad_address`` or ``unsupported`` (no transport of that kind).
+    """
+
+    def __init__(self, code: str, message: str = "") -> None:
+        super().__init__(f"{code}: {message}" if message else code)
+        self.code = code
+        self.message = message or code
+
+
+Accept = Callable[[Link], Awaitable[None]]
+
+
+class Transport(Protocol):
+    kind: str
+    # Whether an address of this kind that once worked is worth storing for
+    # reconnects (a ws:// address: yes; a relay or a WebRTC signalling target: no).
+    remembers_addresses: bool
+
+    async def open(self, candidate: DialCandidate, *, timeout_s: float) -> Link:
+        """A new link to ``candidate`` or ``DialFailed``; nothing else escapes."""
+        ...
+
+    async def serve(self, accept: Accept, *,
+                    task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
+        """Accept inbound links until cancelled, handing each to ``accept`` (which owns
+        it until it returns). ``task_status.started`` reports what the transport bound."""
+        ...
+
+
+class Transports:
+    """The node's transports by kind; dialling routes a candidate to its transport."""
+
+    def __init__(self) -> None:
+        self._by_kind: dict[str, Transport] = {}
+
+    def add(self, transport: Transport) -> None:
+        if transport.kind in self._by_kind:
+            raise ValueError(f"a {transport.kind} transport is already registered")
+        self._by_kind[transport.kind] = transport
+
+    @property
+    def kinds(self) -> frozenset[str]:
+        return frozenset(self._by_kind)
+
+    def get(self, kind: str) -> Transport | None:
+        return self._by_kind.get(kind)
+
+    async def open(self, candidate: DialCandidate, *, timeout_s: float) -> Link:
+        transport = self._by_kind.get(candidate.kind)
+        if transport is None:
+            raise DialFailed("unsupported", f"this node has no {candidate.kind} transport")
+        return await transport.open(candidate, timeout_s=timeout_s)
