@@ -16,7 +16,7 @@ MAX_LINES = 420  # "about 400": a file much longer is usually two concerns
 # only through the seam (hd_node.transport), never one by name.
 HUB_MODULES = ("hub", "sessions", "connector", "linkdriver", "features", "peers", "pairing",
                "reconnect", "commands", "tabs", "tabbus", "trust", "bench")
-TRANSPORT_MODULES = {"direct", "wslink", "httpserver"}
+TRANSPORT_MODULES = {"direct", "wslink", "wsdial", "wsinbound", "httpserver", "httpconn", "httpapi"}
 TRANSPORT_KINDS = {"direct", "lan", "relay", "webrtc"}
 
 
