@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import trio
 
-from hd_protocol import Identity, ProtocolError
+from hd_protocol import Identity, LocalProtocolError, ProtocolError
 from hd_protocol.chat import CHAT_TYPES, ChatLog
 from hd_protocol.collab import COLLAB_TYPES, Panes, check_pane_key
 from hd_protocol.connection import Message, PeerError
@@ -113,15 +113,24 @@ class Features:
         except LinkBusy:
             log.info("link overloaded peer=%s: closed, it will catch up", peer_id)
             return
+        except LocalProtocolError as exc:
+            # Not sendable at all (e.g. a pane stored before today's size check that no
+            # envelope can carry): skip it, loudly, and go on with the rest.
+            log.warning("not sent peer=%s type=%s code=%s", peer_id, type_, exc.code)
+            return
         touched.add(driver)
 
     async def apply_paced(self, effects: Sequence[Effect]) -> None:
         """``apply`` one effect at a time, waiting for room on a link before queueing
         more on it: the catch-up after a (re)connect can be large (every shared pane,
-        every unsent chat message)."""
-        for e in effects:
-            for driver in self.apply([e]):
-                await driver.wait_room()
+        every unsent chat message). Runs as a task of its own: a bug here is logged and
+        ends the catch-up, never the node."""
+        try:
+            for e in effects:
+                for driver in self.apply([e]):
+                    await driver.wait_room()
+        except Exception:
+            log.exception("catch-up failed")
 
     @staticmethod
     async def wait_room(links: set[LinkDriver]) -> None:

@@ -20,7 +20,7 @@ fall below ``soft_limit`` (``wait_room``) before they queue more.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -203,9 +203,9 @@ class LinkDriver:
         """The link's whole life. Returns once the link is closed."""
         try:
             async with trio.open_nursery() as n:
-                n.start_soon(self._reader)
-                n.start_soon(self._timer)
-                await self._writer()
+                n.start_soon(self._guarded, self._reader)
+                n.start_soon(self._guarded, self._timer)
+                await self._guarded(self._writer)
                 n.cancel_scope.cancel()
         finally:
             if self.conn.state is not State.CLOSED:
@@ -219,6 +219,14 @@ class LinkDriver:
                 await self.link.aclose(1000)
             self.finished.set()
             self.owner.ended(self)
+
+    async def _guarded(self, task: Callable[[], Awaitable[None]]) -> None:
+        """A bug of ours in one link ends that link, loudly, never the node."""
+        try:
+            await task()
+        except Exception:
+            log.exception("link task failed peer=%s: closing the link", self.peer_id or "-")
+            self._lost("internal_error")
 
     async def _reader(self) -> None:
         try:

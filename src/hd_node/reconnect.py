@@ -98,6 +98,9 @@ class Reconnector:
                 except HubError as exc:
                     log.info("reconnect failed peer=%s attempt=%d reason=%s",
                              peer_id, attempt, exc.code)
+                except Exception:
+                    log.exception("reconnect loop failed peer=%s: it stops", peer_id)
+                    return
                 attempt += 1
                 await trio.sleep(self._delay_s(attempt))
         finally:

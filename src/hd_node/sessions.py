@@ -15,7 +15,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
-from hd_protocol import Decision, Identity, keep_new_session
+from hd_protocol import Decision, Identity, LocalProtocolError, keep_new_session
 from hd_protocol.admission import reject
 from hd_protocol.connection import (
     Closed,
@@ -29,7 +29,7 @@ from hd_protocol.connection import (
 )
 from hd_protocol.limits import Limits
 
-from .linkdriver import LinkDriver
+from .linkdriver import LinkBusy, LinkDriver
 from .metrics import NodeMetrics
 from .store import NodeStore
 from .trust import DialIntent, Trust
@@ -212,5 +212,17 @@ def _guard(fn: Callable[..., None], *args: Any) -> None:
     """A listener's or handler's bug must not take the link (or the node) down."""
     try:
         fn(*args)
-    except Exception:
-        log.exception("handler failed: %s", getattr(fn, "__qualname__", fn))
+    except LinkBusy:
+        log.info("link overloaded: %s could not queue its answer",
+                 getattr(fn, "__qualname__", fn))
+    except LocalProtocolError as exc:
+        if exc.code != "not_open":
+            _log_failure(exc, fn)
+        # The session ended while this message was being handled: nothing to answer.
+    except Exception as exc:
+        _log_failure(exc, fn)
+
+
+def _log_failure(exc: BaseException, fn: Any) -> None:
+    """A bug of ours: logged with its traceback, never mistaken for a peer's fault."""
+    log.error("handler failed: %s", getattr(fn, "__qualname__", fn), exc_info=exc)

@@ -117,6 +117,11 @@ class TabSession:
         except (HubError, ProtocolError) as exc:
             self.error(tab, frame.channel, exc.code, exc.message, req)
             return
+        except Exception:
+            # A bug of ours: the tab gets a typed answer and keeps its socket.
+            log.exception("command failed channel=%s event=%s", frame.channel, frame.event)
+            self.error(tab, frame.channel, "internal", "internal error", req)
+            return
         if answer is not None:
             push_answer(tab, answer, req)
 
