@@ -58,6 +58,7 @@ from hd_protocol import (
     signing_bytes,
     verify_envelope,
 )
+from hd_protocol.connection import Connection, HandshakeFailed
 from hd_protocol.envelope import FIELDS
 from hd_protocol.handshake import REASONS, Established, Failed, HandshakeResult, NeedAdmission
 from hd_protocol.handshake import Send as HsSend
@@ -560,6 +561,77 @@ def session(data: bytes) -> str:
     return _deliver_twice(local, _only(outs, SessionSend).wire)
 
 
+# --- the connection machine (handshake -> session -> keepalive) ---------------------
+
+CONN_EVENTS = (NeedAdmission, Established, HandshakeFailed, Message, Reply, Timeout, Pong,
+               PeerError, Dropped, Closed)
+
+
+def _open_pair() -> tuple[Connection, Connection]:
+    """(local, peer): two honest Connections with an open session (local dialled)."""
+    local = Connection.dial(DIALER, rng=det_rng(b"conn-local"), now=0, wall=NOW,
+                            expected_node_id=ACCEPTOR.node_id)
+    peer = Connection.accept(ACCEPTOR, rng=det_rng(b"conn-peer"), now=0, wall=NOW)
+    for _ in range(4):
+        for src, dst in ((local, peer), (peer, local)):
+            for f in src.frames_to_send():
+                dst.receive(f, 0, NOW)
+            for ev in dst.events():
+                if isinstance(ev, NeedAdmission):
+                    dst.admit(Decision("trusted"), 0, NOW)
+    _require(local.is_open and peer.is_open, "the honest handshake did not open")
+    return local, peer
+
+
+def connection(data: bytes) -> str:
+    """Frames and the passage of time into an open ``Connection``.
+
+    ``data`` is cut at ``\\n\\n`` into steps. A step starting with ``T`` moves the
+    monotonic clock by (its length) seconds and fires the timer; ``P`` has the real peer
+    seal the rest (as JSON) as a ``peer_chat``/``ping``/``bye``/unknown message; anything
+    else is a raw frame. Invariants: only the documented events come out, every frame
+    we write is signed by us, sealed and in ``seq`` order, a message is never delivered
+    twice, and the machine's next deadline never lies in the past after a timer.
+    """
+    local, peer = _open_pair()
+    now, seqs, seen = 0, [], set()
+    label = "open"
+    for step in data.split(b"\n\n")[:32]:
+        if step[:1] == b"T":
+            now += 1000 * max(1, len(step))
+            local.handle_timer(now, NOW + now)
+            dl = local.next_deadline()
+            _require(dl is None or dl > now, "a deadline was left in the past")
+        elif step[:1] == b"P" and len(step) > 1:
+            kind = ("peer_chat", "ping", "bye", "zz_unknown")[step[1] % 4]
+            value = json_value(step[2:])
+            payload = value if type(value) is dict else {"text": value, "reason": value}
+            try:
+                peer.send(kind, payload, now, NOW)
+            except ProtocolError:
+                continue
+            for f in peer.frames_to_send():
+                local.receive(f, now, NOW)
+                local.receive(f, now, NOW)  # a replay must never be delivered again
+        else:
+            local.receive(step, now, NOW)
+        for ev in local.events():
+            _require(isinstance(ev, CONN_EVENTS), f"unexpected event {ev!r}")
+            if isinstance(ev, Message):
+                _require(ev.msg_id not in seen, "a message was delivered twice")
+                seen.add(ev.msg_id)
+                label = "message"
+            elif isinstance(ev, Closed):
+                label = "closed"
+        for f in local.frames_to_send():
+            env = decode_envelope(f)
+            _require(verify_envelope(env, DIALER.public_key), "wrote an unsigned frame")
+            _require(env.box is not None and env.seq is not None, "wrote an unsealed frame")
+            _require(not seqs or env.seq > seqs[-1], "seq went backwards")
+            seqs.append(env.seq)
+    return label
+
+
 # --- seeds --------------------------------------------------------------------------
 
 
@@ -602,6 +674,8 @@ def seeds() -> dict[str, list[bytes]]:
         "invite": [inv.encode(), (inv + "\n").encode()],
         "handshake": hs + signed,
         "session": sess,
+        "connection": [b"T\n\nTT", b'P\x00{"text":"hi","from_name":"p"}', b"T\n\nT\n\nT\n\nT\n\nT",
+                       b'P\x01{}\n\nP\x02"bye"', chat.encode(), b"\x00" * 40],
     }
 
 
@@ -620,4 +694,5 @@ TARGETS: dict[str, Callable[[bytes], str]] = {
     "invite": invite,
     "handshake": handshake_any,
     "session": session,
+    "connection": connection,
 }

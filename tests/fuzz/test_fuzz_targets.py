@@ -248,6 +248,7 @@ def test_seeds_reach_the_states_behind_the_signature_checks() -> None:
     assert labels["handshake"][4] == "established"  # acceptor admitted the auth seed
     assert labels["handshake"].count("established") >= 5  # the hostile signer's keeps too
     assert {"message", "reply", "pong", "closed", "peererror"} <= set(labels["session"])
+    assert {"open", "message", "closed"} <= set(labels["connection"])
 
 
 def test_a_forged_admission_would_be_reported(monkeypatch: pytest.MonkeyPatch) -> None:
