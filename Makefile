@@ -22,14 +22,15 @@ browser-deps:
 	  echo "installing Debian's chromium for the browser tests"; \
 	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium >/dev/null; }
 
+# The node creates its data directory itself (0700); `hd-node ui` prints the URL only
+# once it has checked that the node answering is the one this directory started.
 run: $(STAMP)
-	@mkdir -p $(DATA_DIR) && rm -f $(DATA_DIR)/node.json
 	@$(BIN)/hd-node run --data-dir $(DATA_DIR) & pid=$$!; \
 	trap 'kill -INT $$pid 2>/dev/null; wait $$pid' INT TERM; \
-	for i in $$(seq 100); do [ -f $(DATA_DIR)/node.json ] && break; \
-	  kill -0 $$pid 2>/dev/null || exit 1; sleep 0.1; done; \
+	for i in $$(seq 100); do url=$$($(BIN)/hd-node ui --data-dir $(DATA_DIR) 2>/dev/null) \
+	  && break; kill -0 $$pid 2>/dev/null || exit 1; sleep 0.2; done; \
 	echo; echo "  hd fabric node is running. Open the UI:"; \
-	echo "  $$($(BIN)/hd-node ui --data-dir $(DATA_DIR))"; echo "  (Ctrl-C stops it)"; echo; \
+	echo "  $$url"; echo "  (Ctrl-C stops it)"; echo; \
 	wait $$pid
 
 demo: $(STAMP)

@@ -25,13 +25,19 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import time
 from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import AcceptConnection, CloseConnection, Ping, TextMessage
+from wsproto.events import Request as WsRequest
 
+from hd_node.direct import PREAUTH
+from hd_node.wsinbound import Inbound
 from hd_protocol import (
     Acceptor,
     CanonicalError,
@@ -632,6 +638,66 @@ def connection(data: bytes) -> str:
     return label
 
 
+# --- the pre-authentication WebSocket path (hd_node) -----------------------------------
+
+
+def _open_ws_pair() -> tuple[WSConnection, Any]:
+    """(client, server connection) of a WebSocket already past its upgrade."""
+    client = WSConnection(ConnectionType.CLIENT)
+    server = WSConnection(ConnectionType.SERVER)
+    server.receive_data(client.send(WsRequest(host="node", target="/peer-ws")))
+    for _ in server.events():
+        pass
+    client.receive_data(server.send(AcceptConnection()))
+    for _ in client.events():
+        pass
+    return client, server.connection
+
+
+def preauth_ws(data: bytes) -> str:
+    """What a client sends right after the upgrade, read by a peer listener that has
+    not yet seen a handshake (``hd_node.wsinbound.Inbound`` with the peer listener's
+    pre-authentication budget). ``data[0]`` sets the read size; the rest is the bytes.
+
+    Invariants: parsing never raises; no message over the budget's size comes out; no
+    message comes out of a pass after the one that ended reading; more bytes than the
+    budget allows always end reading."""
+    if not data:
+        return "empty"
+    _, conn = _open_ws_pair()
+    inbound = Inbound(conn, "192.0.2.1", "direct", max_message_size=1 << 20,
+                      max_fragments=1024, max_pings=20, preauth=PREAUTH,
+                      clock=time.monotonic)
+    step = 1 + data[0] * 7
+    label = "open"
+    for i in range(1, len(data), step):
+        if inbound.failure is not None:
+            break
+        chunk = data[i:i + step]
+        inbound.note_bytes(len(chunk))
+        try:
+            conn.receive_data(chunk)
+        except Exception:
+            label = "refused_by_wsproto"
+            break
+        for _ in range(64):
+            inbound.process(False)
+            if not inbound.more_buffered:
+                break
+        for m in inbound.take_ready():
+            _require(len(m) <= PREAUTH.max_message_size, "a message over the budget came out")
+            label = "message"
+    if inbound.bytes_in > PREAUTH.max_bytes:
+        inbound.process(False)
+        _require(inbound.failure is not None, "the byte budget did not end reading")
+    if inbound.failure is not None:
+        inbound.take_ready()  # what completed before the end was handed out
+        inbound.process(False)
+        _require(inbound.take_ready() == [], "a message came out after reading ended")
+        label = f"closed:{inbound.failure[0]}"
+    return label
+
+
 # --- seeds --------------------------------------------------------------------------
 
 
@@ -674,9 +740,23 @@ def seeds() -> dict[str, list[bytes]]:
         "invite": [inv.encode(), (inv + "\n").encode()],
         "handshake": hs + signed,
         "session": sess,
+        "preauth_ws": _preauth_seeds(),
         "connection": [b"T\n\nTT", b'P\x00{"text":"hi","from_name":"p"}', b"T\n\nT\n\nT\n\nT\n\nT",
                        b'P\x01{}\n\nP\x02"bye"', chat.encode(), b"\x00" * 40],
     }
+
+
+def _preauth_seeds() -> list[bytes]:
+    client, _ = _open_ws_pair()
+    hello = encode_envelope(sign_envelope(make_envelope(
+        "hello", msg_id="6" * 32, src=DIALER.node_id, dst=None, ts=NOW,
+        data={"x": "y"}), DIALER))
+    frames = [client.send(TextMessage(data=hello)),
+              b"".join(client.send(TextMessage(data="ab", message_finished=False))
+                       for _ in range(6)),
+              b"".join(client.send(Ping(payload=b"p")) for _ in range(4)),
+              client.send(CloseConnection(code=1000))]
+    return [bytes([3]) + f for f in frames] + [bytes([0]) + frames[0]]
 
 
 def handshake_any(data: bytes) -> str:
@@ -695,4 +775,5 @@ TARGETS: dict[str, Callable[[bytes], str]] = {
     "handshake": handshake_any,
     "session": session,
     "connection": connection,
+    "preauth_ws": preauth_ws,
 }

@@ -418,8 +418,18 @@ def _prose_claims() -> Iterator[str]:
     yield f"the frame is over {lim.max_envelope_bytes // 1024**2} MiB (UTF-8 bytes)"
     yield f"0 ..= {envelope.MAX_TTL}, we send {envelope.DEFAULT_TTL}"
     yield f"gives up {secs(lim.handshake_timeout_ms)} after the link opened"
-    yield (f"runs at most {lim.handshakes_in_flight} handshakes at once and keeps at most "
+    yield (f"runs at most {lim.handshakes_in_flight} handshakes at once, at most "
+           f"{lim.handshakes_per_address} of them from one remote address, and keeps at most "
            f"{lim.sessions_per_node} sessions")
+    from hd_node.direct import PREAUTH, peer_listener_limits
+
+    yield (f"messages of at most {PREAUTH.max_message_size // 1024} KiB, at most "
+           f"{PREAUTH.max_fragments} fragments per message, at most {PREAUTH.max_pings} pings "
+           f"and {PREAUTH.max_bytes // 1024} KiB in all")
+    peer = peer_listener_limits(lim.max_envelope_bytes)
+    yield (f"({peer.max_connections} in all, {peer.max_connections_per_address} per remote "
+           f"address, {int(peer.new_connections_per_address_per_s)} new ones per second per "
+           f"address) and gives a request head {int(peer.head_timeout_s)} s")
     yield f"less than one handshake timeout ({secs(lim.handshake_timeout_ms)}) apart"
     # Sessions.
     yield f"after {lim.session_failures_before_close} failures the session"
@@ -438,7 +448,7 @@ def _prose_claims() -> Iterator[str]:
     # Features.
     yield f"`text` (at most {lim.collab_text_bytes // 1024} KiB of UTF-8)"
     yield f"then 1 byte .. {lim.chat_text_bytes // 1024} KiB of UTF-8"
-    yield f"at most {lim.addresses} `ws://` or `wss://` URL strings"
+    yield f"at most {lim.addresses} peer addresses"
     yield f"**Lifetime** {lim.invite_ttl_ms // 3_600_000} h by default"
     yield f"at most {admission.MAX_INVITE_CHARS} characters"
     # Candidates and the ladder.

@@ -1,22 +1,37 @@
 """``hd-node``: run a node, and talk to a running one (SPEC 9/10).
 
 Commands: run, id, invite, pair, peers, ui. Errors print one clear line to stderr and
-exit non-zero (2 for usage and configuration errors, 1 for everything else).
+exit non-zero (2 for usage and configuration errors and for a data directory the node
+refuses to start on, 1 for everything else).
+
+A command that talks to a running node trusts node.json only once the process on its
+port proves to be the node that wrote it (``/healthz``: node id, per-start nonce and an
+HMAC of a fresh challenge keyed with the token): after a kill -9 the file stays behind,
+and the port may belong to anyone by then. Only then is the token sent.
 """
 
 from __future__ import annotations
 
 import argparse
+import hmac
 import json
 import logging
+import os
+import secrets
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
 from . import __version__, files
 from .config import ConfigError, Settings, load_settings
+from .dbfile import stored_peer_count
+
+HEALTH_TIMEOUT = 3.0  # s: a live node answers /healthz at once
 
 
 class CliError(Exception):
@@ -42,6 +57,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--trust-mode", choices=["manual", "open-lan", "directory"])
     r.add_argument("--config", help="TOML config file ([network] table)")
     r.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
+    r.add_argument("--new-identity", action="store_true",
+                   help="identity.key is missing: make a new one even though node.db holds "
+                        "peers (a new node id; they must pair again)")
 
     i = sub.add_parser("id", help="print this node's identity (works offline)")
     data_dir(i)
@@ -68,27 +86,75 @@ def _settings(args: argparse.Namespace, with_cli: bool = False) -> Settings:
     return load_settings(args.data_dir, config_file=config, cli=cli)
 
 
-def _running(data_dir: Path) -> dict[str, Any]:
+class RunningNode:
+    """The node named by node.json, checked to be the process that wrote it."""
+
+    def __init__(self, info: dict[str, Any], client: httpx.Client) -> None:
+        self.info = info
+        self.client = client  # keeps the checked connection for the token's request
+
+    def api(self, method: str, path: str, body: dict[str, Any] | None = None,
+            timeout: float = 30.0) -> tuple[int, Any]:
+        url = self.info["ui_url"].rstrip("/") + path
+        try:
+            resp = self.client.request(
+                method, url, json=body, timeout=timeout,
+                headers={"Authorization": f"Bearer {self.info['token']}"})
+        except httpx.HTTPError as exc:
+            raise CliError(f"cannot reach the node at {self.info['ui_url']}: {exc}") from None
+        try:
+            return resp.status_code, resp.json()
+        except ValueError:
+            raise CliError(f"unexpected answer from the node ({resp.status_code})") from None
+
+
+@contextmanager
+def _running(data_dir: Path) -> Iterator[RunningNode]:
     info = files.read_node_json(data_dir)
     if info is None:
         raise CliError(f"no running node for {data_dir} (start one with: hd-node run "
                        f"--data-dir {data_dir})")
-    return info
-
-
-def _api(info: dict[str, Any], method: str, path: str, body: dict[str, Any] | None = None,
-         timeout: float = 30.0) -> tuple[int, Any]:
-    url = info["ui_url"].rstrip("/") + path
+    if not all(isinstance(info.get(k), str) and info[k]
+               for k in ("ui_url", "node_id", "nonce", "token")):
+        raise CliError(f"no running node for {data_dir} (node.json lacks the fields to check "
+                       f"the node; restart it with this version)")
+    # No proxy from the environment may see the token, and no redirect may carry it.
+    client = httpx.Client(trust_env=False, follow_redirects=False)
     try:
-        resp = httpx.request(method, url, json=body,
-                             headers={"Authorization": f"Bearer {info['token']}"},
-                             timeout=timeout)
+        _check_node(data_dir, info, client)
+        yield RunningNode(info, client)
+    finally:
+        client.close()
+
+
+def _check_node(data_dir: Path, info: dict[str, Any], client: httpx.Client) -> None:
+    """Ask the port of node.json, without the token, whether it is the node that wrote
+    the file: same node id, same per-start nonce, and the HMAC of our fresh challenge
+    keyed with the token (the nonce alone could be repeated by a process that asked
+    /healthz before the node died)."""
+    ui_url = info["ui_url"]
+    challenge = secrets.token_hex(32)
+    stale = f"no running node for {data_dir} (node.json is stale"
+    try:
+        resp = client.get(ui_url.rstrip("/") + "/healthz", params={"challenge": challenge},
+                          timeout=HEALTH_TIMEOUT)
     except httpx.HTTPError as exc:
-        raise CliError(f"cannot reach the node at {info['ui_url']}: {exc}") from None
+        why = str(exc) or type(exc).__name__
+        raise CliError(f"{stale}: cannot reach the node at {ui_url}: {why})") from None
     try:
-        return resp.status_code, resp.json()
+        health = resp.json()
     except ValueError:
-        raise CliError(f"unexpected answer from the node ({resp.status_code})") from None
+        health = None
+    expected = files.healthz_proof(info["token"], info["node_id"], info["nonce"], challenge)
+    if not (resp.status_code == 200 and isinstance(health, dict)
+            and health.get("node_id") == info["node_id"] and health.get("nonce") == info["nonce"]
+            and isinstance(health.get("proof"), str)
+            and hmac.compare_digest(health["proof"].encode(), expected.encode())):
+        try:
+            where = f"port {urlsplit(ui_url).port}"
+        except ValueError:
+            where = ui_url
+        raise CliError(f"{stale}: another process answers on {where})")
 
 
 def _print(obj: Any) -> None:
@@ -106,9 +172,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
     try:
-        node = Node(settings)
+        node = Node(settings, new_identity=args.new_identity)
     except files.DataDirBusy as exc:
         raise CliError(str(exc)) from None
+    except OSError as exc:  # files.DataError covers what we can name; this is the rest
+        raise files.DataError(f"cannot use the data directory {settings.data_dir}: "
+                              f"{exc}") from None
     try:
         trio.run(node.run)
     except KeyboardInterrupt:
@@ -135,16 +204,30 @@ def _os_error(exc: BaseException) -> OSError | None:
 
 def cmd_id(args: argparse.Namespace) -> int:
     s = _settings(args)
-    ident = files.load_or_create_identity(s.data_dir)
+    ident = files.load_identity(s.data_dir)
+    if ident is None:
+        # Created under the node's lock and by the node's rule: never while node.db
+        # holds peers that pinned a key that went missing.
+        try:
+            fd = files.lock_data_dir(s.data_dir)
+        except files.DataDirBusy:
+            raise CliError(f"a node is starting with data directory {s.data_dir}; "
+                           f"try again in a moment") from None
+        try:
+            ident = files.load_identity(s.data_dir) or files.start_new_identity(
+                s.data_dir, stored_peers=stored_peer_count(s.data_dir / files.DB_FILE),
+                allowed=False)
+        finally:
+            os.close(fd)
     _print({"node_id": ident.node_id, "public_key": ident.public_key,
             "name": s.node_name or f"node-{ident.node_id[:6]}"})
     return 0
 
 
 def cmd_invite(args: argparse.Namespace) -> int:
-    info = _running(_settings(args).data_dir)
     body = {} if args.ttl is None else {"ttl_s": args.ttl}
-    status, out = _api(info, "POST", "/api/invites", body)
+    with _running(_settings(args).data_dir) as node:
+        status, out = node.api("POST", "/api/invites", body)
     if status != 200:
         raise CliError(f"invite failed: {out.get('error')}: {out.get('message')}")
     print(out["invite"])
@@ -152,8 +235,8 @@ def cmd_invite(args: argparse.Namespace) -> int:
 
 
 def cmd_pair(args: argparse.Namespace) -> int:
-    info = _running(_settings(args).data_dir)
-    status, out = _api(info, "POST", "/api/pair", {"invite": args.invite})
+    with _running(_settings(args).data_dir) as node:
+        status, out = node.api("POST", "/api/pair", {"invite": args.invite})
     _print(out)
     if status != 200 or not out.get("ok"):
         print(f"hd-node: pairing failed: {out.get('error')}: {out.get('message')}",
@@ -163,8 +246,8 @@ def cmd_pair(args: argparse.Namespace) -> int:
 
 
 def cmd_peers(args: argparse.Namespace) -> int:
-    info = _running(_settings(args).data_dir)
-    status, out = _api(info, "GET", "/api/peers")
+    with _running(_settings(args).data_dir) as node:
+        status, out = node.api("GET", "/api/peers")
     if status != 200:
         raise CliError(f"peers failed: {out.get('error')}")
     _print(out)
@@ -172,8 +255,10 @@ def cmd_peers(args: argparse.Namespace) -> int:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
-    info = _running(_settings(args).data_dir)
-    print(f"{info['ui_url']}?token={info['token']}")
+    # Checked too: a URL with the token that points at an impostor would hand it over
+    # as soon as it is opened.
+    with _running(_settings(args).data_dir) as node:
+        print(f"{node.info['ui_url']}?token={node.info['token']}")
     return 0
 
 
@@ -185,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except ConfigError as exc:
+    except (ConfigError, files.DataError) as exc:
         print(f"hd-node: {exc}", file=sys.stderr)
         return 2
     except CliError as exc:

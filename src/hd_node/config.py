@@ -37,6 +37,7 @@ class Settings:
     ping_interval_s: float = 5.0
     ping_timeout_s: float = 5.0
     write_timeout_s: float = 10.0
+    chat_ack_timeout_s: float = 30.0
     log_level: str = "INFO"
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -50,7 +51,7 @@ class Settings:
             if not 0 <= port <= 65535:
                 raise ConfigError(f"{name} must be 0..65535")
         for name in ("handshake_timeout_s", "ping_interval_s", "ping_timeout_s",
-                     "write_timeout_s"):
+                     "write_timeout_s", "chat_ack_timeout_s"):
             if not 0.05 <= getattr(self, name) <= 3600:
                 raise ConfigError(f"{name} must be between 0.05 and 3600 seconds")
         if self.advertise and not self.advertise.startswith(("ws://", "wss://")):
@@ -74,6 +75,7 @@ _FILE_KEYS = {
     "pingInterval": "ping_interval_s",
     "pingTimeout": "ping_timeout_s",
     "writeTimeout": "write_timeout_s",
+    "chatAckTimeout": "chat_ack_timeout_s",
 }
 _ENV_KEYS = {
     "HD_NODE_NAME": "node_name",
@@ -149,4 +151,5 @@ def limits_for(settings: Settings) -> Limits:
         handshake_timeout_ms=int(settings.handshake_timeout_s * 1000),
         ping_interval_ms=int(settings.ping_interval_s * 1000),
         ping_timeout_ms=int(settings.ping_timeout_s * 1000),
+        chat_ack_timeout_ms=int(settings.chat_ack_timeout_s * 1000),
     )

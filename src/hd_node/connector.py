@@ -18,10 +18,10 @@ from typing import Any
 import trio
 
 from hd_protocol import Connection, DialCandidate, Identity, Ladder
+from hd_protocol.addressbook import learn, record
 from hd_protocol.candidates import LadderOutput, StartDial
 from hd_protocol.handshake import State as HsState
 from hd_protocol.limits import Limits
-from hd_protocol.presence import merge_addrs
 
 from .clock import mono_ms, trio_deadline, wall_ms
 from .errors import HubError
@@ -71,6 +71,7 @@ class Connector:
             link = await self.transports.open(
                 candidate, timeout_s=self.limits.handshake_timeout_ms / 1000)
         except DialFailed as exc:
+            self._demote_address(candidate, expected)
             code = _DIAL_CODES.get(exc.code, exc.code)
             if exc.code == "refused_http" and "503" in exc.message:
                 code = "busy"
@@ -102,6 +103,8 @@ class Connector:
         failure = conn.failure
         if failure is None:
             raise HubError("closed", "the session ended at once")
+        if failure.reason in ("timeout", "closed", "wrong_node", "bad_handshake"):
+            self._demote_address(candidate, expected)
         message = failure.message or failure.reason
         if failure.reason == "closed" and conn.handshake.state is HsState.WAIT_HELLO_ACK:
             # An acceptor drops a hello addressed to someone else unanswered.
@@ -163,11 +166,25 @@ class Connector:
                        refused=bool(last and last.refused))
 
     def _remember_address(self, driver: LinkDriver) -> None:
+        """An address that got us a session goes to the front (as the user's: we
+        dialled it because the user, an invite or a stored record said so)."""
         cand, peer = driver.candidate, driver.peer_id
-        transport = self.transports.get(cand.kind) if cand is not None else None
-        if cand is None or peer is None or not (transport and transport.remembers_addresses):
+        if cand is None or peer is None or not self._remembers(cand):
             return
         stored = self.store.get_peer(peer)
         if stored is not None:
-            self.store.set_addrs(peer, merge_addrs(stored.addrs, cand.address, (),
-                                                   self.limits.addresses))
+            book = learn(record(stored.book, cand.address, ok=True), [cand.address], "user",
+                         limit=self.limits.addresses)
+            self.store.set_book(peer, book)
+
+    def _demote_address(self, cand: DialCandidate, peer: str | None) -> None:
+        """An address of a known peer failed: it is tried after the others next time."""
+        if peer is None or not self._remembers(cand):
+            return
+        stored = self.store.get_peer(peer)
+        if stored is not None and cand.address in stored.addrs:
+            self.store.set_book(peer, record(stored.book, cand.address, ok=False))
+
+    def _remembers(self, cand: DialCandidate) -> bool:
+        transport = self.transports.get(cand.kind)
+        return bool(transport and transport.remembers_addresses)

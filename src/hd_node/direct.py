@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
 from typing import Any
 
 import trio
@@ -18,41 +17,54 @@ from hd_protocol import DialCandidate
 
 from .httpserver import Request, Response, ServerLimits, serve
 from .metrics import NodeMetrics
-from .transport import Accept, DialFailed, Link
-from .wslink import DialError, WsLink, dial_ws
+from .transport import DialFailed, InboundGate, Link, Ticket
+from .wslink import DialError, WsBudget, WsLink, dial_ws
 
 log = logging.getLogger("hd_node.direct")
 
 PATH = "/peer-ws"
 
 
+# What a peer may send on /peer-ws before its handshake completes: a hello and an auth.
+PREAUTH = WsBudget(max_message_size=32 * 1024, max_fragments=4, max_pings=2,
+                   max_bytes=64 * 1024)
+
+
+def peer_listener_limits(max_message_bytes: int) -> ServerLimits:
+    """The peer listener's budgets: it faces the internet, unlike the local one."""
+    return ServerLimits(
+        ws_max_message_bytes=max_message_bytes, ws_preauth=PREAUTH,
+        max_connections=512, max_connections_per_address=32,
+        new_connections_per_address_per_s=100.0, new_connections_per_address_burst=200,
+        head_timeout_s=5.0,
+    )
+
+
 class DirectTransport:
     remembers_addresses = True
 
     def __init__(self, *, host: str, port: int, max_message_bytes: int, metrics: NodeMetrics,
-                 can_accept: Callable[[], bool], kind: str = "direct",
-                 server_limits: ServerLimits | None = None) -> None:
+                 kind: str = "direct", server_limits: ServerLimits | None = None) -> None:
         self.kind = kind
         self.host = host
         self.port = port
         self.max_message_bytes = max_message_bytes
         self.metrics = metrics
-        self.can_accept = can_accept
-        self.server_limits = server_limits or ServerLimits(
-            ws_max_message_bytes=max_message_bytes)
+        self.server_limits = server_limits or peer_listener_limits(max_message_bytes)
 
     async def open(self, candidate: DialCandidate, *, timeout_s: float) -> Link:
         try:
             return await dial_ws(candidate.address, timeout_s=timeout_s,
-                                 max_message_size=self.max_message_bytes, kind=self.kind)
+                                 max_message_size=self.max_message_bytes, kind=self.kind,
+                                 preauth=PREAUTH)
         except DialError as exc:
             code = {"http_status": "refused_http", "bad_url": "bad_address"}.get(
                 exc.code, exc.code)
             raise DialFailed(code, exc.message) from None
 
-    async def serve(self, accept: Accept, *,
+    async def serve(self, gate: InboundGate, *,
                     task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
-        app = PeerApp(accept, self.can_accept, self.metrics)
+        app = PeerApp(gate, self.metrics, self.kind)
         await serve(app, self.host, self.port, limits=self.server_limits,
                     count=lambda why: self.metrics.listener.labels("peer", why).inc(),
                     name="peer", task_status=task_status)
@@ -63,13 +75,15 @@ def _json(status: int, obj: Any) -> Response:
 
 
 class PeerApp:
-    """The peer listener: ``/peer-ws`` and nothing else."""
+    """The peer listener: ``/peer-ws`` and nothing else. A handshake slot is taken in
+    ``websocket_check`` — before the 101 goes out, so the cap is exact — and handed to
+    the gate with the link (or given back if the upgrade never completes)."""
 
-    def __init__(self, accept: Accept, can_accept: Callable[[], bool],
-                 metrics: NodeMetrics) -> None:
-        self.accept = accept
-        self.can_accept = can_accept
+    def __init__(self, gate: InboundGate, metrics: NodeMetrics, kind: str) -> None:
+        self.gate = gate
         self.metrics = metrics
+        self.kind = kind
+        self._tickets: dict[int, Ticket] = {}
 
     async def http(self, req: Request) -> Response:
         return _json(404, {"error": "not_found", "message": f"only {PATH} is served"})
@@ -78,12 +92,23 @@ class PeerApp:
         if req.path != PATH:
             self.metrics.refused.labels("peer_path").inc()
             return _json(403, {"error": "not_found", "message": f"only {PATH} is served"})
-        if not self.can_accept():
-            # SPEC 4: more than 64 handshakes in flight -> refuse the connection.
+        ticket = self.gate.reserve(req.remote_addr)
+        if ticket is None:
+            # SPEC 4: past the handshakes in flight (in total, or from this address).
             self.metrics.refused.labels("busy").inc()
             log.info("peer link refused from=%s why=busy", req.remote_addr)
             return _json(503, {"error": "busy", "message": "too many handshakes, try later"})
+        self._tickets[id(req)] = ticket
         return None
 
+    def websocket_abandoned(self, req: Request) -> None:
+        ticket = self._tickets.pop(id(req), None)
+        if ticket is not None:
+            ticket.release()
+
     async def websocket(self, req: Request, link: WsLink) -> None:
-        await self.accept(link)
+        ticket = self._tickets.pop(id(req), None)
+        if ticket is None:  # cannot happen: the server checks before it upgrades
+            return
+        link.kind = self.kind
+        await self.gate.accept(link, ticket)

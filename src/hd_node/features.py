@@ -34,7 +34,7 @@ from hd_protocol.effects import (
 )
 from hd_protocol.limits import Limits
 
-from .clock import wall_ms
+from .clock import mono_ms, trio_deadline, wall_ms
 from .linkdriver import LinkBusy, LinkDriver
 from .metrics import NodeMetrics
 from .sessions import SessionRegistry
@@ -137,6 +137,20 @@ class Features:
         for driver in links:
             await driver.wait_room()
 
+    async def run_timers(self) -> None:
+        """Chat ack timers: a message a live peer has not acked in time is sent again
+        (``ChatLog.on_timer``). Wakes at the next deadline, and at least once a second
+        to pick up deadlines set since."""
+        while True:
+            now = mono_ms()
+            dl = self.chat.next_deadline()
+            await trio.sleep_until(trio_deadline(now + 1000 if dl is None
+                                                 else min(dl, now + 1000)))
+            now, dl = mono_ms(), self.chat.next_deadline()
+            if dl is not None and now >= dl - 1:
+                with self.store.batch():
+                    self.apply(self.chat.on_timer(max(now, dl)))
+
     # --- sessions (SessionListener) -----------------------------------------------------
 
     def session_opened(self, driver: LinkDriver) -> None:
@@ -147,7 +161,7 @@ class Features:
         # The machines learn of the session now (its messages may already be arriving);
         # the catch-up they ask for is sent paced, in its own task (SPEC 6.1/6.2).
         effects = [*self.panes.session_opened(driver.peer_id, level),
-                   *self.chat.session_opened(driver.peer_id)]
+                   *self.chat.session_opened(driver.peer_id, at=mono_ms())]
         if effects and self.nursery is not None:
             self.nursery.start_soon(self.apply_paced, effects)
 
@@ -211,7 +225,7 @@ class Features:
     async def chat_command(self, tab: Tab | None, event: str, data: dict[str, Any]) -> None:
         req = data.pop("req", None)
         with self.store.batch():
-            effects = self.chat.tab_command(event, data, wall_ms())
+            effects = self.chat.tab_command(event, data, wall_ms(), at=mono_ms())
             touched = self.apply(effects, tab=tab, req=req)
         if req is not None and tab is not None and not any(
                 isinstance(e, TabReply) for e in effects):

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from .wsinbound import WsBudget
 from .wslink import WsLink
 
 
@@ -71,6 +72,12 @@ class ServerLimits:
     ws_max_fragments: int = 1024
     ws_max_pings: int = 20  # per 10 s
     response_timeout_s: float = 10.0  # to write a response
+    # New connections one remote IP may open per second (token bucket; 0 = no limit).
+    new_connections_per_address_per_s: float = 0.0
+    new_connections_per_address_burst: int = 0
+    # What an upgraded WebSocket may send before the app calls link.authenticated()
+    # (None: the app authenticated it before the upgrade, as /ws does with its token).
+    ws_preauth: WsBudget | None = None
 
 
 DEFAULT_LIMITS = ServerLimits()

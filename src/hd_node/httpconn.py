@@ -110,6 +110,8 @@ class HttpConnection:
                                   max_incomplete_event_size=limits.max_head_bytes)
         self.eof = False
         self.fed = 0  # bytes given to h11 since the current request head began
+        self.waiting_first = True  # no complete request head yet (evictable when full)
+        self.scope = trio.CancelScope()
 
     # --- reading ----------------------------------------------------------------------
 
@@ -284,6 +286,7 @@ class HttpConnection:
             if req is None:
                 return
             first = False
+            self.waiting_first = False
             if not await self._handle(req):
                 return
             conn = self.h11
@@ -338,37 +341,48 @@ class HttpConnection:
                       self.name, self.remote, request.path, refusal.status)
             await self._respond(request.method, refusal, close=True)
             return
-        if not _valid_ws_key_and_version(request.headers):
-            await self._refuse(400, "bad_request", "bad Sec-WebSocket-Key or -Version")
-            return
-        ws = WSConnection(ConnectionType.SERVER)
+        upgraded = False
         try:
-            ws.initiate_upgrade_connection(list(req.headers), req.target)
-            first = next(iter(ws.events()), None)
-            if not isinstance(first, WsRequest):
-                raise ValueError("no WebSocket request")
-            accept = ws.send(AcceptConnection())
-        except Exception as exc:
-            log.debug("websocket upgrade invalid name=%s remote=%s error=%s",
-                      self.name, self.remote, exc)
-            await self._refuse(400, "bad_request", "malformed WebSocket upgrade")
-            return
-        trailing = self.h11.trailing_data[0]
-        if not await self._send(accept):
-            return
-        limits = self.limits
-        link = WsLink.server(self.stream, ws, self.remote, initial_data=trailing,
-                             max_message_size=limits.ws_max_message_bytes,
-                             max_fragments=limits.ws_max_fragments,
-                             max_pings=limits.ws_max_pings)
-        try:
-            await self.app.websocket(request, link)
-        except Exception:
-            self.count("handler_error")
-            log.exception("websocket handler failed name=%s remote=%s path=%s",
-                          self.name, self.remote, request.path)
+            if not _valid_ws_key_and_version(request.headers):
+                await self._refuse(400, "bad_request", "bad Sec-WebSocket-Key or -Version")
+                return
+            ws = WSConnection(ConnectionType.SERVER)
+            try:
+                ws.initiate_upgrade_connection(list(req.headers), req.target)
+                first = next(iter(ws.events()), None)
+                if not isinstance(first, WsRequest):
+                    raise ValueError("no WebSocket request")
+                accept = ws.send(AcceptConnection())
+            except Exception as exc:
+                log.debug("websocket upgrade invalid name=%s remote=%s error=%s",
+                          self.name, self.remote, exc)
+                await self._refuse(400, "bad_request", "malformed WebSocket upgrade")
+                return
+            trailing = self.h11.trailing_data[0]
+            if not await self._send(accept):
+                return
+            limits = self.limits
+            link = WsLink.server(self.stream, ws, self.remote, initial_data=trailing,
+                                 max_message_size=limits.ws_max_message_bytes,
+                                 max_fragments=limits.ws_max_fragments,
+                                 max_pings=limits.ws_max_pings, preauth=limits.ws_preauth,
+                                 on_violation=lambda why: self.count("ws_violation"))
+            upgraded = True
+            try:
+                await self.app.websocket(request, link)
+            except Exception:
+                self.count("handler_error")
+                log.exception("websocket handler failed name=%s remote=%s path=%s",
+                              self.name, self.remote, request.path)
+            finally:
+                await link.aclose()
         finally:
-            await link.aclose()
+            if not upgraded:
+                # The app took a resource in websocket_check (a handshake slot) that
+                # websocket() will never give back: tell it the upgrade did not happen.
+                abandoned = getattr(self.app, "websocket_abandoned", None)
+                if abandoned is not None:
+                    abandoned(request)
 
 
 __all__ = ["HttpConnection"]

@@ -30,7 +30,7 @@ import trio
 
 from .httpapi import DEFAULT_LIMITS, App, Request, Response, ServerLimits
 from .httpconn import HttpConnection
-from .wslink import peer_ip
+from .wsdial import peer_ip
 
 log = logging.getLogger("hd_node.http")
 
@@ -47,22 +47,42 @@ def _no_count(why: str) -> None:
 
 
 class _Budget:
-    """Open connections, in total and per remote address, counted accept to close."""
+    """Open connections, in total and per remote address, counted accept to close, and
+    the rate at which one address may open new ones (a token bucket per address)."""
 
     def __init__(self, limits: ServerLimits) -> None:
         self.limits = limits
         self.total = 0
         self.per_address: dict[str | None, int] = {}
+        self._buckets: dict[str | None, tuple[float, float]] = {}  # addr -> (tokens, at)
 
-    def admit(self, addr: str | None) -> str | None:
-        """Take a slot for ``addr``, or return why not."""
-        if self.total >= self.limits.max_connections:
+    def admit(self, addr: str | None, *, over_total: bool = False) -> str | None:
+        """Take a slot for ``addr``, or return why not (``over_total``: one over the
+        total is allowed, for a slot an evicted connection is about to give back)."""
+        if self.total >= self.limits.max_connections + (1 if over_total else 0):
             return "max_connections"
         if self.per_address.get(addr, 0) >= self.limits.max_connections_per_address:
             return "max_connections_per_address"
+        if not self._rate_ok(addr):
+            return "connection_rate"
         self.total += 1
         self.per_address[addr] = self.per_address.get(addr, 0) + 1
         return None
+
+    def _rate_ok(self, addr: str | None) -> bool:
+        rate = self.limits.new_connections_per_address_per_s
+        if rate <= 0:
+            return True
+        burst = float(max(1, self.limits.new_connections_per_address_burst))
+        now = trio.current_time()
+        tokens, at = self._buckets.get(addr, (burst, now))
+        tokens = min(burst, tokens + (now - at) * rate)
+        ok = tokens >= 1.0
+        self._buckets[addr] = (tokens - 1.0 if ok else tokens, now)
+        if len(self._buckets) > 4096:  # forget addresses whose bucket is full again
+            self._buckets = {a: (t, w) for a, (t, w) in self._buckets.items()
+                             if t + (now - w) * rate < burst}
+        return ok
 
     def release(self, addr: str | None) -> None:
         self.total -= 1
@@ -132,6 +152,7 @@ async def serve(
     sock = await _bind(host, port)
     listener = trio.SocketListener(sock)
     budget = _Budget(limits)
+    waiting: dict[HttpConnection, float] = {}  # accepted, no request head yet, by age
     refusals = _QuietLog()
     accept_errors = _QuietLog()
 
@@ -159,6 +180,12 @@ async def serve(
                     continue
                 remote = peer_ip(stream)
                 why = budget.admit(remote)
+                if why == "max_connections" and _evict_oldest_silent(waiting):
+                    # Full of connections that never sent a request: the oldest one
+                    # makes room, so a flood of half-open connections cannot lock
+                    # every newcomer out until its head timeout.
+                    counted("evicted")
+                    why = budget.admit(remote, over_total=True)
                 if why is not None:
                     counted("over_capacity")
                     refusals.info("http connection refused name=%s remote=%s why=%s",
@@ -166,17 +193,38 @@ async def serve(
                     with trio.CancelScope(shield=True):
                         await stream.aclose()
                     continue
-                nursery.start_soon(_run_connection, HttpConnection(
-                    app, limits, counted, name, stream, remote), budget)
+                conn = HttpConnection(app, limits, counted, name, stream, remote)
+                waiting[conn] = trio.current_time()
+                nursery.start_soon(_run_connection, conn, budget, waiting)
     finally:
         with trio.CancelScope(shield=True):
             await listener.aclose()
 
 
-async def _run_connection(conn: HttpConnection, budget: _Budget) -> None:
+EVICTABLE_AFTER_S = 0.5  # a connection silent this long may give its slot to a newcomer
+
+
+def _evict_oldest_silent(waiting: dict[HttpConnection, float]) -> bool:
+    """Cancel the oldest connection that has sent no request head for a while."""
+    now = trio.current_time()
+    for conn, since in list(waiting.items()):
+        if not conn.waiting_first:
+            waiting.pop(conn, None)
+            continue
+        if now - since < EVICTABLE_AFTER_S:
+            return False  # the oldest is young: this is not a flood of silent sockets
+        waiting.pop(conn, None)
+        conn.scope.cancel()
+        return True
+    return False
+
+
+async def _run_connection(conn: HttpConnection, budget: _Budget,
+                          waiting: dict[HttpConnection, float]) -> None:
     """One connection's task: nothing escapes it but cancellation."""
     try:
-        await conn.run()
+        with conn.scope:
+            await conn.run()
     except _TRANSPORT_ERRORS as exc:
         log.debug("http connection lost name=%s remote=%s error=%s",
                   conn.name, conn.remote, type(exc).__name__)
@@ -184,6 +232,7 @@ async def _run_connection(conn: HttpConnection, budget: _Budget) -> None:
         conn.count("handler_error")
         log.exception("http connection failed name=%s remote=%s", conn.name, conn.remote)
     finally:
+        waiting.pop(conn, None)
         budget.release(conn.remote)
         with trio.CancelScope(shield=True):
             try:

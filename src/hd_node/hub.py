@@ -37,7 +37,7 @@ from .reconnect import Reconnector
 from .sessions import SessionRegistry
 from .store import NodeStore
 from .tabbus import TabBus, TabLimits
-from .transport import Link, Transports
+from .transport import Link, Ticket, Transports
 from .trust import Trust
 
 log = logging.getLogger("hd_node.hub")
@@ -107,6 +107,7 @@ class PeerHub:
             self.features.nursery = n
             self.reconnector.nursery = n
             self.reconnector.start_all()
+            n.start_soon(self.features.run_timers)
             task_status.started()
             await trio.sleep_forever()
 
@@ -114,20 +115,20 @@ class PeerHub:
         self.peers.peer_url = url
         self.peers.candidates = own_candidates(self.settings, url, bound_host)
 
-    def can_accept(self) -> bool:
-        return not self.shutting_down and self.sessions.can_accept()
+    def reserve(self, remote_addr: str | None) -> Ticket | None:
+        """An inbound handshake slot (the transports' ``InboundGate``)."""
+        if self.shutting_down:
+            return None
+        return self.sessions.reserve(remote_addr)
 
-    async def accept(self, link: Link) -> None:
+    async def accept(self, link: Link, ticket: Ticket) -> None:
         """Serve one inbound link for its whole life (called by a transport)."""
-        if not self.can_accept():
-            await link.aclose(1013, "busy")
-            return
         conn = Connection.accept(
             self.identity, rng=self.rng, now=mono_ms(), wall=wall_ms(), limits=self.limits,
             link=link.kind, node_name=self.node_name, capabilities=self.capabilities,
         )
         driver = LinkDriver(link, conn, self.sessions, limits=self.link_limits)
-        self.sessions.track(driver, None)
+        self.sessions.track(driver, None, ticket)
         await driver.run()
 
     async def shutdown(self) -> None:

@@ -343,6 +343,7 @@ class LinkDriver:
         elif isinstance(ev, NeedAdmission):
             self.conn.admit(owner.decide(self, ev), mono_ms(), wall_ms())
         elif isinstance(ev, Established):
+            self.link.authenticated()  # the pre-authentication budget is over
             self.established.set()
             owner.established(self)
         elif isinstance(ev, Closed | HandshakeFailed):

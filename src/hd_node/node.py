@@ -1,19 +1,30 @@
-"""Running a node: open the store, bind both listeners, run the hub, write node.json."""
+"""Running a node: open the store, bind both listeners, run the hub, write node.json.
+
+Start-up refuses rather than guesses: a damaged key or database, or a missing key that
+stored peers pinned, stops the node with one line (``files.DataError``) and leaves every
+file as it was.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
+import resource
+import secrets
 import signal
+from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import trio
 
+from hd_protocol import Identity
 from hd_protocol.limits import Limits
 
 from . import files
 from .config import Settings, limits_for
+from .dbfile import stored_peer_count
 from .direct import DirectTransport
 from .httpserver import ServerLimits, serve
 from .hub import PeerHub
@@ -28,22 +39,88 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
+@dataclass
+class DataDir:
+    lock_fd: int
+    identity: Identity
+    token: str
+    store: NodeStore
+    identity_is_new: bool
+
+
+def open_data_dir(data_dir: Path, *, new_identity: bool = False) -> DataDir:
+    """Lock the data directory and open what it holds.
+
+    Modes are checked first (a loose file is tightened, a loose directory gets the fix
+    in a warning). The key is read before the database, so that a 0-byte ``node.db``
+    next to a key counts as a truncation, and a missing key is only replaced when the
+    database holds no peer that pinned it (or ``new_identity`` says so)."""
+    files.ensure_data_dir(data_dir)
+    lock_fd = files.lock_data_dir(data_dir)
+    store: NodeStore | None = None
+    try:
+        files.check_modes(data_dir)
+        files.tidy_data_dir(data_dir)
+        db = data_dir / files.DB_FILE
+        identity = files.load_identity(data_dir)
+        created = identity is None
+        if identity is not None and new_identity:
+            raise files.DataError(
+                f"--new-identity is for a data directory without an identity key, and "
+                f"{data_dir / files.KEY_FILE} exists; move it aside first to really start a "
+                f"new identity ({files.NEW_IDENTITY_COST})")
+        store = NodeStore(db, empty_is_damage=not created)
+        if identity is None:  # only once the database is known to be sound
+            identity = files.start_new_identity(
+                data_dir, stored_peers=stored_peer_count(db), allowed=new_identity)
+        token = files.load_or_create_token(data_dir)
+    except BaseException:
+        if store is not None:
+            store.close()
+        os.close(lock_fd)
+        raise
+    return DataDir(lock_fd, identity, token, store, created)
+
+
+def raise_open_file_limit() -> tuple[int, int, bool]:
+    """Raise the soft RLIMIT_NOFILE to the hard limit, so that a flood of connections
+    meets the listeners' own caps long before the process runs out of descriptors
+    (which would also break opening the database or a log file). Returns (soft, hard,
+    whether the soft limit is now the highest allowed)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == hard:
+        return soft, hard, True
+    # An unlimited hard limit is capped anyway: by fs.nr_open on Linux, OPEN_MAX on macOS.
+    targets = [hard] if hard != resource.RLIM_INFINITY else [1 << 20, 65536, 10240]
+    for target in targets:
+        if soft != resource.RLIM_INFINITY and soft >= target:
+            return soft, hard, True
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError):
+            continue
+        return target, hard, True
+    return soft, hard, False
+
+
 class Node:
-    def __init__(self, settings: Settings, limits: Limits | None = None) -> None:
+    def __init__(self, settings: Settings, limits: Limits | None = None, *,
+                 new_identity: bool = False) -> None:
         self.settings = settings
         self.limits = limits_for(settings) if limits is None else limits
-        files.ensure_data_dir(settings.data_dir)
-        self._lock_fd = files.lock_data_dir(settings.data_dir)
-        self.identity = files.load_or_create_identity(settings.data_dir)
-        self.token = files.load_or_create_token(settings.data_dir)
-        self.store = NodeStore(settings.data_dir / "node.db")
+        opened = open_data_dir(settings.data_dir, new_identity=new_identity)
+        self._lock_fd, self.identity, self.token = opened.lock_fd, opened.identity, opened.token
+        self.store = opened.store
+        self._identity_is_new = opened.identity_is_new
+        # Fresh per start and not secret: it lets the CLI tell this process from
+        # whatever listens on the port of a stale node.json (see /healthz).
+        self.nonce = secrets.token_hex(16)
         self.metrics = NodeMetrics()
         self.hub = PeerHub(self.identity, settings, self.store, self.metrics,
                            limits=self.limits)
         self.direct = DirectTransport(
             host=settings.peer_host, port=settings.peer_port,
             max_message_bytes=self.limits.max_envelope_bytes, metrics=self.metrics,
-            can_accept=self.hub.can_accept,
         )
         self.hub.transports.add(self.direct)
         self.info: dict[str, Any] = {}
@@ -52,9 +129,10 @@ class Node:
                   ) -> None:
         s = self.settings
         hub = self.hub
+        nofile, nofile_hard, nofile_max = raise_open_file_limit()
         local_app = LocalApp(commands=hub.commands, bus=hub.bus, sessions=hub.sessions,
                              metrics=self.metrics, token=self.token,
-                             node_id=self.identity.node_id,
+                             node_id=self.identity.node_id, nonce=self.nonce,
                              max_frame_bytes=self.limits.max_ws_frame_bytes)
         stop = trio.Event()
         try:
@@ -66,7 +144,7 @@ class Node:
                     count=lambda why: self.metrics.listener.labels("ui", why).inc()))
                 local_app.set_bound(s.ui_host, ui_port)
                 if s.enable_direct:
-                    _, peer_port = await n.start(partial(self.direct.serve, hub.accept))
+                    _, peer_port = await n.start(partial(self.direct.serve, hub))
                     host = s.peer_host
                     url_host = "127.0.0.1" if host in ("0.0.0.0", "") else host  # noqa: S104
                     hub.set_peer_url(f"ws://{_url_host(url_host)}:{peer_port}/peer-ws", host)
@@ -78,10 +156,22 @@ class Node:
                     "ws_url": f"ws://{ui_host}:{ui_port}/ws",
                     "peer_url": hub.peers.peer_url,
                     "token": self.token,
+                    "nonce": self.nonce,
                 }
                 files.write_node_json(s.data_dir, self.info)
                 log.info("node listening node_id=%s ui=%s peer=%s", self.identity.node_id,
                          self.info["ui_url"], hub.peers.peer_url or "-")
+                # Logged only now: a start that fails says so in one line on stderr.
+                check_ms = self.store.check_ms
+                log.info("data directory path=%s identity=%s database=%s", s.data_dir,
+                         "new" if self._identity_is_new else "loaded",
+                         "new" if check_ms is None else f"integrity-ok ms={check_ms:.0f}")
+                hard = "unlimited" if nofile_hard == resource.RLIM_INFINITY else nofile_hard
+                if nofile_max:
+                    log.info("open file limit nofile=%s hard=%s", nofile, hard)
+                else:
+                    log.warning("open file limit could not be raised nofile=%s hard=%s",
+                                nofile, hard)
                 task_status.started(self.info)
                 n.start_soon(self._watch_signals, stop)
                 await stop.wait()

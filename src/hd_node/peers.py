@@ -7,9 +7,10 @@ import logging
 from typing import Any
 
 from hd_protocol import Identity, Policy, ProtocolError
+from hd_protocol.addressbook import learn
 from hd_protocol.connection import Message, PeerError
 from hd_protocol.limits import Limits
-from hd_protocol.presence import merge_addrs, parse_presence, presence_data
+from hd_protocol.presence import parse_presence, presence_data
 
 from .clock import wall_ms
 from .errors import HubError
@@ -128,11 +129,11 @@ class Peers:
         session.peer_capabilities = p.capabilities
         stored = self.store.get_peer(peer)
         if stored is not None:
-            dialled = driver.candidate.address if driver.candidate is not None else None
             self.store.pin_peer(peer, session.peer_key, now=wall_ms(), node_name=p.node_name,
                                 capabilities=list(p.capabilities))
-            self.store.set_addrs(peer, merge_addrs(stored.addrs, dialled, p.addrs,
-                                                   self.limits.addresses))
+            # What the peer says about itself is kept below what our user gave.
+            self.store.set_book(peer, learn(stored.book, p.addrs, "peer",
+                                            limit=self.limits.addresses))
         self.peer_update(peer)
 
     # --- commands -------------------------------------------------------------------------

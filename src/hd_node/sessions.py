@@ -32,6 +32,7 @@ from hd_protocol.limits import Limits
 from .linkdriver import LinkBusy, LinkDriver
 from .metrics import NodeMetrics
 from .store import NodeStore
+from .transport import Ticket
 from .trust import DialIntent, Trust
 
 log = logging.getLogger("hd_node.sessions")
@@ -47,6 +48,34 @@ class SessionListener(Protocol):
     def peer_error(self, driver: LinkDriver, err: PeerError) -> None: ...
 
 
+class HandshakeSlots:
+    """Inbound handshakes in flight (SPEC 4): at most ``total``, and at most
+    ``per_address`` from one remote address, so one address cannot hold every slot.
+    Taken synchronously (exact: no await between the check and the count)."""
+
+    def __init__(self, total: int, per_address: int) -> None:
+        self.total = total
+        self.per_address = per_address
+        self.in_flight = 0
+        self._by_addr: dict[str | None, int] = {}
+
+    def take(self, addr: str | None) -> Ticket | None:
+        if self.in_flight >= self.total or self._by_addr.get(addr, 0) >= self.per_address:
+            return None
+        self.in_flight += 1
+        self._by_addr[addr] = self._by_addr.get(addr, 0) + 1
+
+        def release() -> None:
+            self.in_flight -= 1
+            left = self._by_addr.get(addr, 1) - 1
+            if left > 0:
+                self._by_addr[addr] = left
+            else:
+                self._by_addr.pop(addr, None)
+
+        return Ticket(release)
+
+
 class SessionRegistry:
     def __init__(self, identity: Identity, limits: Limits, store: NodeStore,
                  metrics: NodeMetrics, trust: Trust) -> None:
@@ -57,8 +86,8 @@ class SessionRegistry:
         self.trust = trust
         self.sessions: dict[str, LinkDriver] = {}
         self.intents: dict[LinkDriver, DialIntent] = {}
-        self.handshakes_in_flight = 0
-        self._in_handshake: set[LinkDriver] = set()
+        self.slots = HandshakeSlots(limits.handshakes_in_flight, limits.handshakes_per_address)
+        self._in_handshake: dict[LinkDriver, Ticket | None] = {}
         self._routes: dict[str, MessageHandler] = {}
         self._listeners: list[SessionListener] = []
 
@@ -77,21 +106,30 @@ class SessionRegistry:
         d = self.sessions.get(peer_id)
         return d if d is not None and d.is_open else None
 
-    def can_accept(self) -> bool:
-        return (self.handshakes_in_flight < self.limits.handshakes_in_flight
-                and len(self.sessions) < self.limits.sessions_per_node)
+    @property
+    def handshakes_in_flight(self) -> int:
+        return len(self._in_handshake)
+
+    def reserve(self, remote_addr: str | None) -> Ticket | None:
+        """An inbound handshake slot, or None when too busy (SPEC 4, SPEC 11)."""
+        if len(self.sessions) >= self.limits.sessions_per_node:
+            return None
+        return self.slots.take(remote_addr)
 
     # --- link life (LinkOwner) ----------------------------------------------------------
 
-    def track(self, driver: LinkDriver, intent: DialIntent | None) -> None:
-        """A new link starts its handshake (it counts toward the in-flight limit)."""
+    def track(self, driver: LinkDriver, intent: DialIntent | None,
+              ticket: Ticket | None = None) -> None:
+        """A new link starts its handshake (an inbound one holds ``ticket``, its slot,
+        until the handshake ends)."""
         if intent is not None:
             self.intents[driver] = intent
-        self._in_handshake.add(driver)
-        self.handshakes_in_flight = len(self._in_handshake)
+        self._in_handshake[driver] = ticket
 
     def batch(self) -> AbstractContextManager[Any]:
-        return self.store.batch()
+        # What a link's reader processes is what we answer peers about (chat acks,
+        # admission records): its commits are durable before the answers leave.
+        return self.store.batch(durable=True)
 
     def decide(self, driver: LinkDriver, need: NeedAdmission) -> Decision:
         kind, addr = driver.kind, driver.link.remote_addr
@@ -188,8 +226,9 @@ class SessionRegistry:
 
     def _handshake_over(self, driver: LinkDriver) -> None:
         if driver in self._in_handshake:
-            self._in_handshake.discard(driver)
-            self.handshakes_in_flight = len(self._in_handshake)
+            ticket = self._in_handshake.pop(driver)
+            if ticket is not None:
+                ticket.release()
 
     def _closed(self, driver: LinkDriver, reason: str, remote: bool) -> None:
         peer = driver.peer_id

@@ -3,11 +3,18 @@
 Only this class opens the database. Each logical write is one transaction. Invite
 tokens are never stored, only their SHA-256; lookups go by hash and the final
 comparison is constant-time inside hd_protocol.admission.
+
+The file is created or checked first (``dbfile``: mode 0600, ``integrity_check``, a
+damaged file refused and kept as is). WAL with ``synchronous=NORMAL`` (a commit survives
+a crash of the process), and ``synchronous=FULL`` for the batches that hold what we answer
+a peer about (``batch(durable=True)``: a chat message is on disk, across an OS crash,
+before its ack leaves); many writes share one commit, which keeps the fsyncs few.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,8 +23,13 @@ from pathlib import Path
 from typing import Any
 
 from hd_protocol import InviteRecord, PeerRecord
+from hd_protocol.addressbook import Book, dial_order, from_json, to_json
 from hd_protocol.chat import ChatMessage
 from hd_protocol.collab import Pane
+
+from .dbfile import damaged, open_checked
+
+log = logging.getLogger("hd_node.store")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS peers (
@@ -72,10 +84,15 @@ class StoredPeer:
     node_name: str
     trusted: bool
     blocked: bool
-    addrs: list[str]
+    book: Book  # where it can be reached (hd_protocol.addressbook)
     capabilities: list[str]
     first_seen: int
     last_seen: int
+
+    @property
+    def addrs(self) -> list[str]:
+        """Its addresses in the order to dial them."""
+        return dial_order(self.book)
 
     def record(self) -> PeerRecord:
         return PeerRecord(self.node_id, self.public_key, self.trusted, self.blocked)
@@ -99,15 +116,24 @@ class StoredInvite:
 
 
 class NodeStore:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, empty_is_damage: bool = False) -> None:
+        """Open ``path``, creating it if missing. ``empty_is_damage``: a 0-byte file is
+        a truncated database (the node passes it when an identity exists)."""
         self.path = path
+        self.check_ms = open_checked(path, SCHEMA, empty_is_damage=empty_is_damage)  # None: new
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA foreign_keys=ON")
-        self._db.executescript(SCHEMA)
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._db.executescript(SCHEMA)
+        except sqlite3.Error as exc:
+            self._db.close()
+            raise damaged(path, str(exc)) from None
         self._depth = 0
         self._in_tx = False
+        self._durable = False
+        self._full_sync = False
 
     def close(self) -> None:
         self._db.close()
@@ -115,12 +141,21 @@ class NodeStore:
     # --- transactions -------------------------------------------------------------------
 
     @contextmanager
-    def batch(self) -> Iterator[None]:
+    def batch(self, *, durable: bool = False) -> Iterator[None]:
         """Several logical writes in one transaction (committed when the outermost
         batch ends). The node wraps synchronous stretches of work in it — every frame of
         one read from a link — so a burst of chat messages costs one commit, not one
         each. A batch must never span an ``await``: frames queued inside it reach the
-        wire only after the commit, which is what keeps "stored before sent" (SPEC 6.2)."""
+        wire only after the commit, which is what keeps "stored before sent" (SPEC 6.2).
+
+        ``durable``: the commit is on disk (``synchronous=FULL``, an fsync) before the
+        batch ends, across an OS crash — for what we answer a peer about, such as the
+        chat message we are about to ack. Other commits survive a crash of the process,
+        not of the machine (WAL with ``synchronous=NORMAL``), and cost no fsync."""
+        if self._depth == 0:
+            self._durable = durable
+        else:
+            self._durable = self._durable or durable
         self._depth += 1
         try:
             yield
@@ -129,17 +164,26 @@ class NodeStore:
             if self._depth == 0 and self._in_tx:
                 self._in_tx = False
                 self._db.execute("ROLLBACK")
+                self._sync(False)
             raise
         self._depth -= 1
         if self._depth == 0 and self._in_tx:
             self._in_tx = False
             self._db.execute("COMMIT")
+            self._sync(False)
+
+    def _sync(self, full: bool) -> None:
+        """Set the fsync policy for the next commit (never inside a transaction)."""
+        if full != self._full_sync:
+            self._db.execute("PRAGMA synchronous=FULL" if full else "PRAGMA synchronous=NORMAL")
+            self._full_sync = full
 
     @contextmanager
     def _tx(self) -> Iterator[None]:
         """One logical write: its own transaction, or a part of the open batch."""
         if self._depth > 0:
             if not self._in_tx:
+                self._sync(self._durable)
                 self._db.execute("BEGIN IMMEDIATE")
                 self._in_tx = True
             yield
@@ -159,7 +203,8 @@ class NodeStore:
             return None
         return StoredPeer(
             node_id=row[0], public_key=row[1], node_name=row[2], trusted=bool(row[3]),
-            blocked=bool(row[4]), addrs=json.loads(row[5]), capabilities=json.loads(row[6]),
+            blocked=bool(row[4]), book=from_json(json.loads(row[5])),
+            capabilities=json.loads(row[6]),
             first_seen=row[7], last_seen=row[8],
         )
 
@@ -222,10 +267,12 @@ class NodeStore:
             )
         return cur.rowcount > 0
 
-    def set_addrs(self, node_id: str, addrs: list[str]) -> None:
+    def set_book(self, node_id: str, book: Book) -> None:
+        """Store a peer's address book (older nodes stored a plain list of URLs, which
+        ``from_json`` still reads)."""
         with self._tx():
             self._db.execute(
-                "UPDATE peers SET addrs = ? WHERE node_id = ?", (json.dumps(addrs[:16]), node_id)
+                "UPDATE peers SET addrs = ? WHERE node_id = ?", (json.dumps(to_json(book)), node_id)
             )
 
     def touch(self, node_id: str, now: int) -> None:

@@ -10,7 +10,7 @@ a transport.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import trio
@@ -41,6 +41,11 @@ class Link(Protocol):
         """Close (best effort, bounded in time); never raises."""
         ...
 
+    def authenticated(self) -> None:
+        """The handshake is done: lift whatever budget the link kept for a peer that
+        had not proved who it is (frame sizes, fragments, pings, bytes)."""
+        ...
+
 
 class DialFailed(Exception):
     """Opening a link failed before any hd frame was exchanged.
@@ -56,7 +61,29 @@ class DialFailed(Exception):
         self.message = message or code
 
 
-Accept = Callable[[Link], Awaitable[None]]
+class Ticket:
+    """One inbound handshake slot, taken before the link exists (so the cap is exact)
+    and given back once, when the handshake ends or the link never came."""
+
+    def __init__(self, release: Callable[[], None]) -> None:
+        self._release: Callable[[], None] | None = release
+
+    def release(self) -> None:
+        fn, self._release = self._release, None
+        if fn is not None:
+            fn()
+
+
+class InboundGate(Protocol):
+    """Where a transport hands its inbound links (the hub)."""
+
+    def reserve(self, remote_addr: str | None) -> Ticket | None:
+        """A handshake slot for a link from ``remote_addr``, or None: too busy."""
+        ...
+
+    async def accept(self, link: Link, ticket: Ticket) -> None:
+        """Serve the link for its whole life; the ticket is released by then."""
+        ...
 
 
 class Transport(Protocol):
@@ -69,10 +96,11 @@ class Transport(Protocol):
         """A new link to ``candidate`` or ``DialFailed``; nothing else escapes."""
         ...
 
-    async def serve(self, accept: Accept, *,
+    async def serve(self, gate: InboundGate, *,
                     task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
-        """Accept inbound links until cancelled, handing each to ``accept`` (which owns
-        it until it returns). ``task_status.started`` reports what the transport bound."""
+        """Accept inbound links until cancelled: ``gate.reserve`` before any work for a
+        link, ``gate.accept`` (which owns it until it returns) once it exists.
+        ``task_status.started`` reports what the transport bound."""
         ...
 
 

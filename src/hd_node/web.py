@@ -11,6 +11,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import re
 from importlib import resources
 from typing import Any
 
@@ -19,6 +20,7 @@ from hd_protocol import ProtocolError
 from . import __version__
 from .commands import Commands
 from .errors import HubError
+from .files import healthz_proof
 from .httpserver import Request, Response
 from .metrics import NodeMetrics
 from .sessions import SessionRegistry
@@ -50,13 +52,15 @@ def json_response(status: int, obj: Any) -> Response:
 
 class LocalApp:
     def __init__(self, *, commands: Commands, bus: TabBus, sessions: SessionRegistry,
-                 metrics: NodeMetrics, token: str, node_id: str, max_frame_bytes: int) -> None:
+                 metrics: NodeMetrics, token: str, node_id: str, max_frame_bytes: int,
+                 nonce: str = "") -> None:
         self.commands = commands
         self.bus = bus
         self.sessions = sessions
         self.metrics = metrics
         self.token = token
         self.node_id = node_id
+        self.nonce = nonce
         self.max_frame_bytes = max_frame_bytes
         self.allowed_hosts: set[str] = set()
 
@@ -121,8 +125,7 @@ class LocalApp:
             return Response(200, page, "text/html; charset=utf-8",
                             (("content-security-policy", PAGE_CSP),))
         if path == "/healthz":
-            return json_response(200, {"ok": True, "node_id": self.node_id,
-                                       "sessions": len(self.sessions.sessions)})
+            return json_response(200, self._healthz(req))
         if path == "/metrics":
             return Response(200, self.metrics.render(), "text/plain; version=0.0.4")
         if path.startswith("/api/"):
@@ -132,6 +135,20 @@ class LocalApp:
                                            "message": "token or origin refused"})
             return await self._api(req)
         return json_response(404, {"error": "not_found", "message": f"no route {path}"})
+
+    def _healthz(self, req: Request) -> dict[str, Any]:
+        """No token needed. ``node_id`` and the per-start ``nonce`` let the CLI check that
+        the process on the port of node.json is the one that wrote it before it sends the
+        token. The nonce is public (anyone may ask), so a process that asked before the
+        node died could repeat it: for that, ``?challenge=HEX`` (32..128 hex digits, the
+        caller's fresh random) adds ``proof``, an HMAC keyed with the token that only the
+        holder of the token can compute, and that reveals nothing about it."""
+        out: dict[str, Any] = {"ok": True, "node_id": self.node_id, "nonce": self.nonce,
+                               "sessions": len(self.sessions.sessions)}
+        challenge = (req.query.get("challenge") or [""])[0]
+        if _CHALLENGE.fullmatch(challenge):
+            out["proof"] = healthz_proof(self.token, self.node_id, self.nonce, challenge)
+        return out
 
     async def _api(self, req: Request) -> Response:
         route = _API.get((req.method, req.path))
@@ -158,6 +175,9 @@ class LocalApp:
         if event == "pair_redeem" and not out.get("ok"):
             return json_response(400, out)
         return json_response(200, _api_view(event, out))
+
+
+_CHALLENGE = re.compile(r"[0-9a-f]{32,128}")
 
 
 def _api_view(event: str, data: dict[str, Any]) -> Any:

@@ -224,4 +224,26 @@ async def _client_handshake(
                     status=reject_status, body=bytes(body))
 
 
-__all__ = ["MAX_REJECT_BODY", "DialError", "open_ws"]
+
+
+def peer_ip(stream: trio.abc.Stream) -> str | None:
+    """The peer's IP as text (IPv4-mapped IPv6 addresses reduced to IPv4), or None.
+
+    getpeername fails with ENOTCONN once the peer has gone: that is not an error here.
+    """
+    sock = getattr(stream, "socket", None)
+    if sock is None:
+        return None
+    try:
+        addr = sock.getpeername()
+    except OSError:
+        return None
+    if not isinstance(addr, tuple) or not addr:
+        return None
+    ip = str(addr[0])
+    if ip.startswith("::ffff:") and "." in ip:
+        ip = ip[7:]
+    return ip
+
+
+__all__ = ["MAX_REJECT_BODY", "DialError", "open_ws", "peer_ip"]

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import logging
 from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
 from itertools import islice
 
 import trio
@@ -34,6 +36,21 @@ CLOSE_POLICY_VIOLATION = 1008
 CLOSE_TOO_BIG = 1009
 
 
+@dataclass(frozen=True)
+class WsBudget:
+    """What one WebSocket may send before its owner says the peer authenticated.
+
+    An hd handshake is two small frames each way: a peer that has not proved who it is
+    gets room for exactly that and little more (message size, fragments per message,
+    pings, total bytes). Past it the link is closed at once (1008), before it can burn
+    CPU or memory; ``WsLink.authenticated()`` lifts the budget to the link's limits."""
+
+    max_message_size: int = 32 * 1024
+    max_fragments: int = 4
+    max_pings: int = 2
+    max_bytes: int = 64 * 1024
+
+
 class Inbound:
     """Reader-side state of one WebSocket: reassembly, limits, and why reading ended.
 
@@ -51,10 +68,22 @@ class Inbound:
         max_message_size: int,
         max_fragments: int,
         max_pings: int,
+        preauth: WsBudget | None = None,
+        clock: Callable[[], float] = trio.current_time,
+        on_violation: Callable[[str], None] | None = None,
     ) -> None:
         self.conn = conn
+        self._on_violation = on_violation  # counts it (metrics); never raises
+        self._clock = clock  # for the ping budget (a test or fuzz harness may pass its own)
         self.remote_addr = remote_addr
         self.kind = kind
+        self._full = (max_message_size, max_fragments, max_pings)
+        self._preauth = preauth
+        self.bytes_in = 0
+        if preauth is not None:
+            max_message_size = min(max_message_size, preauth.max_message_size)
+            max_fragments = min(max_fragments, preauth.max_fragments)
+            max_pings = min(max_pings, preauth.max_pings)
         self._max_message = max_message_size
         self._max_fragments = max_fragments
         self._max_pings = max_pings
@@ -71,6 +100,15 @@ class Inbound:
         self.expect_reply = True  # False after a parse error: the peer's bytes are garbage
         self.peer_close_seen = False
         self.more_buffered = False  # the last parse pass stopped at MAX_EVENTS_PER_PASS
+
+    def lift(self) -> None:
+        """The peer authenticated: from now on the link's own limits apply."""
+        self._preauth = None
+        self._max_message, self._max_fragments, self._max_pings = self._full
+
+    def note_bytes(self, n: int) -> None:
+        """Count bytes read; only matters while the pre-authentication budget holds."""
+        self.bytes_in += n
 
     def fail(self, code: int | None, reason: str) -> None:
         """Record why reading ended; the first reason wins."""
@@ -91,6 +129,8 @@ class Inbound:
         """
         if self.failure is not None and not closing:
             return b""
+        if self._preauth is not None and self.bytes_in > self._preauth.max_bytes:
+            return self._violation(CLOSE_POLICY_VIOLATION, "pre-authentication budget spent")
         try:
             return self._parse_events(self.close_sent or closing)
         except Exception:
@@ -164,7 +204,7 @@ class Inbound:
 
     def _ping_allowed(self) -> bool:
         """Count one ping against the budget (max_pings per PING_WINDOW_S)."""
-        now = trio.current_time()
+        now = self._clock()
         pings = self._pings
         pings.append(now)
         while pings and pings[0] < now - PING_WINDOW_S:
@@ -197,6 +237,12 @@ class Inbound:
         log.info("ws link violation remote=%s kind=%s code=%s why=%s",
                  self.remote_addr, self.kind, code, reason)
         self.fail(code, reason)
+        if self._on_violation is not None:
+            self._on_violation(reason)
+        # A party that broke a rule gets our close frame but not the courtesy of a close
+        # handshake: waiting for its reply would let it hold the connection (and keep
+        # streaming at us) for the whole close timeout.
+        self.expect_reply = False
         self._parts = []
         self._part_bytes = 0
         self._part_frames = 0
@@ -214,4 +260,4 @@ def _size(data: str | bytes) -> int:
 
 
 __all__ = ["CLOSE_POLICY_VIOLATION", "CLOSE_PROTOCOL_ERROR", "CLOSE_TOO_BIG",
-           "MAX_EVENTS_PER_PASS", "PING_WINDOW_S", "Inbound"]
+           "MAX_EVENTS_PER_PASS", "PING_WINDOW_S", "Inbound", "WsBudget"]

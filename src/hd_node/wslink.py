@@ -28,7 +28,7 @@ connection in :mod:`hd_node.wsdial`; ``DialError`` stays importable from here.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import trio
 from wsproto import WSConnection
@@ -36,10 +36,13 @@ from wsproto.connection import Connection, ConnectionState
 from wsproto.events import BytesMessage, CloseConnection, TextMessage
 
 from . import transport
-from .wsdial import DialError, open_ws
-from .wsinbound import MAX_EVENTS_PER_PASS, Inbound
+from .wsdial import DialError, open_ws, peer_ip
+from .wsinbound import MAX_EVENTS_PER_PASS, Inbound, WsBudget
 
 log = logging.getLogger("hd_node.wslink")
+
+LINGER_S = 0.3  # after a violation: time to let our close frame reach the peer
+LINGER_BYTES = 256 * 1024
 
 RECV_CHUNK = 256 * 1024
 """Bytes asked of the socket per read: large enough that a burst of small frames is
@@ -63,26 +66,6 @@ class LinkClosed(transport.LinkClosed):
                          else f"link closed: {reason}")
 
 
-def peer_ip(stream: trio.abc.Stream) -> str | None:
-    """The peer's IP as text (IPv4-mapped IPv6 addresses reduced to IPv4), or None.
-
-    getpeername fails with ENOTCONN once the peer has gone: that is not an error here.
-    """
-    sock = getattr(stream, "socket", None)
-    if sock is None:
-        return None
-    try:
-        addr = sock.getpeername()
-    except OSError:
-        return None
-    if not isinstance(addr, tuple) or not addr:
-        return None
-    ip = str(addr[0])
-    if ip.startswith("::ffff:") and "." in ip:
-        ip = ip[7:]
-    return ip
-
-
 class WsLink:
     """One WebSocket connection (either side) over a trio.abc.Stream, driven by wsproto.
 
@@ -102,6 +85,8 @@ class WsLink:
         max_fragments: int = 1024,
         max_pings: int = 20,
         close_timeout: float = 2.0,
+        preauth: WsBudget | None = None,
+        on_violation: Callable[[str], None] | None = None,
     ) -> None:
         self.kind = kind
         self.remote_addr = remote_addr
@@ -110,7 +95,8 @@ class WsLink:
         self._close_timeout = close_timeout
         # Reassembly, limits, why reading ended, whether our close frame is out.
         self._in = Inbound(connection, remote_addr, kind, max_message_size=max_message_size,
-                           max_fragments=max_fragments, max_pings=max_pings)
+                           max_fragments=max_fragments, max_pings=max_pings, preauth=preauth,
+                           on_violation=on_violation)
 
         self._write_lock = trio.Lock()
         self._pending = bytearray()  # control frames queued while another task writes
@@ -134,6 +120,8 @@ class WsLink:
         max_fragments: int = 1024,
         max_pings: int = 20,
         close_timeout: float = 2.0,
+        preauth: WsBudget | None = None,
+        on_violation: Callable[[str], None] | None = None,
     ) -> WsLink:
         """Wrap the server side of an upgraded connection.
 
@@ -147,9 +135,13 @@ class WsLink:
             conn.receive_data(initial_data)
         return cls(stream, conn, remote_addr, kind=kind, max_message_size=max_message_size,
                    max_fragments=max_fragments, max_pings=max_pings,
-                   close_timeout=close_timeout)
+                   close_timeout=close_timeout, preauth=preauth, on_violation=on_violation)
 
     # --- state ------------------------------------------------------------------------
+
+    def authenticated(self) -> None:
+        """The peer proved who it is: lift the pre-authentication budget."""
+        self._in.lift()
 
     @property
     def closed(self) -> bool:
@@ -212,6 +204,7 @@ class WsLink:
             self._eof = True
             self._in.fail(None, "connection closed without a close frame")
             return
+        self._in.note_bytes(len(data))
         try:
             self._conn.receive_data(data)  # type: ignore[arg-type]  # trio gives bytes
         except Exception as exc:  # wsproto refuses data once CLOSED: nothing more to read
@@ -335,6 +328,30 @@ class WsLink:
             self._write_lock.release()
         if self._in.close_sent and self._in.expect_reply:
             await self._await_close_reply()
+        elif self._in.close_sent:
+            await self._linger()
+
+    async def _linger(self) -> None:
+        """After a violation: half-close and drop what the peer still sends, briefly.
+
+        Closing a socket with unread input makes the kernel send a reset, which can
+        destroy our close frame before the peer reads it; so the close frame goes out,
+        then FIN, then we discard input until the peer's EOF — for at most
+        ``LINGER_S`` and ``LINGER_BYTES``, so a peer that keeps streaming is still cut
+        off at once."""
+        stream = self._stream
+        with trio.move_on_after(LINGER_S):
+            try:
+                if isinstance(stream, trio.SocketStream):
+                    await stream.send_eof()
+                left = LINGER_BYTES
+                while left > 0:
+                    data = await stream.receive_some(RECV_CHUNK)
+                    if not data:
+                        return
+                    left -= len(data)
+            except _TRANSPORT_ERRORS:
+                return
 
     async def _await_close_reply(self) -> None:
         """Wait for the peer's close frame (or EOF), discarding data meanwhile.
@@ -370,6 +387,7 @@ async def dial_ws(
     max_fragments: int = 1024,
     max_pings: int = 20,
     close_timeout: float = 2.0,
+    preauth: WsBudget | None = None,
 ) -> WsLink:
     """Open a WebSocket to ``url`` (ws://host[:port]/path[?query]) within ``timeout_s``.
 
@@ -380,7 +398,8 @@ async def dial_ws(
     stream, conn, host = await open_ws(url, timeout_s=timeout_s, extra_headers=extra_headers)
     return WsLink(stream, conn, peer_ip(stream) or host, kind=kind,
                   max_message_size=max_message_size, max_fragments=max_fragments,
-                  max_pings=max_pings, close_timeout=close_timeout)
+                  max_pings=max_pings, close_timeout=close_timeout, preauth=preauth)
 
 
-__all__ = ["MAX_EVENTS_PER_PASS", "DialError", "LinkClosed", "WsLink", "dial_ws", "peer_ip"]
+__all__ = ["MAX_EVENTS_PER_PASS", "DialError", "LinkClosed", "WsBudget", "WsLink", "dial_ws",
+           "peer_ip"]

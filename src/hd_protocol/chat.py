@@ -106,6 +106,9 @@ class ChatLog:
         self.rng = rng
         self.limits = limits
         self._live: set[str] = set()
+        # Messages sent on a live session and not acked yet: (peer, id) -> (when to
+        # send it again on the monotonic clock, or None until the next on_timer; tries).
+        self._awaiting: dict[tuple[str, str], tuple[int | None, int]] = {}
         self._messages: dict[tuple[str, str], ChatMessage] = {}
         self._order: dict[str, list[str]] = {}  # peer -> ids in seq order
         self._read: dict[str, int] = dict(read_marks or {})
@@ -129,22 +132,58 @@ class ChatLog:
 
     # --- sessions -----------------------------------------------------------------------
 
-    def session_opened(self, peer_id: str) -> list[ChatEffect]:
-        """Flush, in order, every outbound message not yet delivered or failed."""
+    def session_opened(self, peer_id: str, *, at: int | None = None) -> list[ChatEffect]:
+        """Flush, in order, every outbound message not yet delivered or failed.
+
+        ``at`` is the monotonic time (ms) for the ack timers; without it they start at
+        the next ``on_timer``."""
         self._live.add(peer_id)
         out: list[ChatEffect] = []
         for m in self.history(peer_id):
             if m.direction == "out" and m.status in _UNSETTLED:
-                out.extend(self._transmit(m))
+                out.extend(self._transmit(m, at))
         return out
 
     def session_closed(self, peer_id: str) -> list[ChatEffect]:
         self._live.discard(peer_id)
+        for key in [k for k in self._awaiting if k[0] == peer_id]:
+            del self._awaiting[key]  # the next session flushes them again
         return []
+
+    # --- ack timers ---------------------------------------------------------------------
+
+    def next_deadline(self) -> int | None:
+        """When ``on_timer`` must run next (monotonic ms), or None."""
+        due = [dl for dl, _ in self._awaiting.values() if dl is not None]
+        if len(due) < len(self._awaiting):
+            return min(due, default=0)  # timers to start: as soon as possible
+        return min(due, default=None)
+
+    def on_timer(self, at: int) -> list[ChatEffect]:
+        """Send again, inside the live session, every message whose ack is overdue.
+
+        The envelope may have been lost (the receiver dropped it, a link hiccup); the
+        receiver keeps one copy per id and acks again, so resending is always safe.
+        Waits double from ``chat_ack_timeout_ms`` up to eight times that."""
+        out: list[ChatEffect] = []
+        for key, (dl, tries) in list(self._awaiting.items()):
+            m = self._messages.get(key)
+            if m is None or m.status not in _UNSETTLED or key[0] not in self._live:
+                del self._awaiting[key]
+            elif dl is None:
+                self._awaiting[key] = (at + self._ack_wait(tries), tries)
+            elif at >= dl:
+                out.append(SendChat(m.peer_id, m.id, {"text": m.text, "from_name": m.from_name}))
+                self._awaiting[key] = (at + self._ack_wait(tries + 1), tries + 1)
+        return out
+
+    def _ack_wait(self, tries: int) -> int:
+        return int(self.limits.chat_ack_timeout_ms * 2 ** min(tries, 3))
 
     # --- local commands (from tabs) -----------------------------------------------------
 
-    def tab_command(self, event: str, data: Mapping[str, Any], now: int) -> list[ChatEffect]:
+    def tab_command(self, event: str, data: Mapping[str, Any], now: int, *,
+                    at: int | None = None) -> list[ChatEffect]:
         """A /ws ``peerchat`` command (SPEC 9). Bad input raises ``ProtocolError``; the
         shell answers the tab with an ``error`` frame carrying its code. ``close`` only
         concerns the shell (which tabs watch which conversation) and yields nothing."""
@@ -152,7 +191,7 @@ class ChatLog:
             return [self._unread_event(reply=True)]
         if event == "send":
             _check_fields(data, frozenset({"node_id", "text"}))
-            return self.send(data["node_id"], data["text"], now)
+            return self.send(data["node_id"], data["text"], now, at=at)
         if event in ("open", "read", "close"):
             _check_fields(data, frozenset({"node_id"}))
             peer = self._check_peer(data["node_id"])
@@ -164,9 +203,12 @@ class ChatLog:
             return []
         raise LocalProtocolError("unknown_event", f"peerchat has no command {event}")
 
-    def send(self, peer_id: object, text: object, now: int) -> list[ChatEffect]:
+    def send(self, peer_id: object, text: object, now: int, *,
+             at: int | None = None) -> list[ChatEffect]:
         """Create an outbound message: persisted ``queued`` first, then sent if a
-        session is live (SPEC 6.2). Raises ``ProtocolError`` ``empty``/``too_large``."""
+        session is live (SPEC 6.2). Raises ``ProtocolError`` ``empty``/``too_large``.
+        ``now`` is the wall clock (the message's ``ts``); ``at`` the monotonic one for
+        its ack timer."""
         peer = self._check_peer(peer_id)
         body = self._body(text, empty_code="empty")
         # Stored means sent some day: what cannot fit one envelope is refused now.
@@ -182,7 +224,7 @@ class ChatLog:
         self._insert(m)
         out: list[ChatEffect] = [PersistMessage(m), TabEvent(CHANNEL, "message", m.tab_data())]
         if peer in self._live:
-            out.extend(self._transmit(m))
+            out.extend(self._transmit(m, at))
         return out
 
     def read(self, peer_id: str) -> list[ChatEffect]:
@@ -264,16 +306,19 @@ class ChatLog:
         if m.direction == "in" and m.seq > self._read.get(m.peer_id, 0):
             self._unread[m.peer_id] += 1
 
-    def _transmit(self, m: ChatMessage) -> list[ChatEffect]:
+    def _transmit(self, m: ChatMessage, at: int | None) -> list[ChatEffect]:
         out: list[ChatEffect] = [
             SendChat(m.peer_id, m.id, {"text": m.text, "from_name": m.from_name})
         ]
+        self._awaiting[(m.peer_id, m.id)] = (None if at is None else at + self._ack_wait(0), 0)
         if m.status == "queued":
             out.extend(self._set_status(m, "sent"))
         return out
 
     def _set_status(self, m: ChatMessage, status: Status) -> list[ChatEffect]:
         self._messages[(m.peer_id, m.id)] = replace(m, status=status)
+        if status not in _UNSETTLED:
+            self._awaiting.pop((m.peer_id, m.id), None)
         return [
             PersistStatus(m.peer_id, m.id, status),
             TabEvent(CHANNEL, "status", {"id": m.id, "node_id": m.peer_id, "status": status}),

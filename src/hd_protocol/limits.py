@@ -15,12 +15,14 @@ class Limits:
     max_lobby_frame_bytes: int = 64 * KiB
     handshake_timeout_ms: int = 10_000
     handshakes_in_flight: int = 64
+    handshakes_per_address: int = 8  # of those, from one remote address
     sessions_per_node: int = 256
     inbound_queue: int = 256
     session_failures_before_close: int = 16
     request_timeout_ms: int = 30_000
     unknown_type_reply_interval_ms: int = 1_000
     chat_text_bytes: int = 16 * KiB
+    chat_ack_timeout_ms: int = 30_000  # a sent message unacked this long is sent again
     collab_text_bytes: int = 512 * KiB
     rooms_per_host: int = 8
     members_per_room: int = 64

@@ -2,7 +2,9 @@
 
 ``addrs`` extends the spec's ``{node_name, capabilities}``: the sender's own
 ``ws://…/peer-ws`` candidates, so the receiver can reconnect to it later (an
-acceptor otherwise only knows the dialer's ephemeral source port).
+acceptor otherwise only knows the dialer's ephemeral source port). Each must pass
+``addressbook.check_peer_url``; the receiver keeps them below the addresses its user
+gave (``hd_protocol.addressbook``).
 """
 
 from __future__ import annotations
@@ -10,10 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from .addressbook import check_peer_url
 from .errors import RemoteProtocolError
 from .limits import DEFAULT_LIMITS, Limits
-
-MAX_URL = 512
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,19 +37,10 @@ def parse_presence(data: dict[str, Any], limits: Limits = DEFAULT_LIMITS) -> Pre
     if (type(caps) is not list or len(caps) > limits.capabilities
             or any(type(c) is not str or not 0 < len(c) <= 64 for c in caps)):
         raise RemoteProtocolError("bad_request", "capabilities must be at most 32 short strings")
-    if (type(addrs) is not list or len(addrs) > limits.addresses
-            or any(type(a) is not str or not a.startswith(("ws://", "wss://"))
-                   or len(a) > MAX_URL for a in addrs)):
+    if type(addrs) is not list or len(addrs) > limits.addresses:
         raise RemoteProtocolError("bad_request", "addrs must be at most 16 ws:// URLs")
-    return Presence(name, tuple(caps), tuple(addrs))
-
-
-def merge_addrs(known: list[str], dialed: str | None, advertised: tuple[str, ...],
-                limit: int = DEFAULT_LIMITS.addresses) -> list[str]:
-    """Addresses to keep for reconnecting: the one that worked first, then the
-    peer's advertised ones, then older ones; no duplicates, at most ``limit``."""
-    out: list[str] = []
-    for a in ([dialed] if dialed else []) + list(advertised) + list(known):
-        if a not in out:
-            out.append(a)
-    return out[:limit]
+    try:
+        checked = tuple(check_peer_url(a) for a in addrs)
+    except RemoteProtocolError as exc:
+        raise RemoteProtocolError("bad_request", f"addrs: {exc.message}") from None
+    return Presence(name, tuple(caps), checked)

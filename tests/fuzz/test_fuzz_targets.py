@@ -249,6 +249,8 @@ def test_seeds_reach_the_states_behind_the_signature_checks() -> None:
     assert labels["handshake"].count("established") >= 5  # the hostile signer's keeps too
     assert {"message", "reply", "pong", "closed", "peererror"} <= set(labels["session"])
     assert {"open", "message", "closed"} <= set(labels["connection"])
+    assert "message" in labels["preauth_ws"]
+    assert {"closed:1009", "closed:1008", "closed:1000"} <= set(labels["preauth_ws"])
 
 
 def test_a_forged_admission_would_be_reported(monkeypatch: pytest.MonkeyPatch) -> None:

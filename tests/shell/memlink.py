@@ -18,7 +18,7 @@ from typing import Any
 
 import trio
 
-from hd_node.transport import Accept, DialFailed, Link, LinkClosed
+from hd_node.transport import DialFailed, InboundGate, Link, LinkClosed
 from hd_protocol import DialCandidate
 
 
@@ -32,6 +32,7 @@ class MemoryLink:
         self._outbox = outbox
         self.closed = False
         self.sent: list[str | bytes] = []  # everything this end wrote, for assertions
+        self.authenticated_seen = False
 
     async def receive_some(self) -> list[str | bytes]:
         if self.closed:
@@ -56,6 +57,9 @@ class MemoryLink:
                 raise LinkClosed("the other end closed") from None
             self.sent.append(m)
 
+    def authenticated(self) -> None:
+        self.authenticated_seen = True
+
     async def aclose(self, code: int = 1000, reason: str = "") -> None:
         self.closed = True
         await self._outbox.aclose()
@@ -76,7 +80,7 @@ class MemoryNetwork:
     """Addresses -> accept callbacks, shared by every MemoryTransport made from it."""
 
     def __init__(self) -> None:
-        self.listeners: dict[str, tuple[trio.Nursery, Accept]] = {}
+        self.listeners: dict[str, tuple[trio.Nursery, InboundGate]] = {}
 
     def transport(self, address: str, kind: str = "memory") -> MemoryTransport:
         return MemoryTransport(self, address, kind)
@@ -94,15 +98,18 @@ class MemoryTransport:
         target = self.net.listeners.get(candidate.address)
         if target is None:
             raise DialFailed("unreachable", f"nobody listens at {candidate.address}")
-        nursery, accept = target
+        nursery, gate = target
+        ticket = gate.reserve(self.address)
+        if ticket is None:
+            raise DialFailed("refused_http", f"{candidate.address} is busy (503)")
         mine, theirs = memory_link_pair(self.kind, addrs=(self.address, candidate.address))
-        nursery.start_soon(accept, theirs)
+        nursery.start_soon(gate.accept, theirs, ticket)
         return mine
 
-    async def serve(self, accept: Accept, *,
+    async def serve(self, gate: InboundGate, *,
                     task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as n:
-            self.net.listeners[self.address] = (n, accept)
+            self.net.listeners[self.address] = (n, gate)
             try:
                 task_status.started(self.address)
                 await trio.sleep_forever()

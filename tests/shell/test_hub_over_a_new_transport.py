@@ -55,7 +55,7 @@ async def test_two_hubs_chat_and_share_a_pane_over_a_transport_the_hub_never_nam
     async with trio.open_nursery() as n:
         for hub, t in ((hub_a, t_a), (hub_b, t_b)):
             await n.start(hub.run)
-            await n.start(t.serve, hub.accept)
+            await n.start(t.serve, hub)
         driver = await hub_a.connector.dial_any(
             [DialCandidate("memory", "b")],
             DialIntent(expected_node_id=B.node_id, expected_key=B.public_key))

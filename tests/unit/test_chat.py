@@ -370,3 +370,35 @@ def test_a_message_that_cannot_fit_one_sealed_envelope_is_refused_and_not_stored
         c.send(P, "a" + "\x01" * 1000 + "b", now=1)
     assert exc.value.code == "too_large"
     assert c.history(P) == []
+
+
+def test_a_message_unacked_in_a_live_session_is_sent_again_with_the_same_id() -> None:
+    c = log(live=(P,), limits=Limits(chat_ack_timeout_ms=30_000))
+    (first,) = of_type(c.send(P, "hi", now=1, at=0), SendChat)
+    assert c.next_deadline() == 30_000
+    assert c.on_timer(29_999) == []
+    assert c.on_timer(30_000) == [first]  # same id: the receiver keeps one copy
+    assert c.next_deadline() == 30_000 + 60_000  # then twice as long
+    assert c.on_timer(90_000) == [first]
+    c.receive(P, ack(first.msg_id), 2)
+    assert c.next_deadline() is None and c.on_timer(10**9) == []
+
+
+def test_no_resend_after_the_session_closed_or_the_message_failed() -> None:
+    c = log(live=(P, Q), limits=Limits(chat_ack_timeout_ms=1_000))
+    (to_p,) = of_type(c.send(P, "a", now=1, at=0), SendChat)
+    (to_q,) = of_type(c.send(Q, "b", now=1, at=0), SendChat)
+    c.session_closed(P)
+    c.peer_error(Q, to_q.msg_id)
+    assert c.on_timer(5_000) == [] and c.next_deadline() is None
+    # A new session flushes P's message and starts its timer again.
+    assert of_type(c.session_opened(P, at=6_000), SendChat) == [to_p]
+    assert c.next_deadline() == 7_000
+
+
+def test_timers_without_a_clock_start_at_the_next_tick() -> None:
+    c = log(live=(P,), limits=Limits(chat_ack_timeout_ms=1_000))
+    (sent,) = of_type(c.send(P, "a", now=1), SendChat)
+    assert c.next_deadline() == 0  # due at once: the timer must be started
+    assert c.on_timer(500) == [] and c.next_deadline() == 1_500
+    assert c.on_timer(1_500) == [sent]
