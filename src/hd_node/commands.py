@@ -20,6 +20,7 @@ from . import __version__, bench
 from .connector import Connector
 from .errors import HubError
 from .features import Features
+from .lobbylink import LobbyLink
 from .pairing import Pairing
 from .peers import Peers
 from .sessions import SessionRegistry
@@ -42,13 +43,16 @@ Handler = Callable[["Commands", dict[str, Any], Tab | None], Awaitable[Answer | 
 
 # Commands that may take seconds (a dial, a pairing, a bench): a tab runs them beside
 # its other commands instead of waiting for each in turn.
-LONG = frozenset({("network", "connect"), ("network", "pair_redeem"), ("network", "bench")})
+LONG = frozenset({("network", "connect"), ("network", "pair_redeem"), ("network", "bench"),
+                  ("lobby", "join_room"), ("lobby", "list_rooms"), ("lobby", "create_room"),
+                  ("lobby", "leave_room")})
 
 
 class Commands:
     def __init__(self, *, node_id: str, peers: Peers, pairing: Pairing, connector: Connector,
-                 features: Features, sessions: SessionRegistry) -> None:
+                 features: Features, sessions: SessionRegistry, lobby: LobbyLink) -> None:
         self.node_id = node_id
+        self.lobby = lobby
         self.peers = peers
         self.pairing = pairing
         self.connector = connector
@@ -163,6 +167,47 @@ def _peerchat(event: str) -> Handler:
     return handler
 
 
+# --- lobby (SPEC 7, 9) ---------------------------------------------------------------------
+
+
+async def _lobby_state(c: Commands, d: dict[str, Any], tab: Tab | None) -> Answer:
+    return Answer("lobby", "state", c.lobby.state())
+
+
+async def _lobby_connect(c: Commands, d: dict[str, Any], tab: Tab | None) -> Answer:
+    url = d.get("url")
+    if url is not None and not url.startswith(("ws://", "wss://")):
+        raise HubError("bad_request", "url is a ws:// or wss:// URL of /lobby-ws")
+    if url is None and not c.lobby.url:
+        raise HubError("bad_request", "no lobby configured: give url")
+    c.lobby.connect(url)
+    return Answer("lobby", "state", c.lobby.state())
+
+
+async def _lobby_disconnect(c: Commands, d: dict[str, Any], tab: Tab | None) -> Answer:
+    c.lobby.disconnect()
+    return Answer("lobby", "state", c.lobby.state())
+
+
+async def _lobby_rooms(c: Commands, d: dict[str, Any], tab: Tab | None) -> Answer:
+    return Answer("lobby", "rooms", {"rooms": await c.lobby.list_rooms()})
+
+
+async def _lobby_create(c: Commands, d: dict[str, Any], tab: Tab | None) -> Answer:
+    room = await c.lobby.create_room(d["name"], d["visibility"], d["joinPolicy"],
+                                     d.get("token"))
+    return Answer("lobby", "room_created", {"room": room})
+
+
+async def _lobby_join(c: Commands, d: dict[str, Any], tab: Tab | None) -> Answer:
+    return Answer("lobby", "joined", await c.lobby.join_room(d["roomId"], d.get("token")))
+
+
+async def _lobby_leave(c: Commands, d: dict[str, Any], tab: Tab | None) -> Answer:
+    await c.lobby.leave_room(d["roomId"])
+    return Answer("lobby", "room_closed", {"roomId": d["roomId"]})
+
+
 HANDLERS: dict[tuple[str, str], Handler] = {
     ("system", "hello"): _hello,
     ("system", "ping"): _ping,
@@ -179,6 +224,13 @@ HANDLERS: dict[tuple[str, str], Handler] = {
     ("network", "bench"): _bench,
     **{("collab", e): _collab(e) for e in ("join", "leave", "op", "share", "unshare")},
     **{("peerchat", e): _peerchat(e) for e in ("open", "send", "read", "unread", "close")},
+    ("lobby", "state"): _lobby_state,
+    ("lobby", "connect"): _lobby_connect,
+    ("lobby", "disconnect"): _lobby_disconnect,
+    ("lobby", "list_rooms"): _lobby_rooms,
+    ("lobby", "create_room"): _lobby_create,
+    ("lobby", "join_room"): _lobby_join,
+    ("lobby", "leave_room"): _lobby_leave,
 }
 
 __all__ = ["LONG", "Answer", "Commands", "HubError", "ProtocolError"]

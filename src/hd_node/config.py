@@ -31,6 +31,8 @@ class Settings:
     advertise: str = ""
     trust_mode: str = "manual"
     directory_key: str = ""
+    lobby_url: str = ""
+    relay_url: str = ""
     enable_direct: bool = True
     allow_loopback_candidates: bool = False
     handshake_timeout_s: float = 10.0
@@ -54,6 +56,10 @@ class Settings:
                      "write_timeout_s", "chat_ack_timeout_s"):
             if not 0.05 <= getattr(self, name) <= 3600:
                 raise ConfigError(f"{name} must be between 0.05 and 3600 seconds")
+        for name in ("lobby_url", "relay_url"):
+            url = getattr(self, name)
+            if url and not url.startswith(("ws://", "wss://")):
+                raise ConfigError(f"{name} must be a ws:// or wss:// URL")
         if self.advertise and not self.advertise.startswith(("ws://", "wss://")):
             raise ConfigError("advertise must be a ws:// or wss:// URL of /peer-ws")
         return self
@@ -64,6 +70,8 @@ _FILE_KEYS = {
     "nodeName": "node_name",
     "trustMode": "trust_mode",
     "directoryKey": "directory_key",
+    "lobbyUrl": "lobby_url",
+    "relayUrl": "relay_url",
     "advertisedAddress": "advertise",
     "enableDirect": "enable_direct",
     "uiHost": "ui_host",
@@ -81,6 +89,8 @@ _ENV_KEYS = {
     "HD_NODE_NAME": "node_name",
     "HD_TRUST_MODE": "trust_mode",
     "HD_ADVERTISE": "advertise",
+    "HD_LOBBY_URL": "lobby_url",
+    "HD_RELAY_URL": "relay_url",
     "HD_UI_HOST": "ui_host",
     "HD_UI_PORT": "ui_port",
     "HD_PEER_HOST": "peer_host",

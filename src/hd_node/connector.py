@@ -53,6 +53,7 @@ class Connector:
         self.node_name = node_name
         self.capabilities = list(capabilities)
         self.nursery: trio.Nursery | None = None  # where links live (the hub's)
+        self.attest: dict[str, Any] | None = None  # a lobby's attestation (SPEC 7.6)
 
     async def dial(self, candidate: DialCandidate, intent: DialIntent) -> LinkDriver:
         """One attempt. Returns the session (perhaps one that already existed)."""
@@ -69,7 +70,8 @@ class Connector:
                  expected or "-")
         try:
             link = await self.transports.open(
-                candidate, timeout_s=self.limits.handshake_timeout_ms / 1000)
+                candidate, timeout_s=self.limits.handshake_timeout_ms / 1000,
+                peer_id=expected)
         except DialFailed as exc:
             self._demote_address(candidate, expected)
             code = _DIAL_CODES.get(exc.code, exc.code)
@@ -81,7 +83,7 @@ class Connector:
         conn = Connection.dial(
             self.identity, rng=self.rng, now=mono_ms(), wall=wall_ms(), limits=self.limits,
             link=candidate.kind, node_name=self.node_name, capabilities=self.capabilities,
-            expected_node_id=expected, token=intent.token,
+            expected_node_id=expected, token=intent.token, attest=self.attest,
         )
         driver = LinkDriver(link, conn, self.sessions, limits=self.link_limits,
                             candidate=candidate)

@@ -52,7 +52,8 @@ class DirectTransport:
         self.metrics = metrics
         self.server_limits = server_limits or peer_listener_limits(max_message_bytes)
 
-    async def open(self, candidate: DialCandidate, *, timeout_s: float) -> Link:
+    async def open(self, candidate: DialCandidate, *, timeout_s: float,
+                   peer_id: str | None = None) -> Link:
         try:
             return await dial_ws(candidate.address, timeout_s=timeout_s,
                                  max_message_size=self.max_message_bytes, kind=self.kind,

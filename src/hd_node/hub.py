@@ -16,10 +16,11 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
+from typing import Any
 
 import trio
 
-from hd_protocol import Connection, Identity, Policy
+from hd_protocol import Connection, Identity, Policy, sort_candidates
 from hd_protocol.limits import Limits
 
 from . import bench
@@ -30,6 +31,7 @@ from .config import Settings
 from .connector import Connector
 from .features import Features
 from .linkdriver import LinkDriver, LinkLimits
+from .lobbylink import LobbyLink
 from .metrics import NodeMetrics
 from .pairing import Pairing
 from .peers import Peers
@@ -82,13 +84,20 @@ class PeerHub:
         self.features = Features(identity, store, self.sessions, self.bus, metrics,
                                  limits=limits, rng=rng, node_name=self.node_name)
         self.pairing = Pairing(identity, store, self.peers, self.connector, limits=limits,
-                               rng=rng)
+                               rng=rng, candidates=lambda: self.own_candidates())
         self.reconnector = Reconnector(
             store, self.sessions, self.connector, limits=limits, rng=rng,
             user_disconnected=lambda peer: peer in self.peers.manual_disconnect)
+        # Candidates beyond our own listener (a relay's): the node says what it runs.
+        self.extra_candidates: Callable[[], list[dict[str, Any]]] = list
+        self.lobby = LobbyLink(identity, trust=self.trust, connector=self.connector,
+                               peers=self.peers, bus=self.bus, limits=limits, rng=rng,
+                               node_name=self.node_name, capabilities=self.capabilities,
+                               url=settings.lobby_url or None, addresses=self.own_candidates)
         self.commands = Commands(node_id=identity.node_id, peers=self.peers,
                                  pairing=self.pairing, connector=self.connector,
-                                 features=self.features, sessions=self.sessions)
+                                 features=self.features, sessions=self.sessions,
+                                 lobby=self.lobby)
         self.sessions.route("bench_echo", bench.answer)
         self.shutting_down = False
         self._nursery: trio.Nursery | None = None
@@ -108,8 +117,13 @@ class PeerHub:
             self.reconnector.nursery = n
             self.reconnector.start_all()
             n.start_soon(self.features.run_timers)
+            n.start_soon(self.lobby.run)
             task_status.started()
             await trio.sleep_forever()
+
+    def own_candidates(self) -> list[dict[str, Any]]:
+        """Every way to reach us (SPEC 8.1): our listener's, then what else we run."""
+        return sort_candidates([*self.peers.candidates, *self.extra_candidates()])
 
     def set_peer_url(self, url: str, bound_host: str) -> None:
         self.peers.peer_url = url

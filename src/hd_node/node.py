@@ -19,7 +19,7 @@ from typing import Any
 
 import trio
 
-from hd_protocol import Identity
+from hd_protocol import Identity, make_candidate
 from hd_protocol.limits import Limits
 
 from . import files
@@ -29,6 +29,7 @@ from .direct import DirectTransport
 from .httpserver import ServerLimits, serve
 from .hub import PeerHub
 from .metrics import NodeMetrics
+from .relay_transport import RelayTransport
 from .store import NodeStore
 from .web import LocalApp
 
@@ -103,6 +104,16 @@ def raise_open_file_limit() -> tuple[int, int, bool]:
     return soft, hard, False
 
 
+def relay_url_for(relay_url: str | None, lobby_url: str | None) -> str | None:
+    """``relayUrl``, else the relay bundled with the lobby (``/relay-ws`` beside
+    ``/lobby-ws``), else none."""
+    if relay_url:
+        return relay_url
+    if lobby_url and lobby_url.rstrip("/").endswith("/lobby-ws"):
+        return lobby_url.rstrip("/")[: -len("/lobby-ws")] + "/relay-ws"
+    return None
+
+
 class Node:
     def __init__(self, settings: Settings, limits: Limits | None = None, *,
                  new_identity: bool = False) -> None:
@@ -123,6 +134,15 @@ class Node:
             max_message_bytes=self.limits.max_envelope_bytes, metrics=self.metrics,
         )
         self.hub.transports.add(self.direct)
+        # The relay transport is always there: a guest may have to reach a room host
+        # through the host's relay. Our own relay (relayUrl, else the one beside the
+        # lobby we are connected to) is kept attached and offered as a candidate
+        # (SPEC 8.1).
+        self.relay = RelayTransport(self.identity,
+                                    max_envelope_bytes=self.limits.max_envelope_bytes,
+                                    rng=os.urandom, default_url=self.relay_url)
+        self.hub.transports.add(self.relay)
+        self.hub.extra_candidates = self._relay_candidates
         self.info: dict[str, Any] = {}
 
     async def run(self, *, task_status: trio.TaskStatus[dict[str, Any]] = trio.TASK_STATUS_IGNORED
@@ -138,6 +158,7 @@ class Node:
         try:
             async with trio.open_nursery() as n:
                 await n.start(hub.run)
+                await n.start(partial(self.relay.serve, hub))
                 ui_limits = ServerLimits(ws_max_message_bytes=self.limits.max_ws_frame_bytes)
                 _, ui_port = await n.start(partial(
                     serve, local_app, s.ui_host, s.ui_port, limits=ui_limits, name="ui",
@@ -181,6 +202,13 @@ class Node:
             files.remove_node_json(s.data_dir)
             self.store.close()
             os.close(self._lock_fd)
+
+    def relay_url(self) -> str | None:
+        return relay_url_for(self.settings.relay_url, self.hub.lobby.url)
+
+    def _relay_candidates(self) -> list[dict[str, Any]]:
+        url = self.relay_url()
+        return [make_candidate("relay", url, 65535)] if url else []
 
     async def _watch_signals(self, stop: trio.Event) -> None:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:

@@ -14,13 +14,13 @@ from hd_protocol import (
     Identity,
     ProtocolError,
     decode_invite,
-    direct_candidates,
     encode_invite,
     hash_token,
     invite_expired,
     new_token,
     sort_candidates,
 )
+from hd_protocol.candidates import dial_candidates
 from hd_protocol.limits import Limits
 
 from .clock import wall_ms
@@ -37,8 +37,11 @@ MAX_TTL_MS = 30 * 24 * 3600 * 1000
 class Pairing:
     def __init__(self, identity: Identity, store: NodeStore, peers: Peers,
                  connector: Connector, *, limits: Limits,
-                 rng: Callable[[int], bytes]) -> None:
+                 rng: Callable[[int], bytes],
+                 candidates: Callable[[], list[dict[str, Any]]] | None = None) -> None:
         self.identity = identity
+        # What an invite lists: our listener's candidates and, when we run one, our relay.
+        self.candidates = candidates or (lambda: list(peers.candidates))
         self.store = store
         self.peers = peers
         self.connector = connector
@@ -46,7 +49,7 @@ class Pairing:
         self.rng = rng
 
     def create_invite(self, ttl_ms: int | None = None) -> dict[str, Any]:
-        if not self.peers.candidates:
+        if not self.candidates():
             raise HubError("no_address", "the peer listener has no address to advertise; "
                            "run with --advertise ws://HOST:PORT/peer-ws")
         ttl = self.limits.invite_ttl_ms if ttl_ms is None else ttl_ms
@@ -56,7 +59,7 @@ class Pairing:
         token = new_token(self.rng)
         exp = now + ttl
         inv = self.store.add_invite(hash_token(token), created_at=now, exp=exp)
-        text = encode_invite(addrs=self.peers.candidates, exp=exp, node_id=self.identity.node_id,
+        text = encode_invite(addrs=self.candidates(), exp=exp, node_id=self.identity.node_id,
                              public_key=self.identity.public_key, token=token)
         log.info("invite created token_id=%s expires=%d", inv.token_id, exp)
         return {"invite": text, "expires": exp, "token_id": inv.token_id}
@@ -87,9 +90,8 @@ class Pairing:
         stored = self.store.get_peer(inv["node_id"])
         if stored is not None and stored.public_key != inv["public_key"]:
             raise HubError("key_mismatch", "we know that node id with another key")
-        urls = [c["url"] for c in sort_candidates(inv["addrs"])]
         driver = await self.connector.dial_any(
-            direct_candidates(urls),
+            dial_candidates(sort_candidates(inv["addrs"])),
             DialIntent(expected_node_id=inv["node_id"], expected_key=inv["public_key"],
                        token=inv["token"], invite_pinned=True),
         )

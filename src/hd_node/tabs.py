@@ -22,13 +22,14 @@ from .commands import LONG, Answer, Commands
 from .errors import HubError
 from .metrics import NodeMetrics
 from .tabbus import Tab, TabBus
-from .transport import Link, LinkClosed
+from .transport import LinkClosed
+from .wslink import WsLink
 
 log = logging.getLogger("hd_node.tabs")
 
 
 class TabSession:
-    def __init__(self, bus: TabBus, commands: Commands, metrics: NodeMetrics, link: Link, *,
+    def __init__(self, bus: TabBus, commands: Commands, metrics: NodeMetrics, link: WsLink, *,
                  max_frame_bytes: int, node_id: str, version: str) -> None:
         self.bus = bus
         self.commands = commands

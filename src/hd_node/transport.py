@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 import trio
 
-from hd_protocol import DialCandidate
+from hd_protocol import DialCandidate, Envelope
 
 
 class LinkClosed(Exception):
@@ -28,9 +28,9 @@ class Link(Protocol):
     kind: str
     remote_addr: str | None
 
-    async def receive_some(self) -> list[str | bytes]:
+    async def receive_some(self) -> Sequence[str | bytes | Envelope]:
         """At least one frame, and every other one already buffered; ``LinkClosed``
-        when the link is gone."""
+        when the link is gone. (A relayed envelope arrives already decoded.)"""
         ...
 
     async def send_many(self, messages: Sequence[str | bytes]) -> None:
@@ -92,8 +92,10 @@ class Transport(Protocol):
     # reconnects (a ws:// address: yes; a relay or a WebRTC signalling target: no).
     remembers_addresses: bool
 
-    async def open(self, candidate: DialCandidate, *, timeout_s: float) -> Link:
-        """A new link to ``candidate`` or ``DialFailed``; nothing else escapes."""
+    async def open(self, candidate: DialCandidate, *, timeout_s: float,
+                   peer_id: str | None = None) -> Link:
+        """A new link to ``candidate`` (leading to the node ``peer_id``, when known) or
+        ``DialFailed``; nothing else escapes."""
         ...
 
     async def serve(self, gate: InboundGate, *,
@@ -122,8 +124,9 @@ class Transports:
     def get(self, kind: str) -> Transport | None:
         return self._by_kind.get(kind)
 
-    async def open(self, candidate: DialCandidate, *, timeout_s: float) -> Link:
+    async def open(self, candidate: DialCandidate, *, timeout_s: float,
+                   peer_id: str | None = None) -> Link:
         transport = self._by_kind.get(candidate.kind)
         if transport is None:
             raise DialFailed("unsupported", f"this node has no {candidate.kind} transport")
-        return await transport.open(candidate, timeout_s=timeout_s)
+        return await transport.open(candidate, timeout_s=timeout_s, peer_id=peer_id)

@@ -18,6 +18,7 @@ from hd_protocol import (
     admit,
     dialer_view,
     hash_token,
+    token_matches,
 )
 from hd_protocol.admission import reject
 from hd_protocol.handshake import NeedAdmission
@@ -46,6 +47,7 @@ class Trust:
         self.policy = policy
         self.guest_admissions: set[tuple[str, str]] = set()
         self.room_hosts: set[tuple[str, str]] = set()
+        self.room_tickets: set[str] = set()  # token hashes of the token rooms we host
 
     def decide_dialer(self, need: NeedAdmission, intent: DialIntent, kind: str,
                       remote_addr: str | None) -> Decision:
@@ -79,6 +81,8 @@ class Trust:
                       remote_addr),
             record=stored.record() if stored else None, invite=invite, now=wall_ms(),
             guest_pending=(peer.node_id, peer.public_key) in self.guest_admissions,
+            room_ticket_ok=need.token is not None and any(
+                token_matches(need.token, h) for h in self.room_tickets),
         )
         # Effects are persisted before the dialer hears "ok". The conditional update
         # closes the race of two nodes redeeming one invite at the same moment.

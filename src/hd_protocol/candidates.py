@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import RemoteProtocolError
+from .errors import ProtocolError, RemoteProtocolError
 
 TYPE_PREF = {"host": 126, "srflx": 100, "relay": 0}
 MAX_URL_CHARS = 512
@@ -94,6 +94,24 @@ class LadderDone:
 
 
 LadderOutput = StartDial | LadderDone
+
+
+# Which link a wire candidate (SPEC 8.1) is dialled over.
+_KIND_OF_TYPE = {"host": "direct", "srflx": "direct", "relay": "relay"}
+
+
+def dial_candidates(cands: Sequence[dict[str, Any]]) -> list[DialCandidate]:
+    """Wire candidates ``{type, url, priority}`` (an invite's, a room host's) as ladder
+    candidates: host and srflx are direct links, relay goes through that relay.
+    Malformed entries are skipped."""
+    out: list[DialCandidate] = []
+    for c in cands:
+        try:
+            check_candidate(c)
+        except ProtocolError:
+            continue
+        out.append(DialCandidate(_KIND_OF_TYPE[c["type"]], c["url"], c["priority"]))
+    return out
 
 
 def direct_candidates(urls: Sequence[str]) -> list[DialCandidate]:

@@ -324,12 +324,13 @@ class Panes:
 
     def _on_leave(self, peer: str, key: str) -> list[CollabEffect]:
         room = self._room.get(key, frozenset())
-        if peer in room:
-            self._room[key] = room - {peer}
         pane = self._panes.get(key)
         self._known.get(peer, {}).pop(key, None)
+        if peer in room:
+            self._room[key] = room - {peer}
         if pane is None or peer not in pane.sharers:
-            return []
+            # A room member leaving changes the sharers too: the tabs are told.
+            return [self._state_changed(key)] if peer in room else []
         new = replace(pane, sharers=pane.sharers - {peer})
         self._panes[key] = new
         return [PersistPane(new), self._state_changed(key)]

@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 from .admission import Decision
 from .effects import Send
-from .envelope import wire_size
+from .envelope import Envelope, wire_size
 from .errors import LocalProtocolError
 from .handshake import Acceptor, Dialer, Established, NeedAdmission, PeerHello
 from .handshake import Failed as _HsFailed
@@ -218,7 +218,7 @@ class Connection:
 
     # --- what the shell feeds in ----------------------------------------------------------
 
-    def receive(self, frame: str | bytes, now: int, wall: int) -> None:
+    def receive(self, frame: str | bytes | Envelope, now: int, wall: int) -> None:
         """One inbound frame from the link. A frame after the end is ignored."""
         if self.state is State.HANDSHAKE:
             self._absorb_handshake(self.handshake.receive(frame, now, wall=wall), now)

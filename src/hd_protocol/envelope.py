@@ -303,6 +303,13 @@ def decode_envelope(
             check_value(obj["data"], 1)
     except CanonicalError as exc:
         raise RemoteProtocolError("bad_json", exc.message) from None
+    return envelope_from_obj(obj)
+
+
+def envelope_from_obj(obj: object) -> Envelope:
+    """An envelope from its already-parsed JSON object (``loads_strict`` domain), with
+    every SPEC 3 rule of ``decode_envelope`` but the parsing: how a relayed envelope,
+    which arrives as a member of a relay frame, is read."""
     if type(obj) is not dict:
         raise RemoteProtocolError("bad_envelope", "an envelope is a JSON object")
     if obj.keys() != _FIELD_SET:

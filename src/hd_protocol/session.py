@@ -276,7 +276,8 @@ class Session:
 
     # --- inbound ----------------------------------------------------------------------
 
-    def receive(self, frame: str | bytes, now: int, *, wall: int | None = None) -> list[Output]:
+    def receive(self, frame: str | bytes | Envelope, now: int, *,
+                wall: int | None = None) -> list[Output]:
         """Run one inbound frame through every SPEC 5 check, then act on it.
 
         ``now`` drives timers (RTT, rate limits); ``wall`` (default: ``now``) is the
@@ -291,7 +292,8 @@ class Session:
         self.rx_seq = env.seq  # type: ignore[assignment]
         self.last_seen = now
         self.stats.msgs_in += 1
-        self.stats.bytes_in += wire_size(frame)
+        self.stats.bytes_in += (wire_size(frame) if not isinstance(frame, Envelope)
+                                else len(env.box or "") + 360)
         msg = Message(env.type, env.msg_id, env.re, payload, env.ts)
         if env.type not in self.known_types:
             return self._error_reply("unknown_type", f"unknown type {env.type}", env, now)
@@ -299,8 +301,10 @@ class Session:
             return self._failure("forbidden", f"{env.type} needs a trusted peer", now, env)
         return self._act(msg, now)
 
-    def _check(self, frame: str | bytes) -> tuple[Envelope, dict[str, Any]]:
-        env = decode_envelope(frame, max_bytes=self.limits.max_envelope_bytes)  # decode, v
+    def _check(self, frame: str | bytes | Envelope) -> tuple[Envelope, dict[str, Any]]:
+        # decode (a relayed envelope arrives decoded: envelope_from_obj did the same), v
+        env = frame if isinstance(frame, Envelope) else decode_envelope(
+            frame, max_bytes=self.limits.max_envelope_bytes)
         if env.src != self.peer_id:
             raise RemoteProtocolError("src", "src is not the session's peer")
         if env.dst != self.identity.node_id:

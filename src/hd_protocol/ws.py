@@ -119,6 +119,11 @@ COMMAND_FIELDS: dict[tuple[str, str], dict[str, tuple[tuple[type, ...], bool]]] 
     ("peerchat", "send"): {"node_id": (_S, True), "text": (_S, True)},
     ("peerchat", "read"): {"node_id": (_S, True)},
     ("peerchat", "close"): {"node_id": (_S, True)},
+    ("lobby", "connect"): {"url": (_OS, False)},
+    ("lobby", "create_room"): {"name": (_S, True), "visibility": (_S, True),
+                               "joinPolicy": (_S, True), "token": (_OS, False)},
+    ("lobby", "join_room"): {"roomId": (_S, True), "token": (_OS, False)},
+    ("lobby", "leave_room"): {"roomId": (_S, True)},
 }
 MAX_FIELD_CHARS = 1024 * 1024
 

@@ -1,0 +1,108 @@
+"""``hd-lobby``: the lobby server (SPEC 7) with its bundled relay.
+
+    hd-lobby run --data-dir DIR [--host H] [--port P] [--directory FILE] [--config FILE]
+
+Serves ``/lobby-ws`` (registration, presence, rooms, signaling), a bundled relay at
+``/relay-ws`` (store and forward in DIR), ``/healthz`` and ``/metrics``. Once listening
+it writes ``DIR/lobby.json`` (0600) ``{pid, url, relay_url, server_id, server_key}`` and
+removes it on exit. ``--directory FILE``: the nodes this lobby vouches for (SPEC 7.6), a
+JSON list of ``{"node_id", "public_key"}``; they get attestations and may join
+``directory`` rooms. SIGINT/SIGTERM stop it with exit 0; a bad setting or a damaged data
+directory is one line and exit 2, a busy port one line and exit 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+from pathlib import Path
+
+import trio
+from prometheus_client import CollectorRegistry, Gauge
+
+from hd_protocol import node_id_for
+from hd_protocol.errors import ProtocolError
+from hd_protocol.limits import DEFAULT_LIMITS
+from hd_protocol.lobby import LobbyServer
+from hd_relay.frameserver import FrameServer
+from hd_relay.queue import QueueStore
+from hd_relay.serverkit import (
+    ServerApp,
+    ServerProcess,
+    ServerSettings,
+    UsageError,
+    common_parser,
+    load_settings,
+    run_main,
+    server_limits,
+)
+from hd_relay.service import PATH as RELAY_PATH
+from hd_relay.service import RelayService, relay_frame_limit
+
+PROG = "hd-lobby"
+PATH = "/lobby-ws"
+
+
+def load_directory(path: str | None) -> dict[str, str]:
+    """node id -> public key, each id checked against its key."""
+    if not path:
+        return {}
+    try:
+        doc = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"cannot read directory file {path}: {exc}") from None
+    if not isinstance(doc, list):
+        raise UsageError(f"{path}: a directory is a JSON list of {{node_id, public_key}}")
+    out: dict[str, str] = {}
+    for i, entry in enumerate(doc):
+        try:
+            if not isinstance(entry, dict) or node_id_for(entry["public_key"]) != entry["node_id"]:
+                raise ValueError
+        except (KeyError, ValueError, ProtocolError):
+            raise UsageError(f"{path}: entry {i} is not a node id with its key") from None
+        out[entry["node_id"]] = entry["public_key"]
+    return out
+
+
+async def run(settings: ServerSettings) -> None:
+    directory = load_directory(settings.extra.get("directory"))
+    proc = ServerProcess(settings, "lobby.json")
+    store = QueueStore(settings.data_dir / "relay-queue.db")
+    try:
+        registry = CollectorRegistry(auto_describe=True)
+        relay = RelayService(proc.identity, store, DEFAULT_LIMITS, registry)
+        machine = LobbyServer(proc.identity, rng=os.urandom, limits=DEFAULT_LIMITS,
+                              directory=directory)
+        lobby = FrameServer(machine, "lobby", timer=machine.on_timer,
+                            next_deadline=machine.next_deadline)
+        Gauge("hd_lobby_nodes", "Registered nodes", registry=registry).set_function(
+            lambda: machine.registered)
+        Gauge("hd_lobby_rooms", "Open rooms", registry=registry).set_function(
+            lambda: machine.rooms)
+        Gauge("hd_lobby_connections", "Open /lobby-ws connections",
+              registry=registry).set_function(lambda: lobby.connections)
+        app = ServerApp(proc.identity.node_id, registry,
+                        {PATH: lobby.serve, RELAY_PATH: relay.serve})
+        log = logging.getLogger("hd_lobby")
+        log.info("lobby directory entries=%d", len(directory))
+        await proc.run(app, server_limits(relay_frame_limit(DEFAULT_LIMITS)),
+                       lambda base: {"url": f"{base}{PATH}", "relay_url": f"{base}{RELAY_PATH}"},
+                       [relay.run, lobby.run_timer], "lobby")
+    finally:
+        store.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser, run_p = common_parser(PROG, "hd fabric lobby (with its bundled relay)")
+    run_p.add_argument("--directory", help="JSON list of {node_id, public_key} to vouch for")
+    args: argparse.Namespace = parser.parse_args(argv)
+
+    def go() -> None:
+        settings = load_settings(args, "lobby", ("directory",))
+        logging.basicConfig(level=getattr(logging, settings.log_level.upper(), logging.INFO),
+                            format="%(asctime)s %(levelname)s %(name)s %(message)s")
+        trio.run(run, settings)
+
+    return run_main(go, PROG)

@@ -1,0 +1,292 @@
+"""The node's lobby connection (SPEC 7) and what the ``/ws`` ``lobby`` channel does with it.
+
+``hd_protocol.lobby_client.LobbyClient`` speaks the protocol; this keeps one connection
+to the configured lobby up (reconnecting with backoff), answers tab commands one at a
+time (a lobby answers in order, so each command waits for its answer or an ``error``,
+with a deadline), and acts on what the lobby says:
+
+- a guest joining a room we host: its node id **and key** become a pending guest
+  admission for the room's lifetime (SPEC 7.4), so a ``manual`` node admits it with no
+  invite; a token room's token also works as a ticket;
+- a room we join: its host's id and key are pinned for the join ladder (SPEC 8.2) over
+  the host's candidates — direct first, its relay from 1.5 s — and the tabs hear which
+  path won (``joined {roomId, peer, via}``);
+- an attestation (SPEC 7.6): presented in every handshake we start from now on.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import trio
+
+from hd_protocol import Identity, hash_token, reconnect_delay_ms
+from hd_protocol import lobby_client as lc
+from hd_protocol.candidates import dial_candidates
+from hd_protocol.effects import Send
+from hd_protocol.errors import RemoteProtocolError
+from hd_protocol.limits import Limits
+
+from .clock import mono_ms, trio_deadline
+from .connector import Connector
+from .errors import HubError
+from .peers import Peers
+from .tabbus import TabBus
+from .transport import LinkClosed
+from .trust import DialIntent, Trust
+from .wslink import DialError, WsLink, dial_ws
+
+log = logging.getLogger("hd_node.lobby")
+
+ANSWER_TIMEOUT_S = 10.0
+
+
+class LobbyLink:
+    def __init__(self, identity: Identity, *, trust: Trust, connector: Connector,
+                 peers: Peers, bus: TabBus, limits: Limits, rng: Callable[[int], bytes],
+                 node_name: str, capabilities: list[str], url: str | None,
+                 addresses: Callable[[], list[dict[str, Any]]]) -> None:
+        self.identity = identity
+        self.trust = trust
+        self.connector = connector
+        self.peers = peers
+        self.bus = bus
+        self.limits = limits
+        self.rng = rng
+        self.node_name = node_name
+        self.capabilities = capabilities
+        self.url = url
+        self.addresses = addresses  # our candidates, for the lobby to give room peers
+        self.client: lc.LobbyClient | None = None
+        self.ws: WsLink | None = None
+        self.rooms: list[dict[str, Any]] = []
+        self.hosted: dict[str, str | None] = {}  # room id -> token hash (token rooms)
+        self.guests: dict[str, set[tuple[str, str]]] = {}  # hosted room -> (id, key)
+        self.joined: dict[str, lc.Card] = {}  # room id -> host
+        self._lock = trio.Lock()
+        self._waiter: tuple[tuple[type, ...], trio.Event, list[Any]] | None = None
+        self._url_changed = trio.Event()
+        self._session_scope: trio.CancelScope | None = None
+
+    # --- views ----------------------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        return self.client is not None and self.client.registered is not None
+
+    def state(self) -> dict[str, Any]:
+        directory = list(self.client.directory.values()) if self.client else []
+        return {"connected": self.connected, "url": self.url,
+                "self": {"node_id": self.identity.node_id, "node_name": self.node_name},
+                "rooms": self.rooms, "directory": directory,
+                "hosted": sorted(self.hosted), "joined": sorted(self.joined)}
+
+    # --- the connection -------------------------------------------------------------------
+
+    async def run(self) -> None:
+        attempt = 0
+        while True:
+            url = self.url
+            if not url:
+                self._url_changed = trio.Event()
+                await self._url_changed.wait()
+                attempt = 0
+                continue
+            with trio.CancelScope() as scope:
+                self._session_scope = scope
+                try:
+                    await self._session(url)
+                    attempt = 0
+                except (DialError, LinkClosed, RemoteProtocolError, trio.TooSlowError) as exc:
+                    log.info("lobby connection lost url=%s reason=%s", url, exc)
+                except Exception:  # a bug of ours: logged; the node and its lobby go on
+                    log.exception("lobby session failed url=%s", url)
+            self._lost()
+            if self.url == url:
+                with trio.move_on_after(reconnect_delay_ms(attempt, self.rng) / 1000):
+                    self._url_changed = trio.Event()
+                    await self._url_changed.wait()
+                attempt += 1
+
+    def _lost(self) -> None:
+        was = self.connected
+        self.client, self.ws = None, None
+        self._resolve(lc.LobbyError("not_found", "the lobby connection is gone"))
+        if was:
+            self.bus.publish("lobby", "state", self.state())
+
+    async def _session(self, url: str) -> None:
+        ws = await dial_ws(url, timeout_s=10, max_message_size=self.limits.max_envelope_bytes)
+        client = lc.LobbyClient(self.identity, node_name=self.node_name,
+                                addresses=self.addresses(), capabilities=self.capabilities,
+                                limits=self.limits)
+        self.client, self.ws = client, ws
+        try:
+            async with trio.open_nursery() as n:
+                n.start_soon(self._heartbeats, client, ws, n.cancel_scope)
+                try:
+                    while True:
+                        for raw in await ws.receive_some():
+                            await self._handle(client, ws, client.receive(raw, mono_ms()))
+                except LinkClosed as exc:
+                    log.info("lobby connection closed url=%s reason=%s", url, exc)
+                n.cancel_scope.cancel()
+        finally:
+            with trio.CancelScope(shield=True):
+                await ws.aclose()
+
+    async def _heartbeats(self, client: lc.LobbyClient, ws: WsLink,
+                          scope: trio.CancelScope) -> None:
+        try:
+            while True:
+                dl = client.next_deadline()
+                wake = mono_ms() + 1000 if dl is None else min(dl, mono_ms() + 1000)
+                await trio.sleep_until(trio_deadline(wake))
+                await self._handle(client, ws, client.on_timer(mono_ms()))
+        except LinkClosed:
+            scope.cancel()
+
+    async def _handle(self, client: lc.LobbyClient, ws: WsLink,
+                      outs: list[lc.Output]) -> None:
+        for out in outs:
+            if isinstance(out, Send):
+                await ws.send_many([out.wire])
+            else:
+                self._event(out)
+
+    def _event(self, ev: lc.Event) -> None:
+        if isinstance(ev, lc.Registered):
+            self.rooms = list(ev.rooms)
+            log.info("lobby registered url=%s nodes=%d", self.url, len(ev.directory))
+            self.bus.publish("lobby", "state", self.state())
+            return
+        if isinstance(ev, lc.Attestation):
+            self.connector.attest = ev.attest
+            return
+        if isinstance(ev, lc.DirectoryUpdate):
+            self.bus.publish("lobby", "directory", {"directory": self.state()["directory"]})
+            return
+        if isinstance(ev, lc.PeerJoining):
+            self._admit_guest(ev)
+            return
+        if isinstance(ev, lc.RoomClosed):
+            self._room_gone(ev.room_id)
+        if isinstance(ev, lc.Rooms):
+            self.rooms = list(ev.rooms)
+        if isinstance(ev, lc.Dropped):
+            log.info("lobby frame dropped code=%s", ev.code)
+            return
+        if self._waiter is not None and isinstance(ev, self._waiter[0] + (lc.LobbyError,)):
+            self._resolve(ev)
+            return
+        if isinstance(ev, lc.LobbyError):
+            self.bus.publish("lobby", "error", {"code": ev.code, "message": ev.message})
+        elif isinstance(ev, lc.RoomClosed):
+            self.bus.publish("lobby", "room_closed", {"roomId": ev.room_id})
+
+    def _admit_guest(self, ev: lc.PeerJoining) -> None:
+        if ev.room_id not in self.hosted:
+            return
+        pair = (ev.guest.node_id, ev.guest.public_key)
+        self.guests.setdefault(ev.room_id, set()).add(pair)
+        self.trust.guest_admissions.add(pair)
+        log.info("room guest admitted room=%s peer=%s", ev.room_id, ev.guest.node_id)
+        self.bus.publish("lobby", "peer_joining", {
+            "roomId": ev.room_id, "guest": {"node_id": ev.guest.node_id,
+                                            "node_name": ev.guest.node_name}})
+
+    def _room_gone(self, room_id: str) -> None:
+        token = self.hosted.pop(room_id, None)
+        if token is not None:
+            self.trust.room_tickets.discard(token)
+        for pair in self.guests.pop(room_id, set()):
+            if not any(pair in g for g in self.guests.values()):
+                self.trust.guest_admissions.discard(pair)
+        host = self.joined.pop(room_id, None)
+        if host is not None and not any(h == host for h in self.joined.values()):
+            self.trust.room_hosts.discard((host.node_id, host.public_key))
+
+    # --- commands (the /ws lobby channel) -------------------------------------------------
+
+    def connect(self, url: str | None) -> None:
+        if url is not None:
+            self.url = url
+        if self._session_scope is not None:
+            self._session_scope.cancel()
+        self._url_changed.set()
+
+    def disconnect(self) -> None:
+        self.url = None
+        if self._session_scope is not None:
+            self._session_scope.cancel()
+        self._url_changed.set()
+
+    async def request(self, make: Callable[[lc.LobbyClient], Send],
+                      expect: tuple[type, ...]) -> Any:
+        """One command and its answer (the lobby answers in order; one at a time)."""
+        async with self._lock:
+            client, ws = self.client, self.ws
+            if client is None or ws is None or client.registered is None:
+                raise HubError("unreachable", "not connected to a lobby")
+            done = trio.Event()
+            box: list[Any] = []
+            self._waiter = (expect, done, box)
+            try:
+                await ws.send_many([make(client).wire])
+                with trio.move_on_after(ANSWER_TIMEOUT_S):
+                    await done.wait()
+            except LinkClosed:
+                raise HubError("unreachable", "the lobby connection is gone") from None
+            finally:
+                self._waiter = None
+            if not box:
+                raise HubError("timeout", "the lobby did not answer")
+            if isinstance(box[0], lc.LobbyError):
+                raise HubError(box[0].code, box[0].message)
+            return box[0]
+
+    def _resolve(self, ev: Any) -> None:
+        if self._waiter is not None:
+            _, done, box = self._waiter
+            if not done.is_set():
+                box.append(ev)
+                done.set()
+
+    async def create_room(self, name: str, visibility: str, policy: str,
+                          token: str | None) -> dict[str, Any]:
+        ev = await self.request(lambda c: c.create_room(name, visibility, policy, token),
+                                (lc.RoomCreated,))
+        room = dict(ev.room)
+        self.hosted[room["id"]] = hash_token(token) if token is not None else None
+        if token is not None:
+            self.trust.room_tickets.add(hash_token(token))
+        return room
+
+    async def list_rooms(self) -> list[dict[str, Any]]:
+        ev = await self.request(lambda c: c.list_rooms(), (lc.Rooms,))
+        return list(ev.rooms)
+
+    async def leave_room(self, room_id: str) -> None:
+        await self.request(lambda c: c.leave_room(room_id), (lc.RoomClosed,))
+        self._room_gone(room_id)
+
+    async def join_room(self, room_id: str, token: str | None) -> dict[str, Any]:
+        """Join, then run the join ladder to the host (SPEC 7.4, 8.2)."""
+        info: lc.RoomInfo = await self.request(lambda c: c.join_room(room_id, token),
+                                               (lc.RoomInfo,))
+        host = info.host
+        self.joined[room_id] = host
+        self.trust.room_hosts.add((host.node_id, host.public_key))
+        log.info("room joined room=%s host=%s candidates=%d", room_id, host.node_id,
+                 len(host.addresses))
+        driver = await self.connector.dial_any(
+            dial_candidates(list(host.addresses)),
+            DialIntent(expected_node_id=host.node_id, expected_key=host.public_key,
+                       token=token))
+        assert driver.peer_id is not None
+        joined = {"roomId": room_id, "peer": self.peers.peer_info(driver.peer_id),
+                  "via": driver.kind}
+        self.bus.publish("lobby", "joined", joined)
+        return joined

@@ -1,0 +1,422 @@
+"""The lobby (SPEC 7.1-7.6) as one sans-IO machine: registration, presence, rooms,
+signaling, directory attestations — for every connection of one lobby.
+
+The shell assigns each connection an integer id, feeds ``connect``/``receive``/
+``disconnect`` and the timer, and carries out ``ToConn`` (send a frame) and
+``CloseConn``. Everything a node may do is decided here:
+
+- nothing but ``register`` before a node proved who it is (a signature over the
+  lobby's fresh nonce and id: a captured registration is useless elsewhere);
+- the newest connection of a node id wins; the old one gets ``error replaced`` and is
+  closed, and its cleanup never touches what the node now has on the new one;
+- presence is pushed to every registered node, coalesced: at most one batch per
+  ``presence_batch_ms`` per subscriber, one frame per changed node;
+- a node silent for three heartbeats expires: it leaves the directory, the rooms it
+  hosts close (``room_closed`` to their members), it leaves the rooms it joined;
+- every bad frame is answered ``error {code, message}``; a connection that keeps
+  sending bad ones (or goes over its rate) is closed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .admission import issue_attestation
+from .candidates import check_candidate
+from .errors import RemoteProtocolError
+from .frames import (
+    TokenBucket,
+    challenge,
+    check_identity_proof,
+    decode_frame,
+    encode_frame,
+    error_frame,
+    fields,
+    register_bytes,
+    text,
+)
+from .identity import Identity, Rng, b64encode, is_node_id
+from .limits import DEFAULT_LIMITS, Limits
+from .relay import CloseConn, ToConn, check_relayed
+
+HEARTBEAT_S = 15
+MISSED_HEARTBEATS = 3
+PRESENCE_BATCH_MS = 250
+BAD_FRAMES_BEFORE_CLOSE = 16
+ATTEST_TTL_MS = 24 * 3600 * 1000
+VISIBILITY = ("public", "unlisted")
+POLICIES = ("open", "token", "directory")
+SIGNAL_KINDS = ("offer", "answer", "bye")
+MAX_SDP = 32 * 1024
+
+Output = ToConn | CloseConn
+
+
+@dataclass(slots=True)
+class _Node:
+    node_id: str
+    public_key: str
+    node_name: str
+    addresses: list[dict[str, Any]]
+    capabilities: list[str]
+    conn: int
+    status: str = "online"
+
+    def entry(self) -> dict[str, Any]:
+        """What the directory shows (no addresses: those go only to room peers)."""
+        return {"node_id": self.node_id, "public_key": self.public_key,
+                "node_name": self.node_name, "capabilities": list(self.capabilities),
+                "status": self.status}
+
+    def card(self) -> dict[str, Any]:
+        """What a room peer gets: enough to dial and pin."""
+        return {"node_id": self.node_id, "public_key": self.public_key,
+                "node_name": self.node_name, "addresses": list(self.addresses)}
+
+
+@dataclass(slots=True)
+class _Room:
+    id: str
+    name: str
+    host: str
+    visibility: str
+    policy: str
+    token_hash: str | None
+    members: set[str] = field(default_factory=set)
+
+
+@dataclass(slots=True)
+class _Conn:
+    id: int
+    nonce: str
+    bucket: TokenBucket
+    last_seen: int
+    node: str | None = None
+    bad: int = 0
+    pending: dict[str, dict[str, Any]] = field(default_factory=dict)
+    flush_at: int | None = None
+    last_flush: int = -(1 << 62)
+
+
+class LobbyServer:
+    def __init__(self, identity: Identity, *, rng: Rng, limits: Limits = DEFAULT_LIMITS,
+                 directory: Mapping[str, str] | None = None, heartbeat_s: int = HEARTBEAT_S,
+                 presence_batch_ms: int = PRESENCE_BATCH_MS) -> None:
+        self.identity = identity
+        self.rng = rng
+        self.limits = limits
+        self.directory = dict(directory or {})  # node id -> public key (SPEC 7.6)
+        self.heartbeat_s = heartbeat_s
+        self.batch_ms = presence_batch_ms
+        self._conns: dict[int, _Conn] = {}
+        self._nodes: dict[str, _Node] = {}
+        self._rooms: dict[str, _Room] = {}
+
+    # --- queries --------------------------------------------------------------------------
+
+    def node(self, node_id: str) -> dict[str, Any] | None:
+        n = self._nodes.get(node_id)
+        return n.entry() if n is not None else None
+
+    @property
+    def registered(self) -> int:
+        return len(self._nodes)
+
+    @property
+    def rooms(self) -> int:
+        return len(self._rooms)
+
+    # --- connection life ------------------------------------------------------------------
+
+    def connect(self, conn: int, now: int) -> list[Output]:
+        nonce = self.rng(32)
+        lim = self.limits
+        self._conns[conn] = _Conn(conn, b64encode(nonce),
+                                  TokenBucket(lim.rate_per_s, lim.rate_burst, now), now)
+        return [ToConn(conn, challenge(self.identity, nonce))]
+
+    def disconnect(self, conn: int, now: int) -> list[Output]:
+        """The connection is gone: its node leaves, unless a newer connection took over."""
+        c = self._conns.pop(conn, None)
+        if c is None or c.node is None:
+            return []
+        n = self._nodes.get(c.node)
+        if n is None or n.conn != conn:
+            return []  # replaced: the node lives on, with its rooms, on its new connection
+        return self._leave(n, now)
+
+    def next_deadline(self) -> int | None:
+        dls = [c.flush_at for c in self._conns.values() if c.flush_at is not None]
+        dls += [c.last_seen + self._expiry_ms() for c in self._conns.values()]
+        return min(dls, default=None)
+
+    def on_timer(self, now: int, wall: int) -> list[Output]:
+        out: list[Output] = []
+        for c in list(self._conns.values()):
+            if now - c.last_seen >= self._expiry_ms():
+                out += [CloseConn(c.id, 1000, "silent for three heartbeats")]
+                out += self.disconnect(c.id, now)
+        for c in self._conns.values():
+            if c.flush_at is not None and now >= c.flush_at:
+                out += self._flush(c, now)
+        return out
+
+    def _expiry_ms(self) -> int:
+        return MISSED_HEARTBEATS * self.heartbeat_s * 1000
+
+    # --- frames in ------------------------------------------------------------------------
+
+    def receive(self, conn: int, raw: str | bytes, now: int, wall: int) -> list[Output]:
+        c = self._conns.get(conn)
+        if c is None:
+            return []
+        c.last_seen = now
+        try:
+            if not c.bucket.take(now):
+                raise RemoteProtocolError("rate_limited", "too many frames")
+            frame = decode_frame(raw, self.limits.max_lobby_frame_bytes)
+            t = frame["type"]
+            if c.node is None:
+                if t != "register":
+                    raise RemoteProtocolError("unregistered", "register first")
+                return self._on_register(c, frame, now, wall)
+            handler = _HANDLERS.get(t)
+            if handler is None:
+                raise RemoteProtocolError("bad_request", f"no frame {t} here")
+            node = self._nodes[c.node]
+            return handler(self, c, node, frame)
+        except RemoteProtocolError as exc:
+            return self._bad(c, exc)
+
+    def _bad(self, c: _Conn, exc: RemoteProtocolError) -> list[Output]:
+        code = exc.code if exc.code in _SENDABLE else "bad_frame"
+        out: list[Output] = [ToConn(c.id, error_frame(code, exc.message))]
+        c.bad += 1
+        if code == "auth" or c.bad >= BAD_FRAMES_BEFORE_CLOSE:
+            out.append(CloseConn(c.id, 1008, "authentication failed" if code == "auth"
+                                 else "too many bad frames"))
+            out += self.disconnect(c.id, c.last_seen)
+        return out
+
+    def _on_register(self, c: _Conn, f: dict[str, Any], now: int,
+                     wall: int) -> list[Output]:
+        fields(f, ("node_id", "public_key", "node_name", "addresses", "capabilities", "sig"))
+        lim = self.limits
+        name = text(f["node_name"], "node_name", max_chars=lim.node_name_chars)
+        addresses = f["addresses"]
+        if type(addresses) is not list or len(addresses) > lim.addresses:
+            raise RemoteProtocolError("bad_request", f"at most {lim.addresses} addresses")
+        for a in addresses:
+            try:
+                check_candidate(a)
+            except RemoteProtocolError as exc:  # a field of a well-formed frame
+                raise RemoteProtocolError("bad_request", exc.message) from None
+        caps = f["capabilities"]
+        if (type(caps) is not list or len(caps) > lim.capabilities
+                or any(type(x) is not str or not 0 < len(x) <= 64 for x in caps)):
+            raise RemoteProtocolError("bad_request", "capabilities: at most 32 short strings")
+        signed = register_bytes(c.nonce, self.identity.node_id, str(f["node_id"]),
+                                str(f["public_key"]), name, addresses, caps)
+        node_id = check_identity_proof(f["node_id"], f["public_key"], f["sig"], signed)
+        out: list[Output] = []
+        old = self._nodes.get(node_id)
+        if old is not None and old.conn != c.id:
+            # SPEC 7.1: the newest connection wins; the node keeps its rooms.
+            out += [ToConn(old.conn, error_frame("replaced", "registered on another "
+                                                            "connection")),
+                    CloseConn(old.conn, 1000, "replaced")]
+            self._conns.pop(old.conn, None)  # its later disconnect then finds nothing
+        node = _Node(node_id, f["public_key"], name, addresses, caps, c.id)
+        self._nodes[node_id] = node
+        c.node = node_id
+        others = [n.entry() for n in self._nodes.values() if n.node_id != node_id]
+        out.append(ToConn(c.id, encode_frame("registered", {
+            "session": b64encode(self.rng(16)), "heartbeat_s": self.heartbeat_s,
+            "presence": others, "rooms": self._public_rooms()})))
+        key = self.directory.get(node_id)
+        if key is not None and hmac.compare_digest(key, node.public_key):
+            att = issue_attestation(self.identity, node_id, node.public_key,
+                                    wall + ATTEST_TTL_MS)
+            out.append(ToConn(c.id, encode_frame("attestation", att)))
+        self._announce(node.entry(), now, exclude=node_id)
+        return out
+
+    # --- presence -------------------------------------------------------------------------
+
+    def _announce(self, entry: dict[str, Any], now: int, *, exclude: str) -> None:
+        """Queue ``entry`` for every other registered node's next presence batch: one
+        frame per changed node, at most one batch per ``presence_batch_ms``."""
+        for c in self._conns.values():
+            if c.node is None or c.node == exclude:
+                continue
+            c.pending[entry["node_id"]] = entry  # a newer word on a node replaces the older
+            if c.flush_at is None:
+                c.flush_at = max(now, c.last_flush + self.batch_ms)
+
+    def _flush(self, c: _Conn, now: int) -> list[Output]:
+        frames: list[Output] = [ToConn(c.id, encode_frame("presence", {"node": e}))
+                                for e in c.pending.values()]
+        c.pending.clear()
+        c.flush_at = None
+        c.last_flush = now
+        return frames
+
+    def _leave(self, n: _Node, now: int) -> list[Output]:
+        """``n`` left the lobby: its hosted rooms close, it leaves its rooms."""
+        out: list[Output] = []
+        del self._nodes[n.node_id]
+        for room in [r for r in self._rooms.values() if r.host == n.node_id]:
+            out += self._close_room(room)
+        for room in self._rooms.values():
+            room.members.discard(n.node_id)
+        self._announce({**n.entry(), "status": "offline"}, now, exclude=n.node_id)
+        return out
+
+    # --- rooms ----------------------------------------------------------------------------
+
+    def _public_rooms(self) -> list[dict[str, Any]]:
+        return [self._room_view(r) for r in self._rooms.values() if r.visibility == "public"]
+
+    def _room_view(self, r: _Room) -> dict[str, Any]:
+        host = self._nodes.get(r.host)
+        return {"id": r.id, "name": r.name, "host": r.host,
+                "host_name": host.node_name if host else "", "members": len(r.members),
+                "visibility": r.visibility, "joinPolicy": r.policy,
+                "locked": r.policy == "token"}
+
+    def _close_room(self, room: _Room) -> list[Output]:
+        self._rooms.pop(room.id, None)
+        frame = encode_frame("room_closed", {"roomId": room.id})
+        return [ToConn(self._nodes[m].conn, frame) for m in sorted(room.members)
+                if m in self._nodes]
+
+    def _room(self, frame: dict[str, Any]) -> _Room:
+        room = self._rooms.get(frame["roomId"]) if type(frame["roomId"]) is str else None
+        if room is None:
+            raise RemoteProtocolError("no_room", "no such room")
+        return room
+
+
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+# --- handlers of a registered node's frames -----------------------------------------------
+
+
+def _h_presence(s: LobbyServer, c: _Conn, n: _Node, f: dict[str, Any]) -> list[Output]:
+    fields(f, ("status", "capabilities"))
+    status = text(f["status"], "status", min_chars=1, max_chars=32)
+    caps = f["capabilities"]
+    if (type(caps) is not list or len(caps) > s.limits.capabilities
+            or any(type(x) is not str or not 0 < len(x) <= 64 for x in caps)):
+        raise RemoteProtocolError("bad_request", "capabilities: at most 32 short strings")
+    if status != n.status or caps != n.capabilities:
+        n.status, n.capabilities = status, list(caps)
+        s._announce(n.entry(), c.last_seen, exclude=n.node_id)
+    return []
+
+
+def _h_list_rooms(s: LobbyServer, c: _Conn, n: _Node, f: dict[str, Any]) -> list[Output]:
+    fields(f, ())
+    return [ToConn(c.id, encode_frame("rooms", {"rooms": s._public_rooms()}))]
+
+
+def _h_create_room(s: LobbyServer, c: _Conn, n: _Node, f: dict[str, Any]) -> list[Output]:
+    fields(f, ("name", "visibility", "joinPolicy"), ("token",))
+    name = text(f["name"], "name", min_chars=1, max_chars=64)
+    if f["visibility"] not in VISIBILITY:
+        raise RemoteProtocolError("bad_request", "visibility is public or unlisted")
+    if f["joinPolicy"] not in POLICIES:
+        raise RemoteProtocolError("bad_request", "joinPolicy is open, token or directory")
+    token = f.get("token")
+    if f["joinPolicy"] == "token":
+        token = text(token, "token", min_chars=1, max_chars=256)
+    elif token is not None:
+        raise RemoteProtocolError("bad_request", "only a token room takes a token")
+    if sum(1 for r in s._rooms.values() if r.host == n.node_id) >= s.limits.rooms_per_host:
+        raise RemoteProtocolError("full", f"at most {s.limits.rooms_per_host} rooms per host")
+    room = _Room(s.rng(16).hex(), name, n.node_id, f["visibility"], f["joinPolicy"],
+                 _token_hash(token) if token is not None else None)
+    s._rooms[room.id] = room
+    return [ToConn(c.id, encode_frame("room_created", {"room": s._room_view(room)}))]
+
+
+def _h_join_room(s: LobbyServer, c: _Conn, n: _Node, f: dict[str, Any]) -> list[Output]:
+    fields(f, ("roomId",), ("token",))
+    room = s._room(f)
+    if room.host == n.node_id:
+        raise RemoteProtocolError("bad_request", "the host is in its own room")
+    if room.policy == "token":
+        token = f.get("token")
+        if type(token) is not str or room.token_hash is None or not hmac.compare_digest(
+                _token_hash(token), room.token_hash):
+            raise RemoteProtocolError("denied", "wrong token")
+    elif room.policy == "directory":
+        listed = s.directory.get(n.node_id)
+        if listed is None or not hmac.compare_digest(listed, n.public_key):
+            raise RemoteProtocolError("denied", "not on this lobby's directory")
+    if n.node_id not in room.members and len(room.members) >= s.limits.members_per_room:
+        raise RemoteProtocolError("full", f"at most {s.limits.members_per_room} members")
+    host = s._nodes[room.host]
+    room.members.add(n.node_id)
+    return [ToConn(c.id, encode_frame("room_info", {"roomId": room.id, "host": host.card()})),
+            ToConn(host.conn, encode_frame("peer_joining", {"roomId": room.id,
+                                                            "guest": n.card()}))]
+
+
+def _h_leave_room(s: LobbyServer, c: _Conn, n: _Node, f: dict[str, Any]) -> list[Output]:
+    fields(f, ("roomId",))
+    room = s._room(f)
+    if room.host == n.node_id:
+        return s._close_room(room) + [ToConn(c.id, encode_frame("room_closed",
+                                                                {"roomId": room.id}))]
+    if n.node_id not in room.members:
+        raise RemoteProtocolError("not_found", "not a member of that room")
+    room.members.discard(n.node_id)
+    return [ToConn(c.id, encode_frame("room_closed", {"roomId": room.id}))]
+
+
+def _shares_room(s: LobbyServer, a: str, b: str) -> bool:
+    return any({a, b} <= (r.members | {r.host}) for r in s._rooms.values())
+
+
+def _h_signal(s: LobbyServer, c: _Conn, n: _Node, f: dict[str, Any]) -> list[Output]:
+    fields(f, ("to", "sid", "kind", "sdp"))
+    to = f["to"]
+    text(f["sid"], "sid", min_chars=1, max_chars=64)
+    if f["kind"] not in SIGNAL_KINDS:
+        raise RemoteProtocolError("bad_request", "kind is offer, answer or bye")
+    text(f["sdp"], "sdp", max_chars=MAX_SDP)
+    target = s._nodes.get(to) if is_node_id(to) else None
+    if target is None:
+        raise RemoteProtocolError("not_found", "no such node here")
+    if not _shares_room(s, n.node_id, to):
+        raise RemoteProtocolError("denied", "signaling is between members of one room")
+    return [ToConn(target.conn, encode_frame("signal", {"from": n.node_id, "sid": f["sid"],
+                                                        "kind": f["kind"], "sdp": f["sdp"]}))]
+
+
+def _h_relay(s: LobbyServer, c: _Conn, n: _Node, f: dict[str, Any]) -> list[Output]:
+    """The lobby's bundled relay, live only: /relay-ws (hd_protocol.relay) stores and
+    forwards; here an envelope goes to a registered node or gets ``not_found``."""
+    fields(f, ("to", "envelope"))
+    relayed = check_relayed(f["envelope"], n.node_id, f["to"])
+    target = s._nodes.get(f["to"])
+    if target is None:
+        raise RemoteProtocolError("not_found", "no such node here")
+    return [ToConn(target.conn, encode_frame("relay", {"from": n.node_id,
+                                                       "envelope": relayed}))]
+
+
+_HANDLERS = {
+    "presence": _h_presence, "list_rooms": _h_list_rooms, "create_room": _h_create_room,
+    "join_room": _h_join_room, "leave_room": _h_leave_room, "signal": _h_signal,
+    "relay": _h_relay,
+}
+_SENDABLE = frozenset({"bad_frame", "unregistered", "auth", "no_room", "denied", "full",
+                       "not_found", "rate_limited", "too_large", "bad_request"})

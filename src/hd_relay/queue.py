@@ -1,0 +1,126 @@
+"""The relay's store-and-forward queue (SPEC 7.7): SQLite in WAL mode, in the data dir.
+
+An envelope is written — and the commit is on disk, ``synchronous=FULL`` — before the
+sender hears ``relay_ack queued``: a relay killed and restarted loses nothing it
+acknowledged. Writes made while processing one read from a connection share one
+commit (``batch``). Envelopes are kept as their JSON text, in arrival order (``qid``),
+until the destination acks them or they expire.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from hd_node.dbfile import damaged, open_checked
+from hd_protocol.relay import QueuedEnvelope, StoreQueued
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS queued (
+    qid       INTEGER PRIMARY KEY AUTOINCREMENT,
+    dst       TEXT NOT NULL,
+    src       TEXT NOT NULL,
+    msg_id    TEXT NOT NULL,
+    envelope  TEXT NOT NULL,
+    size      INTEGER NOT NULL,
+    expires   INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS queued_by_dst ON queued (dst, qid);
+"""
+
+
+class QueueStore:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        open_checked(path, SCHEMA, empty_is_damage=False)
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(SCHEMA)
+        except sqlite3.Error as exc:
+            self._db.close()
+            raise damaged(path, str(exc)) from None
+        self._depth = 0
+        self._in_tx = False
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Writes inside share one commit, made when the outermost batch ends (before
+        anything queued meanwhile reaches the wire: no await happens inside)."""
+        self._depth += 1
+        try:
+            yield
+        except BaseException:
+            self._depth -= 1
+            if self._depth == 0 and self._in_tx:
+                self._in_tx = False
+                self._db.execute("ROLLBACK")
+            raise
+        self._depth -= 1
+        if self._depth == 0 and self._in_tx:
+            self._in_tx = False
+            self._db.execute("COMMIT")
+
+    @contextmanager
+    def _tx(self) -> Iterator[None]:
+        if self._depth > 0:
+            if not self._in_tx:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._in_tx = True
+            yield
+            return
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def put(self, item: StoreQueued) -> None:
+        with self._tx():
+            self._db.execute(
+                "INSERT INTO queued (dst, src, msg_id, envelope, size, expires)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (item.dst, item.src, item.msg_id, json.dumps(item.envelope), item.size,
+                 item.expires))
+
+    def load(self, dst: str, limit: int) -> list[QueuedEnvelope]:
+        rows = self._db.execute(
+            "SELECT qid, dst, src, envelope, size FROM queued WHERE dst = ? ORDER BY qid"
+            " LIMIT ?", (dst, limit)).fetchall()
+        out = []
+        for qid, d, src, text, size in rows:
+            try:
+                env = json.loads(text)
+            except ValueError:
+                continue  # never written by us; skip rather than stall the queue
+            out.append(QueuedEnvelope(qid, d, src, env, size))
+        return out
+
+    def delete(self, dst: str, qids: Sequence[int]) -> None:
+        with self._tx():
+            self._db.executemany("DELETE FROM queued WHERE dst = ? AND qid = ?",
+                                 [(dst, q) for q in qids])
+
+    def counts(self) -> dict[str, tuple[int, int]]:
+        """Envelopes and bytes waiting, per destination (what the machine starts from)."""
+        rows = self._db.execute(
+            "SELECT dst, COUNT(*), SUM(size) FROM queued GROUP BY dst").fetchall()
+        return {d: (int(n), int(b or 0)) for d, n, b in rows}
+
+    def purge_expired(self, wall: int) -> dict[str, tuple[int, int]]:
+        """Drop envelopes past their 24 h; returns what went, per destination."""
+        with self._tx():
+            rows = self._db.execute(
+                "SELECT dst, COUNT(*), SUM(size) FROM queued WHERE expires <= ? GROUP BY dst",
+                (wall,)).fetchall()
+            self._db.execute("DELETE FROM queued WHERE expires <= ?", (wall,))
+        return {d: (int(n), int(b or 0)) for d, n, b in rows}

@@ -1,0 +1,115 @@
+"""A lobby and two real nodes: rooms, guests without invites, the join ladder, the relay."""
+
+from __future__ import annotations
+
+import trio
+
+from hd_node.client import NodeError
+
+from .conftest import Cluster, NodeProcess, eventually
+from .servers import Servers, servers  # noqa: F401 - the fixture
+
+NO_DIRECT = "[network]\nenableDirect = false\n"
+
+
+async def _connected_to_lobby(node: NodeProcess, url: str) -> None:
+    async with node.client() as tab:
+        await tab.request("lobby", "connect", {"url": url})
+
+        async def up() -> bool:
+            return bool((await tab.request("lobby", "state"))["connected"])
+
+        await eventually(up, timeout=10, what=f"{node.name} to register with the lobby")
+
+
+async def _host_and_join(host: NodeProcess, guest: NodeProcess, policy: str = "open",
+                         **join: str) -> dict:
+    async with host.client() as th:
+        room = (await th.request("lobby", "create_room", {
+            "name": "room", "visibility": "public", "joinPolicy": policy,
+            **({"token": join["token"]} if policy == "token" else {})}))["room"]
+    async with guest.client() as tg:
+        return await tg.request("lobby", "join_room", {"roomId": room["id"], **join},
+                                timeout=20)
+
+
+async def _chat(a: NodeProcess, b: NodeProcess, text: str) -> None:
+    async with a.client() as ta:
+        await ta.request("peerchat", "send", {"node_id": b.node_id, "text": text})
+        await ta.wait_for("peerchat", "status", lambda d: d["status"] == "delivered",
+                          timeout=15)
+    async with b.client() as tb:
+        hist = await tb.request("peerchat", "open", {"node_id": a.node_id})
+        assert text in [m["text"] for m in hist["messages"]]
+
+
+async def test_a_guest_joins_an_open_room_and_reaches_the_host_directly_as_a_guest(
+    cluster: Cluster, servers: Servers,  # noqa: F811
+) -> None:
+    lobby = await servers.lobby().astart()
+    alice, bob = await cluster.spawn("alice", "bob")  # trust mode manual, never paired
+    for node in (alice, bob):
+        await _connected_to_lobby(node, lobby.url)
+    joined = await _host_and_join(alice, bob)
+    assert joined["via"] == "direct" and joined["peer"]["node_id"] == alice.node_id
+    assert joined["peer"]["level"] == "guest"
+    await eventually(lambda: _level(alice, bob.node_id), timeout=10, what="bob's session")
+    assert await _level(alice, bob.node_id) == "guest"
+    await _chat(bob, alice, "hello from a guest")
+    await _chat(alice, bob, "hello back")
+    # A guest gets collab only on panes shared with it.
+    async with bob.client() as tb, alice.client() as ta:
+        await ta.request("collab", "op", {"paneKey": "secret", "baseRev": 0, "text": "s"})
+        await tb.request("collab", "join", {"paneKey": "secret"})
+        await trio.sleep(0.5)
+        mine = await ta.request("collab", "join", {"paneKey": "secret"})
+        assert bob.node_id not in mine["sharers"] and mine["text"] == "s"
+        # Between guests sharing is explicit on both sides: each accepts the other's
+        # edits only on a pane it shared with it.
+        await ta.request("collab", "share", {"paneKey": "shared", "node_id": bob.node_id})
+        await tb.request("collab", "share", {"paneKey": "shared", "node_id": alice.node_id})
+        await ta.request("collab", "op", {"paneKey": "shared", "baseRev": 0, "text": "yes"})
+
+        async def bob_sees() -> bool:
+            state = await tb.request("collab", "join", {"paneKey": "shared"})
+            return bool(state["text"] == "yes")
+
+        await eventually(bob_sees, timeout=10, what="the shared pane to reach the guest")
+    assert (await alice.peer(bob.node_id) or {}).get("level") == "guest"
+
+
+async def _level(node: NodeProcess, peer: str) -> str | None:
+    p = await node.peer(peer)
+    return p["level"] if p and p["status"] == "connected" else None
+
+
+async def test_with_direct_disabled_the_join_falls_back_to_the_relay(
+    cluster: Cluster, servers: Servers,  # noqa: F811
+) -> None:
+    lobby = await servers.lobby().astart()
+    alice = cluster.new("alice", config=NO_DIRECT)
+    bob = cluster.new("bob")
+    await cluster.start(alice, bob)
+    for node in (alice, bob):
+        await _connected_to_lobby(node, lobby.url)
+    t0 = trio.current_time()
+    joined = await _host_and_join(alice, bob)
+    assert trio.current_time() - t0 < 3.0
+    assert joined["via"] == "relay"
+    assert (await bob.peer(alice.node_id) or {}).get("transport") == "relay"
+    await _chat(bob, alice, "through the relay")
+    await _chat(alice, bob, "and back")
+
+
+async def test_lobby_commands_without_a_lobby_are_clean_errors(cluster: Cluster) -> None:
+    (alice,) = await cluster.spawn("alice")
+    async with alice.client() as tab:
+        state = await tab.request("lobby", "state")
+        assert state["connected"] is False
+        try:
+            await tab.request("lobby", "list_rooms")
+            raise AssertionError("listed rooms without a lobby")
+        except NodeError as exc:
+            assert exc.code == "unreachable"
+        assert set(await tab.request("system", "ping")) == {"req"}
+
