@@ -19,7 +19,7 @@ from typing import Any
 import trio
 
 from hd_node.transport import DialFailed, InboundGate, Link, LinkClosed
-from hd_protocol import DialCandidate
+from hd_protocol import DialCandidate, Envelope
 
 
 class MemoryLink:
@@ -34,11 +34,11 @@ class MemoryLink:
         self.sent: list[str | bytes] = []  # everything this end wrote, for assertions
         self.authenticated_seen = False
 
-    async def receive_some(self) -> list[str | bytes]:
+    async def receive_some(self) -> list[str | bytes | Envelope]:
         if self.closed:
             raise LinkClosed("closed")
         try:
-            frames = [await self._inbox.receive()]
+            frames: list[str | bytes | Envelope] = [await self._inbox.receive()]
         except (trio.EndOfChannel, trio.ClosedResourceError, trio.BrokenResourceError):
             self.closed = True
             raise LinkClosed("the other end closed") from None
@@ -94,7 +94,8 @@ class MemoryTransport:
         self.address = address
         self.kind = kind
 
-    async def open(self, candidate: DialCandidate, *, timeout_s: float) -> Link:
+    async def open(self, candidate: DialCandidate, *, timeout_s: float,
+                   peer_id: str | None = None) -> Link:
         target = self.net.listeners.get(candidate.address)
         if target is None:
             raise DialFailed("unreachable", f"nobody listens at {candidate.address}")
