@@ -7,7 +7,8 @@ Serves ``/lobby-ws`` (registration, presence, rooms, signaling), a bundled relay
 it writes ``DIR/lobby.json`` (0600) ``{pid, url, relay_url, server_id, server_key}`` and
 removes it on exit. ``--directory FILE``: the nodes this lobby vouches for (SPEC 7.6), a
 JSON list of ``{"node_id", "public_key"}``; they get attestations and may join
-``directory`` rooms. SIGINT/SIGTERM stop it with exit 0; a bad setting or a damaged data
+``directory`` rooms. ``--heartbeat S`` (default 15): how often nodes send presence;
+three missed and a node is gone. SIGINT/SIGTERM stop it with exit 0; a bad setting or a damaged data
 directory is one line and exit 2, a busy port one line and exit 1.
 """
 
@@ -73,8 +74,11 @@ async def run(settings: ServerSettings) -> None:
     try:
         registry = CollectorRegistry(auto_describe=True)
         relay = RelayService(proc.identity, store, DEFAULT_LIMITS, registry)
+        heartbeat = settings.extra.get("heartbeat") or 15
+        if type(heartbeat) is not int or not 1 <= heartbeat <= 3600:
+            raise UsageError("heartbeat must be 1..3600 seconds")
         machine = LobbyServer(proc.identity, rng=os.urandom, limits=DEFAULT_LIMITS,
-                              directory=directory)
+                              directory=directory, heartbeat_s=heartbeat)
         lobby = FrameServer(machine, "lobby", timer=machine.on_timer,
                             next_deadline=machine.next_deadline)
         Gauge("hd_lobby_nodes", "Registered nodes", registry=registry).set_function(
@@ -97,10 +101,12 @@ async def run(settings: ServerSettings) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser, run_p = common_parser(PROG, "hd fabric lobby (with its bundled relay)")
     run_p.add_argument("--directory", help="JSON list of {node_id, public_key} to vouch for")
+    run_p.add_argument("--heartbeat", type=int,
+                       help="seconds between node heartbeats (default 15; silent for 3 = gone)")
     args: argparse.Namespace = parser.parse_args(argv)
 
     def go() -> None:
-        settings = load_settings(args, "lobby", ("directory",))
+        settings = load_settings(args, "lobby", ("directory", "heartbeat"))
         logging.basicConfig(level=getattr(logging, settings.log_level.upper(), logging.INFO),
                             format="%(asctime)s %(levelname)s %(name)s %(message)s")
         trio.run(run, settings)

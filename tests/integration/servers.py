@@ -54,6 +54,8 @@ class ServerProcess:
             return ""
 
     def start(self) -> ServerProcess:
+        if self._log is not None:  # a restart after a kill
+            self._log.close()
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the process
         cmd = [sys.executable, "-m", self.module, "run", "--data-dir", str(self.data_dir),
                "--port", str(self.port), *self.extra_args]
