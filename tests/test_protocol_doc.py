@@ -431,6 +431,25 @@ def _prose_claims() -> Iterator[str]:
            f"address, {int(peer.new_connections_per_address_per_s)} new ones per second per "
            f"address) and gives a request head {int(peer.head_timeout_s)} s")
     yield f"less than one handshake timeout ({secs(lim.handshake_timeout_ms)}) apart"
+    # The lobby and the relay broker (section 19).
+    import inspect
+
+    from hd_protocol import lobby as lobby_mod
+    from hd_protocol import relay as relay_mod
+
+    relay_defaults = inspect.signature(relay_mod.RelayServer).parameters
+    yield (f"on the lobby {lim.rate_per_s} frames/s with bursts\nof {lim.rate_burst}")
+    yield (f"{relay_defaults['data_rate_per_s'].default:,}/s (bursts of "
+           f"{relay_defaults['data_burst'].default:,})").replace(",", " ")
+    yield f"every `heartbeat_s` (default {lobby_mod.HEARTBEAT_S})"
+    yield "silent for three heartbeats" if lobby_mod.MISSED_HEARTBEATS == 3 else "?"
+    yield (f"at most {lim.rooms_per_host} rooms per host, {lim.members_per_room} members "
+           "per room")
+    yield (f"At most {lim.relay_queue_envelopes} envelopes and "
+           f"{lim.relay_queue_bytes // 1024**2} MiB per\n  destination, "
+           f"{lim.relay_total_bytes // 1024**3} GiB in all, "
+           f"{lim.relay_queue_age_ms // 3600_000} h each")
+    yield f"one batch every {lobby_mod.PRESENCE_BATCH_MS} ms"
     # Sessions.
     yield f"after {lim.session_failures_before_close} failures the session"
     yield f"Default reply deadline: {secs(lim.request_timeout_ms)}."
@@ -474,8 +493,11 @@ def test_prose_states_the_code_values(claim: str) -> None:
 
 
 def test_every_prefix_and_proto_mentioned_is_the_codes() -> None:
+    from hd_protocol import frames
+
     known = {shown(v) for v in (envelope.SIGN_PREFIX, envelope.BOX_PREFIX, hello.KDF_INFO,
-                                admission.INVITE_PREFIX, admission.ATTEST_PREFIX)}
+                                admission.INVITE_PREFIX, admission.ATTEST_PREFIX,
+                                frames.REGISTER_PREFIX, frames.ATTACH_PREFIX)}
     known |= {k.removesuffix("\\n") for k in known}
     for text in re.findall(r"[\"`](hd1[^\"`]*)[\"`]", DOC):
         if text.startswith(admission.INVITE_PREFIX + "ey"):

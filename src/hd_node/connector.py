@@ -54,6 +54,8 @@ class Connector:
         self.capabilities = list(capabilities)
         self.nursery: trio.Nursery | None = None  # where links live (the hub's)
         self.attest: dict[str, Any] | None = None  # a lobby's attestation (SPEC 7.6)
+        # Told every ladder step (SPEC 8.2: a person sees which path won).
+        self.on_step: Callable[[dict[str, Any]], None] = lambda step: None
 
     async def dial(self, candidate: DialCandidate, intent: DialIntent) -> LinkDriver:
         """One attempt. Returns the session (perhaps one that already existed)."""
@@ -139,6 +141,7 @@ class Connector:
                     if isinstance(out, StartDial):
                         log.info("ladder step kind=%s addr=%s", out.candidate.kind,
                                  out.candidate.address)
+                        self._step(intent, out.candidate, "start")
                         n.start_soon(attempt, out.candidate)
                 if ladder.done is not None:
                     n.cancel_scope.cancel()  # the losers
@@ -150,6 +153,7 @@ class Connector:
                     outs = ladder.on_timer(mono_ms())
                 elif isinstance(got[1], HubError):
                     errors.append(got[1])
+                    self._step(intent, got[0], "failed", got[1].code)
                     outs = ladder.failed(got[0], got[1].code, mono_ms(),
                                          refused=got[1].refused)
                 else:
@@ -161,11 +165,20 @@ class Connector:
             driver = won[done.candidate]
             log.info("ladder won kind=%s addr=%s peer=%s", done.candidate.kind,
                      done.candidate.address, driver.peer_id)
+            self._step(intent, done.candidate, "won")
             return driver
         reason = done.reason or "unreachable"
         last = next((e for e in reversed(errors) if e.code == reason), None)
         raise HubError(reason, last.message if last else "no candidate answered",
                        refused=bool(last and last.refused))
+
+    def _step(self, intent: DialIntent, cand: DialCandidate, step: str,
+              reason: str | None = None) -> None:
+        try:
+            self.on_step({"node_id": intent.expected_node_id, "kind": cand.kind,
+                          "address": cand.address, "step": step, "reason": reason})
+        except Exception:
+            log.exception("ladder step listener failed")
 
     def _remember_address(self, driver: LinkDriver) -> None:
         """An address that got us a session goes to the front (as the user's: we

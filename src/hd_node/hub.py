@@ -78,6 +78,7 @@ class PeerHub:
         self.connector = Connector(identity, self.transports, self.sessions, store,
                                    limits=limits, link_limits=self.link_limits, rng=rng,
                                    node_name=self.node_name, capabilities=self.capabilities)
+        self.connector.on_step = lambda step: self.bus.publish("network", "ladder", step)
         self.peers = Peers(identity, store, self.sessions, self.bus, metrics, limits=limits,
                            policy=self.policy, node_name=self.node_name,
                            capabilities=self.capabilities)

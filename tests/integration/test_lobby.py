@@ -29,8 +29,14 @@ async def _host_and_join(host: NodeProcess, guest: NodeProcess, policy: str = "o
             "name": "room", "visibility": "public", "joinPolicy": policy,
             **({"token": join["token"]} if policy == "token" else {})}))["room"]
     async with guest.client() as tg:
-        return await tg.request("lobby", "join_room", {"roomId": room["id"], **join},
-                                timeout=20)
+        joined = await tg.request("lobby", "join_room", {"roomId": room["id"], **join},
+                                  timeout=20)
+        # Every ladder step reached the tab, ending with the path that won (SPEC 8.2).
+        steps = [e["data"] for e in tg.events
+                 if (e["channel"], e["event"]) == ("network", "ladder")]
+        assert steps and steps[-1]["step"] == "won", steps
+        assert steps[-1]["kind"] == joined["via"] and steps[0]["step"] == "start"
+        return joined
 
 
 async def _chat(a: NodeProcess, b: NodeProcess, text: str) -> None:
