@@ -56,6 +56,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--advertise", help="ws://host:port/peer-ws URL to put in invites")
     r.add_argument("--trust-mode", choices=["manual", "open-lan", "directory"])
     r.add_argument("--lobby", dest="lobby_url", help="ws://…/lobby-ws of a lobby to join")
+    r.add_argument("--directory-key", dest="directory_key",
+                   help="trust mode directory: the lobby key whose directory we trust")
     r.add_argument("--relay", dest="relay_url",
                    help="ws://…/relay-ws of a relay (default: the one beside the lobby)")
     r.add_argument("--config", help="TOML config file ([network] table)")
@@ -85,7 +87,7 @@ def _settings(args: argparse.Namespace, with_cli: bool = False) -> Settings:
     if with_cli:
         cli = {k: getattr(args, k) for k in ("node_name", "ui_host", "ui_port", "peer_host",
                                               "peer_port", "advertise", "trust_mode", "lobby_url",
-                                              "relay_url")}
+                                              "relay_url", "directory_key")}
         config = args.config
     return load_settings(args.data_dir, config_file=config, cli=cli)
 

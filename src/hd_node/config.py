@@ -46,6 +46,8 @@ class Settings:
     def check(self) -> Settings:
         if self.trust_mode not in TRUST_MODES:
             raise ConfigError(f"trustMode must be one of {', '.join(TRUST_MODES)}")
+        if self.trust_mode == "directory" and not self.directory_key:
+            raise ConfigError("trustMode directory needs directoryKey (the lobby's server_key)")
         if len(self.node_name) > 64:
             raise ConfigError("nodeName is at most 64 characters")
         for name in ("ui_port", "peer_port"):

@@ -94,7 +94,9 @@ class PeerHub:
         self.lobby = LobbyLink(identity, trust=self.trust, connector=self.connector,
                                peers=self.peers, bus=self.bus, limits=limits, rng=rng,
                                node_name=self.node_name, capabilities=self.capabilities,
-                               url=settings.lobby_url or None, addresses=self.own_candidates)
+                               url=settings.lobby_url or None, addresses=self.own_candidates,
+                               pinned_key=(settings.directory_key or None)
+                               if settings.trust_mode == "directory" else None)
         self.commands = Commands(node_id=identity.node_id, peers=self.peers,
                                  pairing=self.pairing, connector=self.connector,
                                  features=self.features, sessions=self.sessions,

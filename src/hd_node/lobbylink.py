@@ -47,7 +47,8 @@ class LobbyLink:
     def __init__(self, identity: Identity, *, trust: Trust, connector: Connector,
                  peers: Peers, bus: TabBus, limits: Limits, rng: Callable[[int], bytes],
                  node_name: str, capabilities: list[str], url: str | None,
-                 addresses: Callable[[], list[dict[str, Any]]]) -> None:
+                 addresses: Callable[[], list[dict[str, Any]]],
+                 pinned_key: str | None = None) -> None:
         self.identity = identity
         self.trust = trust
         self.connector = connector
@@ -59,6 +60,9 @@ class LobbyLink:
         self.capabilities = capabilities
         self.url = url
         self.addresses = addresses  # our candidates, for the lobby to give room peers
+        # In trust mode directory: the lobby must be the one our directory key names.
+        self.pinned_key = pinned_key
+        trust.directory_listed = self.listed
         self.client: lc.LobbyClient | None = None
         self.ws: WsLink | None = None
         self.rooms: list[dict[str, Any]] = []
@@ -82,6 +86,16 @@ class LobbyLink:
                 "self": {"node_id": self.identity.node_id, "node_name": self.node_name},
                 "rooms": self.rooms, "directory": directory,
                 "hosted": sorted(self.hosted), "joined": sorted(self.joined)}
+
+    def listed(self, node_id: str, public_key: str) -> bool:
+        """The lobby we are registered with — pinned to our directory key — lists this
+        exact id and key as one it vouches for (SPEC 7.6)."""
+        client = self.client
+        if client is None or client.registered is None or self.pinned_key is None:
+            return False
+        entry = client.directory.get(node_id)
+        return bool(entry and entry.get("listed") is True
+                    and entry.get("public_key") == public_key)
 
     # --- the connection -------------------------------------------------------------------
 
@@ -121,7 +135,7 @@ class LobbyLink:
         ws = await dial_ws(url, timeout_s=10, max_message_size=self.limits.max_envelope_bytes)
         client = lc.LobbyClient(self.identity, node_name=self.node_name,
                                 addresses=self.addresses(), capabilities=self.capabilities,
-                                limits=self.limits)
+                                pinned_key=self.pinned_key, limits=self.limits)
         self.client, self.ws = client, ws
         try:
             async with trio.open_nursery() as n:

@@ -8,6 +8,7 @@ of rooms we host (node id and key) and hosts of rooms we joined.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from hd_protocol import (
@@ -48,6 +49,8 @@ class Trust:
         self.guest_admissions: set[tuple[str, str]] = set()
         self.room_hosts: set[tuple[str, str]] = set()
         self.room_tickets: set[str] = set()  # token hashes of the token rooms we host
+        # Whether our lobby (pinned to our directory key) lists this id and key.
+        self.directory_listed: Callable[[str, str], bool] = lambda node_id, key: False
 
     def decide_dialer(self, need: NeedAdmission, intent: DialIntent, kind: str,
                       remote_addr: str | None) -> Decision:
@@ -61,6 +64,7 @@ class Trust:
             record=stored.record() if stored else None, link=kind,
             remote_addr=remote_addr, invite_pinned=intent.invite_pinned,
             room_host=(peer.node_id, peer.public_key) in self.room_hosts,
+            directory_listed=self.directory_listed(peer.node_id, peer.public_key),
         )
         log.info("admission role=dialer peer=%s level=%s reason=%s",
                  peer.node_id, d.level, d.reason)

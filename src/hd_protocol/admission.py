@@ -203,17 +203,22 @@ def dialer_view(
     remote_addr: str | None = None,
     invite_pinned: bool = False,
     room_host: bool = False,
+    directory_listed: bool = False,
 ) -> Decision:
     """How a dialer ranks the node that answered (SPEC 4.1, last paragraph).
 
     ``invite_pinned``: we dialled with an invite that named exactly this id and key.
     ``room_host``: we joined a room this node hosts (its id and key from room_info).
+    ``directory_listed``: the lobby whose key is our ``directory_key`` lists exactly this
+    id and key (SPEC 7.6 seen from the dialer, who gets no attestation in a hello_ack).
     """
     pinned = _pin_check(public_key, record)
     if pinned is not None:
         return pinned
     if invite_pinned:
         return Decision(level=TRUSTED, store_trusted=True)
+    if policy.trust_mode == "directory" and policy.directory_key and directory_listed:
+        return Decision(level=TRUSTED)
     if _open_lan(policy, link, remote_addr):
         return Decision(level=TRUSTED)
     if room_host:

@@ -65,12 +65,15 @@ class _Node:
     capabilities: list[str]
     conn: int
     status: str = "online"
+    listed: bool = False  # on this lobby's directory list, with this key (SPEC 7.6)
 
     def entry(self) -> dict[str, Any]:
-        """What the directory shows (no addresses: those go only to room peers)."""
+        """What the directory shows (no addresses: those go only to room peers).
+        ``listed``: the lobby vouches for this id and key — what a node in trust mode
+        ``directory`` that pinned this lobby's key goes by when it dials the node."""
         return {"node_id": self.node_id, "public_key": self.public_key,
                 "node_name": self.node_name, "capabilities": list(self.capabilities),
-                "status": self.status}
+                "status": self.status, "listed": self.listed}
 
     def card(self) -> dict[str, Any]:
         """What a room peer gets: enough to dial and pin."""
@@ -230,7 +233,10 @@ class LobbyServer:
                                                             "connection")),
                     CloseConn(old.conn, 1000, "replaced")]
             self._conns.pop(old.conn, None)  # its later disconnect then finds nothing
-        node = _Node(node_id, f["public_key"], name, addresses, caps, c.id)
+        listed_key = self.directory.get(node_id)
+        node = _Node(node_id, f["public_key"], name, addresses, caps, c.id,
+                     listed=listed_key is not None
+                     and hmac.compare_digest(listed_key, f["public_key"]))
         self._nodes[node_id] = node
         c.node = node_id
         others = [n.entry() for n in self._nodes.values() if n.node_id != node_id]
