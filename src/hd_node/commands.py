@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hd_protocol import ProtocolError
+from hd_protocol.addressbook import check_peer_url
 from hd_protocol.ws import WsFrame, check_command
 
 from . import __version__, bench
@@ -93,7 +94,8 @@ async def _list_peers(c: Commands, d: dict[str, Any], tab: Tab | None) -> Answer
 
 async def _connect(c: Commands, d: dict[str, Any], tab: Tab | None) -> Answer:
     intent = DialIntent(expected_node_id=d.get("node_id"))
-    driver = await c.connector.dial_any([d["address"]], intent)
+    # A malformed address is the user's typo: say so, without a ladder to nowhere.
+    driver = await c.connector.dial_any([check_peer_url(d["address"])], intent)
     assert driver.peer_id is not None
     return Answer("network", "peer_update", {"peer": c.peers.peer_info(driver.peer_id)})
 

@@ -22,14 +22,13 @@ from .commands import LONG, Answer, Commands
 from .errors import HubError
 from .metrics import NodeMetrics
 from .tabbus import Tab, TabBus
-from .transport import LinkClosed
-from .wslink import WsLink
+from .transport import Link, LinkClosed
 
 log = logging.getLogger("hd_node.tabs")
 
 
 class TabSession:
-    def __init__(self, bus: TabBus, commands: Commands, metrics: NodeMetrics, link: WsLink, *,
+    def __init__(self, bus: TabBus, commands: Commands, metrics: NodeMetrics, link: Link, *,
                  max_frame_bytes: int, node_id: str, version: str) -> None:
         self.bus = bus
         self.commands = commands
@@ -87,6 +86,8 @@ class TabSession:
     async def _reader(self, tab: Tab, nursery: trio.Nursery, limit: trio.Semaphore) -> None:
         while True:
             for raw in await self.link.receive_some():
+                if not isinstance(raw, (str, bytes)):
+                    continue  # a tab's link carries text frames only
                 await tab.wait_room()
                 if tab.closed:
                     return

@@ -19,7 +19,6 @@ The shell assigns each connection an integer id, feeds ``connect``/``receive``/
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -42,14 +41,13 @@ from .frames import (
 from .identity import Identity, Rng, b64encode, is_node_id
 from .limits import DEFAULT_LIMITS, Limits
 from .relay import CloseConn, ToConn, check_relayed
+from .rooms import Room, admit, parse_create_room
 
 HEARTBEAT_S = 15
 MISSED_HEARTBEATS = 3
 PRESENCE_BATCH_MS = 250
 BAD_FRAMES_BEFORE_CLOSE = 16
 ATTEST_TTL_MS = 24 * 3600 * 1000
-VISIBILITY = ("public", "unlisted")
-POLICIES = ("open", "token", "directory")
 SIGNAL_KINDS = ("offer", "answer", "bye")
 MAX_SDP = 32 * 1024
 
@@ -82,17 +80,6 @@ class _Node:
 
 
 @dataclass(slots=True)
-class _Room:
-    id: str
-    name: str
-    host: str
-    visibility: str
-    policy: str
-    token_hash: str | None
-    members: set[str] = field(default_factory=set)
-
-
-@dataclass(slots=True)
 class _Conn:
     id: int
     nonce: str
@@ -117,7 +104,7 @@ class LobbyServer:
         self.batch_ms = presence_batch_ms
         self._conns: dict[int, _Conn] = {}
         self._nodes: dict[str, _Node] = {}
-        self._rooms: dict[str, _Room] = {}
+        self._rooms: dict[str, Room] = {}
 
     # --- queries --------------------------------------------------------------------------
 
@@ -287,28 +274,24 @@ class LobbyServer:
     def _public_rooms(self) -> list[dict[str, Any]]:
         return [self._room_view(r) for r in self._rooms.values() if r.visibility == "public"]
 
-    def _room_view(self, r: _Room) -> dict[str, Any]:
+    def _room_view(self, r: Room) -> dict[str, Any]:
         host = self._nodes.get(r.host)
         return {"id": r.id, "name": r.name, "host": r.host,
                 "host_name": host.node_name if host else "", "members": len(r.members),
                 "visibility": r.visibility, "joinPolicy": r.policy,
                 "locked": r.policy == "token"}
 
-    def _close_room(self, room: _Room) -> list[Output]:
+    def _close_room(self, room: Room) -> list[Output]:
         self._rooms.pop(room.id, None)
         frame = encode_frame("room_closed", {"roomId": room.id})
         return [ToConn(self._nodes[m].conn, frame) for m in sorted(room.members)
                 if m in self._nodes]
 
-    def _room(self, frame: dict[str, Any]) -> _Room:
+    def _room(self, frame: dict[str, Any]) -> Room:
         room = self._rooms.get(frame["roomId"]) if type(frame["roomId"]) is str else None
         if room is None:
             raise RemoteProtocolError("no_room", "no such room")
         return room
-
-
-def _token_hash(token: str) -> str:
-    return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
 # --- handlers of a registered node's frames -----------------------------------------------
@@ -333,21 +316,10 @@ def _h_list_rooms(s: LobbyServer, c: _Conn, n: _Node, f: dict[str, Any]) -> list
 
 
 def _h_create_room(s: LobbyServer, c: _Conn, n: _Node, f: dict[str, Any]) -> list[Output]:
-    fields(f, ("name", "visibility", "joinPolicy"), ("token",))
-    name = text(f["name"], "name", min_chars=1, max_chars=64)
-    if f["visibility"] not in VISIBILITY:
-        raise RemoteProtocolError("bad_request", "visibility is public or unlisted")
-    if f["joinPolicy"] not in POLICIES:
-        raise RemoteProtocolError("bad_request", "joinPolicy is open, token or directory")
-    token = f.get("token")
-    if f["joinPolicy"] == "token":
-        token = text(token, "token", min_chars=1, max_chars=256)
-    elif token is not None:
-        raise RemoteProtocolError("bad_request", "only a token room takes a token")
+    name, visibility, policy, digest = parse_create_room(f)
     if sum(1 for r in s._rooms.values() if r.host == n.node_id) >= s.limits.rooms_per_host:
         raise RemoteProtocolError("full", f"at most {s.limits.rooms_per_host} rooms per host")
-    room = _Room(s.rng(16).hex(), name, n.node_id, f["visibility"], f["joinPolicy"],
-                 _token_hash(token) if token is not None else None)
+    room = Room(s.rng(16).hex(), name, n.node_id, visibility, policy, digest)
     s._rooms[room.id] = room
     return [ToConn(c.id, encode_frame("room_created", {"room": s._room_view(room)}))]
 
@@ -355,19 +327,8 @@ def _h_create_room(s: LobbyServer, c: _Conn, n: _Node, f: dict[str, Any]) -> lis
 def _h_join_room(s: LobbyServer, c: _Conn, n: _Node, f: dict[str, Any]) -> list[Output]:
     fields(f, ("roomId",), ("token",))
     room = s._room(f)
-    if room.host == n.node_id:
-        raise RemoteProtocolError("bad_request", "the host is in its own room")
-    if room.policy == "token":
-        token = f.get("token")
-        if type(token) is not str or room.token_hash is None or not hmac.compare_digest(
-                _token_hash(token), room.token_hash):
-            raise RemoteProtocolError("denied", "wrong token")
-    elif room.policy == "directory":
-        listed = s.directory.get(n.node_id)
-        if listed is None or not hmac.compare_digest(listed, n.public_key):
-            raise RemoteProtocolError("denied", "not on this lobby's directory")
-    if n.node_id not in room.members and len(room.members) >= s.limits.members_per_room:
-        raise RemoteProtocolError("full", f"at most {s.limits.members_per_room} members")
+    admit(room, n.node_id, n.public_key, f.get("token"), s.directory,
+          s.limits.members_per_room)
     host = s._nodes[room.host]
     room.members.add(n.node_id)
     return [ToConn(c.id, encode_frame("room_info", {"roomId": room.id, "host": host.card()})),

@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .envelope import envelope_from_obj
+from .envelope import envelope_from_obj, wire_size
 from .errors import LocalProtocolError, RemoteProtocolError
 from .frames import (
     ServerHello,
@@ -231,7 +231,7 @@ class RelayServer:
         env_obj = frame["envelope"]
         assert c.node is not None
         relayed = check_relayed(env_obj, c.node, to)
-        size = len(encode_frame("x", {"e": relayed}))
+        size = wire_size(encode_frame("x", {"e": relayed}))  # bytes, as the limits are
         target = self._attached.get(to)
         tc = self._conns.get(target) if target is not None else None
         if tc is not None and not tc.congested and self.queued(to)[0] == 0:
@@ -255,7 +255,8 @@ class RelayServer:
                 or any(type(q) is not int for q in qids)):
             raise RemoteProtocolError("bad_request", "qids is a list of 1..1000 integers")
         assert c.node is not None
-        known = tuple(q for q in qids if q in c.in_flight)  # only what we gave this node
+        # Only what we gave this node, each qid once (an ack may name one twice).
+        known = tuple(dict.fromkeys(q for q in qids if q in c.in_flight))
         if not known:
             return []
         n, b = self.queued(c.node)
