@@ -185,7 +185,9 @@ class LobbyServer:
     def _bad(self, c: _Conn, exc: RemoteProtocolError) -> list[Output]:
         code = exc.code if exc.code in _SENDABLE else "bad_frame"
         out: list[Output] = [ToConn(c.id, error_frame(code, exc.message))]
-        c.bad += 1
+        if code in _REFUSALS:
+            return out  # an honest answer (the room closed, filled up, the node left)
+        c.bad += 1  # ``denied`` counts: a connection may not guess tokens for long
         if code == "auth" or c.bad >= BAD_FRAMES_BEFORE_CLOSE:
             out.append(CloseConn(c.id, 1008, "authentication failed" if code == "auth"
                                  else "too many bad frames"))
@@ -385,5 +387,6 @@ _HANDLERS = {
     "join_room": _h_join_room, "leave_room": _h_leave_room, "signal": _h_signal,
     "relay": _h_relay,
 }
+_REFUSALS = frozenset({"no_room", "full", "not_found"})
 _SENDABLE = frozenset({"bad_frame", "unregistered", "auth", "no_room", "denied", "full",
                        "not_found", "rate_limited", "too_large", "bad_request"})

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .admission import verify_attestation
 from .candidates import check_candidate
 from .effects import Send
 from .errors import LocalProtocolError, RemoteProtocolError
@@ -179,6 +180,8 @@ class LobbyClient:
     def _on(self, f: dict[str, Any], now: int) -> list[Output]:
         t = f["type"]
         if t == "challenge":
+            if self.server_key is not None:
+                raise RemoteProtocolError("bad_frame", "a second challenge")
             hello = parse_challenge(f, self.pinned_key)
             self.server_key = hello.server_key
             signed = register_bytes(hello.nonce, hello.server_id, self.identity.node_id,
@@ -235,8 +238,15 @@ class LobbyClient:
             return [Signal(str(peer), str(sid), str(kind), str(sdp))]
         if t == "relay" and is_node_id(f.get("from")) and isinstance(f.get("envelope"), dict):
             return [Relayed(f["from"], f["envelope"])]
-        if t == "attestation" and isinstance(f.get("cert"), dict):
-            return [Attestation({"cert": f["cert"], "sig": f.get("sig")})]
+        if t == "attestation":
+            att = {"cert": f.get("cert"), "sig": f.get("sig")}
+            assert self.server_key is not None
+            # Ours, by this lobby: what we would present to others. Its expiry is the
+            # receiver's to check against its wall clock (this machine has none).
+            if not verify_attestation(att, self.server_key, self.identity.node_id,
+                                      self.identity.public_key, 0):
+                raise RemoteProtocolError("bad_frame", "an attestation that is not ours")
+            return [Attestation(att)]
         raise RemoteProtocolError("bad_frame", f"unexpected {t}")
 
 

@@ -113,6 +113,9 @@ class _Conn:
     in_flight: dict[int, int] = field(default_factory=dict)  # delivered qid -> size
 
 
+_REFUSALS = frozenset({"not_found", "queue_full"})
+
+
 class RelayServer:
     """Every connection of one relay broker."""
 
@@ -139,6 +142,11 @@ class RelayServer:
     def queued(self, node: str) -> tuple[int, int]:
         n, b = self._queued.get(node, (0, 0))
         return n, b
+
+    def in_flight(self) -> frozenset[int]:
+        """The qids delivered and not yet acknowledged: a purge of expired envelopes
+        leaves these to their ack (else both would count them off the queue)."""
+        return frozenset(q for c in self._conns.values() for q in c.in_flight)
 
     @property
     def total_queued_bytes(self) -> int:
@@ -201,6 +209,8 @@ class RelayServer:
                                         "rate_limited", "too_large", "bad_request",
                                         "queue_full") else "bad_frame"
         out: list[Output] = [ToConn(c.id, error_frame(code, exc.message))]
+        if code in _REFUSALS:
+            return out  # an honest answer to an honest frame: not held against the node
         c.bad += 1
         if code == "auth" or c.bad >= BAD_FRAMES_BEFORE_CLOSE:
             out.append(CloseConn(c.id, 1008, "too many bad frames" if code != "auth"

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -116,11 +116,17 @@ class QueueStore:
             "SELECT dst, COUNT(*), SUM(size) FROM queued GROUP BY dst").fetchall()
         return {d: (int(n), int(b or 0)) for d, n, b in rows}
 
-    def purge_expired(self, wall: int) -> dict[str, tuple[int, int]]:
-        """Drop envelopes past their 24 h; returns what went, per destination."""
+    def purge_expired(self, wall: int, keep: Collection[int] = ()) -> dict[str, tuple[int, int]]:
+        """Drop envelopes past their 24 h, except the qids in ``keep`` (delivered and
+        not yet acknowledged: their ack removes them); returns what went, per
+        destination."""
+        gone: dict[str, tuple[int, int]] = {}
         with self._tx():
             rows = self._db.execute(
-                "SELECT dst, COUNT(*), SUM(size) FROM queued WHERE expires <= ? GROUP BY dst",
-                (wall,)).fetchall()
-            self._db.execute("DELETE FROM queued WHERE expires <= ?", (wall,))
-        return {d: (int(n), int(b or 0)) for d, n, b in rows}
+                "SELECT qid, dst, size FROM queued WHERE expires <= ?", (wall,)).fetchall()
+            rows = [r for r in rows if r[0] not in keep]
+            self._db.executemany("DELETE FROM queued WHERE qid = ?", [(r[0],) for r in rows])
+        for _, dst, size in rows:
+            n, b = gone.get(dst, (0, 0))
+            gone[dst] = (n + 1, b + int(size))
+        return gone

@@ -79,7 +79,8 @@ class RelayService:
         """Background work: expire envelopes older than their 24 h, every minute."""
         while True:
             await trio.sleep(PURGE_EVERY_S)
-            for node, (count, size) in self.store.purge_expired(wall_ms()).items():
+            for node, (count, size) in self.store.purge_expired(
+                    wall_ms(), keep=self.machine.in_flight()).items():
                 self.machine.expired(node, count, size)
                 log.info("expired queued envelopes dst=%s count=%d", node, count)
 

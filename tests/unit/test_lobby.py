@@ -345,13 +345,11 @@ def test_a_registered_node_cannot_register_again_on_the_same_connection(
     alice: Identity,
 ) -> None:
     net = lobby()
-    client = net.register(1, alice)
+    net.register(1, alice)
     net.take(1)
     (chal,) = net.server.connect(99, T0)
     assert isinstance(chal, ToConn)
-    (reg,) = client.receive(chal.frame, T0)  # a valid register, for another connection
-    assert isinstance(reg, Send)
-    net.send(1, reg.wire)
+    net.send(1, register_frame(alice, chal.frame))  # a valid register, for another conn
     assert errors(net.take(1)) == ["bad_request"]
 
 
@@ -1081,6 +1079,30 @@ def test_a_thousand_malformed_frames_get_errors_then_a_close(
     assert [f["code"] for f in frames] == ["bad_frame"] * BAD_FRAMES_BEFORE_CLOSE
     assert 1 in net.closed and net.closed[1].code == 1008
     assert types(net.take(2)).count("rooms") == 20 and 2 not in net.closed
+
+
+def test_honest_refusals_never_close_but_guessing_tokens_does(alice: Identity,
+                                                                bob: Identity) -> None:
+    net = lobby(limits=replace(DEFAULT_LIMITS, members_per_room=0))
+    net.register(1, alice)
+    net.register(2, bob)
+    full = create(net, 1)
+    net.take(1), net.take(2)
+    n = 3 * BAD_FRAMES_BEFORE_CLOSE
+    for i in range(n):  # a closed room, a full one, a node that left: not held against bob
+        frame = [{"type": "join_room", "roomId": "0" * 32},
+                 {"type": "join_room", "roomId": full["id"]},
+                 {"type": "signal", "to": "c" * 16, "sid": "s", "kind": "offer",
+                  "sdp": ""}][i % 3]
+        net.send(2, frame, T0 + 100 * i)
+    assert errors(net.take(2)) == ["no_room", "full", "not_found"] * BAD_FRAMES_BEFORE_CLOSE
+    assert 2 not in net.closed
+    locked = create(net, 1, policy="token", token="open sesame")
+    for i in range(BAD_FRAMES_BEFORE_CLOSE):
+        net.send(2, {"type": "join_room", "roomId": locked["id"], "token": f"guess {i}"},
+                 T0 + 100 * (n + i))
+    assert errors(net.take(2)) == ["denied"] * BAD_FRAMES_BEFORE_CLOSE
+    assert net.closed[2].code == 1008
 
 
 def test_a_frame_over_64_kib_is_too_large(alice: Identity) -> None:

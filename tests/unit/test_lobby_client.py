@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from hd_protocol import Identity, LocalProtocolError, verify_attestation
+from hd_protocol.admission import issue_attestation
 from hd_protocol.candidates import make_candidate
 from hd_protocol.effects import Send
 from hd_protocol.frames import challenge, encode_frame
@@ -448,3 +449,23 @@ def test_frames_before_registered_are_dropped(alice: Identity, bob: Identity) ->
     c.receive(challenge(LOBBY, b"\x09" * 32), T0)
     (ev,) = c.receive(encode_frame("presence", {"node": entry(bob)}), T0)
     assert isinstance(ev, Dropped) and c.directory == {}  # before registered
+
+
+def test_a_second_challenge_is_dropped_and_signs_nothing(alice: Identity) -> None:
+    c = registered(alice)
+    (ev,) = c.receive(challenge(LOBBY, b"\x09" * 32), T0)
+    assert isinstance(ev, Dropped) and ev.code == "bad_frame"
+    assert c.registered is not None
+
+
+def test_only_an_attestation_of_this_node_by_this_lobby_is_taken(
+        alice: Identity, bob: Identity) -> None:
+    c = registered(alice)
+    good = issue_attestation(LOBBY, alice.node_id, alice.public_key, WALL + 1000)
+    for bad in (issue_attestation(bob, alice.node_id, alice.public_key, WALL + 1000),
+                issue_attestation(LOBBY, bob.node_id, bob.public_key, WALL + 1000),
+                {**good, "sig": good["sig"][::-1]}, {"cert": good["cert"]}):
+        (ev,) = c.receive(encode_frame("attestation", bad), T0)
+        assert isinstance(ev, Dropped) and ev.code == "bad_frame", bad
+    (ev,) = c.receive(encode_frame("attestation", good), T0)
+    assert isinstance(ev, Attestation) and ev.attest == good

@@ -660,6 +660,40 @@ def test_expired_envelopes_leave_the_counts(alice: Identity, bob: Identity) -> N
     assert b.server.queued(bob.node_id) == (0, 0) and b.server.total_queued_bytes == 0
 
 
+def test_a_purge_leaves_delivered_envelopes_to_their_ack(alice: Identity,
+                                                         bob: Identity) -> None:
+    b = broker()
+    b.attach(1, alice)
+    sizes = []
+    for n in range(2):
+        store = b.send(1, relay_frame(bob.node_id, wire(alice, bob.node_id, n)))[0]
+        assert isinstance(store, StoreQueued)
+        sizes.append(store.size)
+    assert b.server.in_flight() == frozenset()
+    b.attach(2, bob)
+    qids = [f["qid"] for f in b.take(2)[1:]]
+    assert b.server.in_flight() == frozenset(qids)
+    b.send(2, ack_frame(qids[:1]))
+    assert b.server.in_flight() == frozenset(qids[1:])
+    # The shell purged nothing in flight; the ack alone counts the second one off.
+    b.send(2, ack_frame(qids[1:]))
+    assert b.server.queued(bob.node_id) == (0, 0) and b.server.in_flight() == frozenset()
+
+
+def test_refusals_to_honest_frames_never_close_the_connection(alice: Identity,
+                                                              bob: Identity) -> None:
+    b = broker(limits=replace(DEFAULT_LIMITS, relay_queue_envelopes=1))
+    b.attach(1, alice)
+    b.take(1)
+    b.send(1, relay_frame(bob.node_id, wire(alice, bob.node_id, 0)))
+    for n in range(1, 3 * BAD_FRAMES_BEFORE_CLOSE):
+        b.send(1, relay_frame(bob.node_id, wire(alice, bob.node_id, n)), T0 + n * 100)
+    got = b.take(1)
+    assert [f.get("code", f.get("status")) for f in got] == ["queued"] + ["queue_full"] * (
+        3 * BAD_FRAMES_BEFORE_CLOSE - 1)
+    assert 1 not in b.closed and b.server.attached(alice.node_id) == 1
+
+
 # --- rate limits and bad frames --------------------------------------------------------------
 
 
