@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import trio
 
-from hd_node.client import NodeError
+from hd_node.client import NodeClient, NodeError
 
 from .conftest import Cluster, NodeProcess, eventually
 from .servers import Servers, servers  # noqa: F401 - the fixture
@@ -70,18 +70,25 @@ async def test_a_guest_joins_an_open_room_and_reaches_the_host_directly_as_a_gue
         await trio.sleep(0.5)
         mine = await ta.request("collab", "join", {"paneKey": "secret"})
         assert bob.node_id not in mine["sharers"] and mine["text"] == "s"
-        # Between guests sharing is explicit on both sides: each accepts the other's
-        # edits only on a pane it shared with it.
+    await _share_pane(alice, bob)
+    assert (await alice.peer(bob.node_id) or {}).get("level") == "guest"
+
+
+async def _share_pane(alice: NodeProcess, bob: NodeProcess) -> None:
+    """Between guests sharing is explicit on both sides: each accepts the other's edits
+    only on a pane it shared with it. Edits then flow both ways."""
+    async with bob.client() as tb, alice.client() as ta:
         await ta.request("collab", "share", {"paneKey": "shared", "node_id": bob.node_id})
         await tb.request("collab", "share", {"paneKey": "shared", "node_id": alice.node_id})
         await ta.request("collab", "op", {"paneKey": "shared", "baseRev": 0, "text": "yes"})
 
-        async def bob_sees() -> bool:
-            state = await tb.request("collab", "join", {"paneKey": "shared"})
-            return bool(state["text"] == "yes")
+        async def sees(tab: NodeClient, text: str) -> bool:
+            state = await tab.request("collab", "join", {"paneKey": "shared"})
+            return bool(state["text"] == text)
 
-        await eventually(bob_sees, timeout=10, what="the shared pane to reach the guest")
-    assert (await alice.peer(bob.node_id) or {}).get("level") == "guest"
+        await eventually(lambda: sees(tb, "yes"), timeout=10, what="alice's edit at bob")
+        await tb.request("collab", "op", {"paneKey": "shared", "baseRev": 1, "text": "yes!"})
+        await eventually(lambda: sees(ta, "yes!"), timeout=10, what="bob's edit at alice")
 
 
 async def _level(node: NodeProcess, peer: str) -> str | None:
@@ -105,6 +112,8 @@ async def test_with_direct_disabled_the_join_falls_back_to_the_relay(
     assert (await bob.peer(alice.node_id) or {}).get("transport") == "relay"
     await _chat(bob, alice, "through the relay")
     await _chat(alice, bob, "and back")
+    await _share_pane(alice, bob)
+    assert (await bob.peer(alice.node_id) or {}).get("transport") == "relay"
 
 
 async def test_lobby_commands_without_a_lobby_are_clean_errors(cluster: Cluster) -> None:
