@@ -70,7 +70,9 @@ class LobbyLink:
         self.guests: dict[str, set[tuple[str, str]]] = {}  # hosted room -> (id, key)
         self.joined: dict[str, lc.Card] = {}  # room id -> host
         self._lock = trio.Lock()
-        self._waiter: tuple[tuple[type, ...], trio.Event, list[Any]] | None = None
+        self._waiter: tuple[tuple[type, ...], Callable[[Any], bool], trio.Event,
+                            list[Any]] | None = None
+        self.last_error: dict[str, str] | None = None  # why the last connection failed
         self._url_changed = trio.Event()
         self._session_scope: trio.CancelScope | None = None
 
@@ -82,7 +84,10 @@ class LobbyLink:
 
     def state(self) -> dict[str, Any]:
         directory = list(self.client.directory.values()) if self.client else []
-        return {"connected": self.connected, "url": self.url,
+        status = ("connected" if self.connected else "connecting" if self.url
+                  else "disconnected")
+        return {"connected": self.connected, "status": status, "url": self.url,
+                "last_error": self.last_error,
                 "self": {"node_id": self.identity.node_id, "node_name": self.node_name},
                 "rooms": self.rooms, "directory": directory,
                 "hosted": sorted(self.hosted), "joined": sorted(self.joined)}
@@ -115,20 +120,24 @@ class LobbyLink:
                     attempt = 0
                 except (DialError, LinkClosed, RemoteProtocolError, trio.TooSlowError) as exc:
                     log.info("lobby connection lost url=%s reason=%s", url, exc)
+                    self.last_error = {"code": getattr(exc, "code", None) or "unreachable",
+                                       "message": str(exc) or "the lobby did not answer"}
                 except Exception:  # a bug of ours: logged; the node and its lobby go on
                     log.exception("lobby session failed url=%s", url)
-            self._lost()
+                    self.last_error = {"code": "internal", "message": "see the node's log"}
+            self._lost(report=not scope.cancelled_caught)
             if self.url == url:
                 with trio.move_on_after(reconnect_delay_ms(attempt, self.rng) / 1000):
                     self._url_changed = trio.Event()
                     await self._url_changed.wait()
                 attempt += 1
 
-    def _lost(self) -> None:
+    def _lost(self, *, report: bool) -> None:
+        """The connection ended; tabs hear of it (and why), unless we ended it."""
         was = self.connected
         self.client, self.ws = None, None
         self._resolve(lc.LobbyError("not_found", "the lobby connection is gone"))
-        if was:
+        if was or report:
             self.bus.publish("lobby", "state", self.state())
 
     async def _session(self, url: str) -> None:
@@ -173,6 +182,7 @@ class LobbyLink:
     def _event(self, ev: lc.Event) -> None:
         if isinstance(ev, lc.Registered):
             self.rooms = list(ev.rooms)
+            self.last_error = None
             log.info("lobby registered url=%s nodes=%d", self.url, len(ev.directory))
             self.bus.publish("lobby", "state", self.state())
             return
@@ -192,7 +202,9 @@ class LobbyLink:
         if isinstance(ev, lc.Dropped):
             log.info("lobby frame dropped code=%s", ev.code)
             return
-        if self._waiter is not None and isinstance(ev, self._waiter[0] + (lc.LobbyError,)):
+        if self._waiter is not None and (
+                isinstance(ev, lc.LobbyError)
+                or (isinstance(ev, self._waiter[0]) and self._waiter[1](ev))):
             self._resolve(ev)
             return
         if isinstance(ev, lc.LobbyError):
@@ -232,21 +244,24 @@ class LobbyLink:
         self._url_changed.set()
 
     def disconnect(self) -> None:
-        self.url = None
+        self.url, self.last_error = None, None
         if self._session_scope is not None:
             self._session_scope.cancel()
         self._url_changed.set()
 
     async def request(self, make: Callable[[lc.LobbyClient], Send],
-                      expect: tuple[type, ...]) -> Any:
-        """One command and its answer (the lobby answers in order; one at a time)."""
+                      expect: tuple[type, ...],
+                      match: Callable[[Any], bool] = lambda ev: True) -> Any:
+        """One command and its answer (the lobby answers in order; one at a time).
+        ``match``: which event of those types is the answer (a ``room_closed`` for
+        another room is news, not the answer to our ``leave_room``)."""
         async with self._lock:
             client, ws = self.client, self.ws
             if client is None or ws is None or client.registered is None:
                 raise HubError("unreachable", "not connected to a lobby")
             done = trio.Event()
             box: list[Any] = []
-            self._waiter = (expect, done, box)
+            self._waiter = (expect, match, done, box)
             try:
                 await ws.send_many([make(client).wire])
                 with trio.move_on_after(ANSWER_TIMEOUT_S):
@@ -263,7 +278,7 @@ class LobbyLink:
 
     def _resolve(self, ev: Any) -> None:
         if self._waiter is not None:
-            _, done, box = self._waiter
+            _, _, done, box = self._waiter
             if not done.is_set():
                 box.append(ev)
                 done.set()
@@ -283,13 +298,15 @@ class LobbyLink:
         return list(ev.rooms)
 
     async def leave_room(self, room_id: str) -> None:
-        await self.request(lambda c: c.leave_room(room_id), (lc.RoomClosed,))
+        await self.request(lambda c: c.leave_room(room_id), (lc.RoomClosed,),
+                           lambda ev: ev.room_id == room_id)
         self._room_gone(room_id)
 
     async def join_room(self, room_id: str, token: str | None) -> dict[str, Any]:
         """Join, then run the join ladder to the host (SPEC 7.4, 8.2)."""
         info: lc.RoomInfo = await self.request(lambda c: c.join_room(room_id, token),
-                                               (lc.RoomInfo,))
+                                               (lc.RoomInfo,),
+                                               lambda ev: ev.room_id == room_id)
         host = info.host
         self.joined[room_id] = host
         self.trust.room_hosts.add((host.node_id, host.public_key))

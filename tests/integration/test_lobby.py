@@ -127,4 +127,14 @@ async def test_lobby_commands_without_a_lobby_are_clean_errors(cluster: Cluster)
         except NodeError as exc:
             assert exc.code == "unreachable"
         assert set(await tab.request("system", "ping")) == {"req"}
+        # A lobby that is not there: the tab hears that and why, and the node retries.
+        mark = tab.mark()
+        ans = await tab.request("lobby", "connect", {"url": "ws://127.0.0.1:1/lobby-ws"})
+        assert (ans["status"], ans["connected"]) == ("connecting", False)
+        pushed = await tab.wait_for("lobby", "state", lambda d: d["last_error"] is not None,
+                                    timeout=10, since=mark)
+        pushed = pushed["data"]
+        assert pushed["status"] == "connecting" and pushed["last_error"]["code"] == "unreachable"
+        ans = await tab.request("lobby", "disconnect")
+        assert (ans["status"], ans["last_error"]) == ("disconnected", None)
 
