@@ -23,7 +23,7 @@ async def _connected_to_lobby(node: NodeProcess, url: str) -> None:
 
 
 async def _host_and_join(host: NodeProcess, guest: NodeProcess, policy: str = "open",
-                         **join: str) -> dict:
+                         **join: str) -> tuple[dict, list[dict]]:
     async with host.client() as th:
         room = (await th.request("lobby", "create_room", {
             "name": "room", "visibility": "public", "joinPolicy": policy,
@@ -36,7 +36,7 @@ async def _host_and_join(host: NodeProcess, guest: NodeProcess, policy: str = "o
                  if (e["channel"], e["event"]) == ("network", "ladder")]
         assert steps and steps[-1]["step"] == "won", steps
         assert steps[-1]["kind"] == joined["via"] and steps[0]["step"] == "start"
-        return joined
+        return joined, steps
 
 
 async def _chat(a: NodeProcess, b: NodeProcess, text: str) -> None:
@@ -56,8 +56,10 @@ async def test_a_guest_joins_an_open_room_and_reaches_the_host_directly_as_a_gue
     alice, bob = await cluster.spawn("alice", "bob")  # trust mode manual, never paired
     for node in (alice, bob):
         await _connected_to_lobby(node, lobby.url)
-    joined = await _host_and_join(alice, bob)
+    joined, steps = await _host_and_join(alice, bob)
     assert joined["via"] == "direct" and joined["peer"]["node_id"] == alice.node_id
+    # A listener bound to one address offers only that one: nothing else is dialled.
+    assert {s["address"] for s in steps if s["kind"] == "direct"} == {alice.peer_url}
     assert joined["peer"]["level"] == "guest"
     await eventually(lambda: _level(alice, bob.node_id), timeout=10, what="bob's session")
     assert await _level(alice, bob.node_id) == "guest"
@@ -106,9 +108,10 @@ async def test_with_direct_disabled_the_join_falls_back_to_the_relay(
     for node in (alice, bob):
         await _connected_to_lobby(node, lobby.url)
     t0 = trio.current_time()
-    joined = await _host_and_join(alice, bob)
+    joined, steps = await _host_and_join(alice, bob)
     assert trio.current_time() - t0 < 3.0
     assert joined["via"] == "relay"
+    assert {s["kind"] for s in steps} == {"relay"}  # no listener, no direct candidate
     assert (await bob.peer(alice.node_id) or {}).get("transport") == "relay"
     await _chat(bob, alice, "through the relay")
     await _chat(alice, bob, "and back")
