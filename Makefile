@@ -57,6 +57,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_codec.py
 	$(BIN)/python bench/bench_link.py
 	$(BIN)/python bench/bench_chat.py
+	$(BIN)/python bench/bench_relay.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
