@@ -8,8 +8,10 @@ it writes ``DIR/lobby.json`` (0600) ``{pid, url, relay_url, server_id, server_ke
 removes it on exit. ``--directory FILE``: the nodes this lobby vouches for (SPEC 7.6), a
 JSON list of ``{"node_id", "public_key"}``; they get attestations and may join
 ``directory`` rooms. ``--heartbeat S`` (default 15): how often nodes send presence;
-three missed and a node is gone. SIGINT/SIGTERM stop it with exit 0; a bad setting or a damaged data
-directory is one line and exit 2, a busy port one line and exit 1.
+three missed and a node is gone. ``--config FILE``: a TOML file whose ``[lobby]`` table
+may set ``host``, ``port``, ``logLevel``, ``directory`` and ``heartbeat``; a flag on the
+command line wins over the file. SIGINT/SIGTERM stop it with exit 0; a bad setting or a
+damaged data directory is one line and exit 2, a busy port one line and exit 1.
 """
 
 from __future__ import annotations
@@ -74,7 +76,9 @@ async def run(settings: ServerSettings) -> None:
     try:
         registry = CollectorRegistry(auto_describe=True)
         relay = RelayService(proc.identity, store, DEFAULT_LIMITS, registry)
-        heartbeat = settings.extra.get("heartbeat") or 15
+        heartbeat = settings.extra.get("heartbeat")
+        if heartbeat is None:  # not `or 15`: --heartbeat 0 is a mistake, not the default
+            heartbeat = 15
         if type(heartbeat) is not int or not 1 <= heartbeat <= 3600:
             raise UsageError("heartbeat must be 1..3600 seconds")
         machine = LobbyServer(proc.identity, rng=os.urandom, limits=DEFAULT_LIMITS,
@@ -89,11 +93,10 @@ async def run(settings: ServerSettings) -> None:
               registry=registry).set_function(lambda: lobby.connections)
         app = ServerApp(proc.identity.node_id, registry,
                         {PATH: lobby.serve, RELAY_PATH: relay.serve})
-        log = logging.getLogger("hd_lobby")
-        log.info("lobby directory entries=%d", len(directory))
         await proc.run(app, server_limits(relay_frame_limit(DEFAULT_LIMITS)),
                        lambda base: {"url": f"{base}{PATH}", "relay_url": f"{base}{RELAY_PATH}"},
-                       [relay.run, lobby.run_timer], "lobby")
+                       [relay.run, lobby.run_timer], "lobby",
+                       log_fields={"directory_entries": len(directory)})
     finally:
         store.close()
 

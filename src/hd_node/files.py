@@ -22,6 +22,7 @@ import logging
 import os
 import secrets
 import stat
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -96,7 +97,7 @@ def ensure_data_dir(data_dir: Path) -> None:
         raise DataError(f"the data directory {data_dir} is not a directory")
 
 
-def check_modes(data_dir: Path) -> None:
+def check_modes(data_dir: Path, names: Iterable[str] = OWNED_FILES) -> None:
     """Warn about a data directory that others can enter, and tighten (with a warning)
     any file of ours that others can read: node.db holds chats and pairings, the key
     and the token are secrets. The directory itself is the owner's choice, so it only
@@ -105,7 +106,7 @@ def check_modes(data_dir: Path) -> None:
     if mode & 0o077:
         log.warning("data directory is open to other users path=%s mode=%03o fix='chmod 700 %s'",
                     data_dir, mode, data_dir)
-    for name in OWNED_FILES:
+    for name in names:
         path = data_dir / name
         try:
             st = os.lstat(path)

@@ -12,6 +12,7 @@ import os
 import resource
 import secrets
 import signal
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -156,52 +157,63 @@ class Node:
                              max_frame_bytes=self.limits.max_ws_frame_bytes)
         stop = trio.Event()
         try:
-            async with trio.open_nursery() as n:
-                await n.start(hub.run)
-                await n.start(partial(self.relay.serve, hub))
-                ui_limits = ServerLimits(ws_max_message_bytes=self.limits.max_ws_frame_bytes)
-                _, ui_port = await n.start(partial(
-                    serve, local_app, s.ui_host, s.ui_port, limits=ui_limits, name="ui",
-                    count=lambda why: self.metrics.listener.labels("ui", why).inc()))
-                local_app.set_bound(s.ui_host, ui_port)
-                if s.enable_direct:
-                    _, peer_port = await n.start(partial(self.direct.serve, hub))
-                    host = s.peer_host
-                    url_host = "127.0.0.1" if host in ("0.0.0.0", "") else host  # noqa: S104
-                    hub.set_peer_url(f"ws://{_url_host(url_host)}:{peer_port}/peer-ws", host)
-                ui_host = _url_host(s.ui_host)
-                self.info = {
-                    "pid": os.getpid(),
-                    "node_id": self.identity.node_id,
-                    "ui_url": f"http://{ui_host}:{ui_port}/",
-                    "ws_url": f"ws://{ui_host}:{ui_port}/ws",
-                    "peer_url": hub.peers.peer_url,
-                    "token": self.token,
-                    "nonce": self.nonce,
-                }
-                files.write_node_json(s.data_dir, self.info)
-                log.info("node listening node_id=%s ui=%s peer=%s", self.identity.node_id,
-                         self.info["ui_url"], hub.peers.peer_url or "-")
-                # Logged only now: a start that fails says so in one line on stderr.
-                check_ms = self.store.check_ms
-                log.info("data directory path=%s identity=%s database=%s", s.data_dir,
-                         "new" if self._identity_is_new else "loaded",
-                         "new" if check_ms is None else f"integrity-ok ms={check_ms:.0f}")
-                hard = "unlimited" if nofile_hard == resource.RLIM_INFINITY else nofile_hard
-                if nofile_max:
-                    log.info("open file limit nofile=%s hard=%s", nofile, hard)
-                else:
-                    log.warning("open file limit could not be raised nofile=%s hard=%s",
-                                nofile, hard)
-                task_status.started(self.info)
-                n.start_soon(self._watch_signals, stop)
-                await stop.wait()
-                await hub.shutdown()
-                n.cancel_scope.cancel()
+            # Signals are ours from the first moment: one that comes during the start is
+            # kept and acted on once the start is done (never a KeyboardInterrupt that
+            # lands in the middle of a write).
+            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as received:
+                async with trio.open_nursery() as n:
+                    n.start_soon(self._watch_signals, received, stop)
+                    await n.start(hub.run)
+                    await n.start(partial(self.relay.serve, hub))
+                    ui_limits = ServerLimits(
+                        ws_max_message_bytes=self.limits.max_ws_frame_bytes)
+                    _, ui_port = await n.start(partial(
+                        serve, local_app, s.ui_host, s.ui_port, limits=ui_limits, name="ui",
+                        count=lambda why: self.metrics.listener.labels("ui", why).inc()))
+                    local_app.set_bound(s.ui_host, ui_port)
+                    if s.enable_direct:
+                        _, peer_port = await n.start(partial(self.direct.serve, hub))
+                        host = s.peer_host
+                        url_host = _url_host(
+                            "127.0.0.1" if host in ("0.0.0.0", "") else host)  # noqa: S104
+                        hub.set_peer_url(f"ws://{url_host}:{peer_port}/peer-ws", host)
+                    self._announce(ui_port, nofile, nofile_hard, nofile_max)
+                    task_status.started(self.info)
+                    await stop.wait()
+                    await hub.shutdown()
+                    n.cancel_scope.cancel()
         finally:
             files.remove_node_json(s.data_dir)
             self.store.close()
             os.close(self._lock_fd)
+
+    def _announce(self, ui_port: int, nofile: int, nofile_hard: int,
+                  nofile_max: bool) -> None:
+        """``node.json`` for the CLI and the tests, and the start in the log."""
+        s, hub = self.settings, self.hub
+        ui_host = _url_host(s.ui_host)
+        self.info = {
+            "pid": os.getpid(),
+            "node_id": self.identity.node_id,
+            "ui_url": f"http://{ui_host}:{ui_port}/",
+            "ws_url": f"ws://{ui_host}:{ui_port}/ws",
+            "peer_url": hub.peers.peer_url,
+            "token": self.token,
+            "nonce": self.nonce,
+        }
+        files.write_node_json(s.data_dir, self.info)
+        log.info("node listening node_id=%s ui=%s peer=%s", self.identity.node_id,
+                 self.info["ui_url"], hub.peers.peer_url or "-")
+        # Logged only now: a start that fails says so in one line on stderr.
+        check_ms = self.store.check_ms
+        log.info("data directory path=%s identity=%s database=%s", s.data_dir,
+                 "new" if self._identity_is_new else "loaded",
+                 "new" if check_ms is None else f"integrity-ok ms={check_ms:.0f}")
+        hard = "unlimited" if nofile_hard == resource.RLIM_INFINITY else nofile_hard
+        if nofile_max:
+            log.info("open file limit nofile=%s hard=%s", nofile, hard)
+        else:
+            log.warning("open file limit could not be raised nofile=%s hard=%s", nofile, hard)
 
     def relay_url(self) -> str | None:
         return relay_url_for(self.settings.relay_url, self.hub.lobby.url)
@@ -210,9 +222,8 @@ class Node:
         url = self.relay_url()
         return [make_candidate("relay", url, 65535)] if url else []
 
-    async def _watch_signals(self, stop: trio.Event) -> None:
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            async for signum in signals:
-                log.info("signal received signal=%s: shutting down", signal.Signals(signum).name)
-                stop.set()
-                return
+    async def _watch_signals(self, signals: AsyncIterator[int], stop: trio.Event) -> None:
+        async for signum in signals:
+            log.info("signal received signal=%s: shutting down", signal.Signals(signum).name)
+            stop.set()
+            return

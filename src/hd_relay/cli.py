@@ -4,9 +4,10 @@
 
 Serves ``/relay-ws`` (attach, routing, store and forward), ``/healthz`` and
 ``/metrics``; its queue is SQLite in DIR. Once listening it writes ``DIR/relay.json``
-(0600) ``{pid, url, server_id, server_key}`` and removes it on exit. SIGINT/SIGTERM
-stop it with exit 0; a bad setting or a damaged data directory is one line and exit 2,
-a busy port one line and exit 1.
+(0600) ``{pid, url, server_id, server_key}`` and removes it on exit. ``--config FILE``: a
+TOML file whose ``[relay]`` table may set ``host``, ``port`` and ``logLevel``; a flag on
+the command line wins over the file. SIGINT/SIGTERM stop it with exit 0; a bad setting
+or a damaged data directory is one line and exit 2, a busy port one line and exit 1.
 """
 
 from __future__ import annotations

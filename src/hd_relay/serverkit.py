@@ -12,10 +12,10 @@ import logging
 import os
 import signal
 import tomllib
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import trio
 from prometheus_client import CollectorRegistry, generate_latest
@@ -42,9 +42,19 @@ class ServerSettings:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """A usage mistake is one line on stderr and exit 2, like every other bad setting
+    (argparse's own ``error`` prints the whole usage first). Subparsers inherit it."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def common_parser(prog: str, description: str) -> tuple[argparse.ArgumentParser,
                                                         argparse.ArgumentParser]:
-    p = argparse.ArgumentParser(prog=prog, description=description)
+    p = _OneLineParser(prog=prog, description=description,
+                       epilog=f"{prog} run --data-dir DIR starts it; "
+                              f"{prog} run --help lists the options of run")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run = sub.add_parser("run", help="run the server in the foreground")
     run.add_argument("--data-dir", required=True, help="its data directory (created 0700)")
@@ -130,41 +140,53 @@ class ServerProcess:
         except files.DataDirBusy:
             raise files.DataError(f"another server is running with data directory "
                                   f"{settings.data_dir}") from None
+        # Everything in a server's directory is the server's: key, queue, info file.
+        files.check_modes(settings.data_dir, [p.name for p in settings.data_dir.iterdir()])
         self.identity: Identity = (files.load_identity(settings.data_dir)
                                    or files.create_identity(settings.data_dir))
 
     async def run(self, app: ServerApp, limits: ServerLimits,
                   info: Callable[[str], dict[str, Any]],
-                  background: list[Callable[[], Awaitable[None]]], name: str) -> None:
+                  background: list[Callable[[], Awaitable[None]]], name: str,
+                  log_fields: dict[str, Any] | None = None) -> None:
+        """``log_fields`` go on the one "listening" line: a server logs nothing before it
+        listens, so a start that fails is exactly its one error line on stderr."""
         s = self.settings
         stop = trio.Event()
-        try:
-            async with trio.open_nursery() as n:
-                _, port = await n.start(lambda task_status: serve(
-                    app, s.host, s.port, limits=limits, name=name, task_status=task_status))
-                host = f"[{s.host}]" if ":" in s.host else s.host
-                base = f"ws://{host}:{port}"
-                data = {"pid": os.getpid(), **info(base), "server_id": self.identity.node_id,
-                        "server_key": self.identity.public_key}
-                files.write_private(self.info_path, json.dumps(data, indent=2).encode() + b"\n")
-                log.info("%s listening url=%s server_id=%s", name, data.get("url"),
-                         self.identity.node_id)
-                for task in background:
-                    n.start_soon(task)
-                n.start_soon(_watch_signals, stop)
-                await stop.wait()
-                n.cancel_scope.cancel()
-        finally:
-            self.info_path.unlink(missing_ok=True)
-            os.close(self._lock)
+        # Signals are caught from before the info file exists: whoever sees the file may
+        # signal at once, and that is still exit 0 with the file removed. The receiver
+        # closes (and re-raises any second signal) only after that clean-up.
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            try:
+                async with trio.open_nursery() as n:
+                    _, port = await n.start(lambda task_status: serve(
+                        app, s.host, s.port, limits=limits, name=name,
+                        task_status=task_status))
+                    host = f"[{s.host}]" if ":" in s.host else s.host
+                    base = f"ws://{host}:{port}"
+                    data = {"pid": os.getpid(), **info(base),
+                            "server_id": self.identity.node_id,
+                            "server_key": self.identity.public_key}
+                    files.write_private(self.info_path,
+                                        json.dumps(data, indent=2).encode() + b"\n")
+                    extra = "".join(f" {k}={v}" for k, v in (log_fields or {}).items())
+                    log.info("%s listening url=%s server_id=%s%s", name, data.get("url"),
+                             self.identity.node_id, extra)
+                    for task in background:
+                        n.start_soon(task)
+                    n.start_soon(_watch_signals, signals, stop)
+                    await stop.wait()
+                    n.cancel_scope.cancel()
+            finally:
+                self.info_path.unlink(missing_ok=True)
+                os.close(self._lock)
 
 
-async def _watch_signals(stop: trio.Event) -> None:
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async for signum in signals:
-            log.info("signal received signal=%s: shutting down", signal.Signals(signum).name)
-            stop.set()
-            return
+async def _watch_signals(signals: AsyncIterator[int], stop: trio.Event) -> None:
+    async for signum in signals:
+        log.info("signal received signal=%s: shutting down", signal.Signals(signum).name)
+        stop.set()
+        return
 
 
 def run_main(go: Callable[[], None], prog: str) -> int:

@@ -85,7 +85,8 @@ async def test_data_dir_is_0700_and_every_file_0600_under_any_umask(
     # Nothing else lies around (no temporary file left from creating node.db).
     assert sorted(p.name for p in d.iterdir()) == sorted(PRIVATE_FILES)
     assert "open to other users" not in node.log_text()
-    assert await node.astop() == 0
+    rc = await node.astop()
+    assert rc == 0, node.log_text()[-4000:]
     assert not (d / "node.json").exists()
     assert {oct(mode(p)) for p in d.iterdir()} == {"0o600"}
 
