@@ -15,10 +15,14 @@ async def _identity(node: NodeProcess) -> dict[str, str]:
     return {"node_id": out["node_id"], "public_key": out["public_key"]}
 
 
-async def _registered(node: NodeProcess) -> None:
+async def _registered(node: NodeProcess, sees: list[NodeProcess]) -> None:
+    """Registered, and the lobby's presence has shown it ``sees`` (a node that
+    registered after it is announced up to a batch later)."""
     async with node.client() as tab:
         async def up() -> bool:
-            return bool((await tab.request("lobby", "state"))["connected"])
+            state = await tab.request("lobby", "state")
+            there = {e["node_id"] for e in state["directory"]}
+            return bool(state["connected"]) and {n.node_id for n in sees} <= there
 
         await eventually(up, timeout=10, what=f"{node.name} on the lobby")
 
@@ -36,7 +40,7 @@ async def test_listed_nodes_trust_each_other_through_the_lobby_and_others_are_re
                             "--directory-key", lobby.info["server_key"]]
     await cluster.start(alice, bob, carol)
     for node in (alice, bob, carol):
-        await _registered(node)
+        await _registered(node, [n for n in (alice, bob, carol) if n is not node])
     async with bob.client() as tb:
         # No invite, no room: bob presents the lobby's attestation, alice checks it;
         # bob trusts alice because the pinned lobby lists her id and key.
