@@ -9,7 +9,8 @@ removes it on exit. ``--directory FILE``: the nodes this lobby vouches for (SPEC
 JSON list of ``{"node_id", "public_key"}``; they get attestations and may join
 ``directory`` rooms. ``--heartbeat S`` (default 15): how often nodes send presence;
 three missed and a node is gone. ``--config FILE``: a TOML file whose ``[lobby]`` table
-may set ``host``, ``port``, ``logLevel``, ``directory`` and ``heartbeat``; a flag on the
+may set ``host``, ``port``, ``logLevel``, ``directory``, ``heartbeat``, ``maxConnections``
+and ``maxConnectionsPerAddress`` (``--max-connections``, ``--max-per-address``); a flag on the
 command line wins over the file. SIGINT/SIGTERM stop it with exit 0; a bad setting or a
 damaged data directory is one line and exit 2, a busy port one line and exit 1.
 """
@@ -93,7 +94,7 @@ async def run(settings: ServerSettings) -> None:
               registry=registry).set_function(lambda: lobby.connections)
         app = ServerApp(proc.identity.node_id, registry,
                         {PATH: lobby.serve, RELAY_PATH: relay.serve})
-        await proc.run(app, server_limits(relay_frame_limit(DEFAULT_LIMITS)),
+        await proc.run(app, server_limits(relay_frame_limit(DEFAULT_LIMITS), settings),
                        lambda base: {"url": f"{base}{PATH}", "relay_url": f"{base}{RELAY_PATH}"},
                        [relay.run, lobby.run_timer], "lobby",
                        log_fields={"directory_entries": len(directory)})

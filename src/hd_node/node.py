@@ -31,6 +31,7 @@ from .httpserver import ServerLimits, serve
 from .hub import PeerHub
 from .metrics import NodeMetrics
 from .relay_transport import RelayTransport
+from .rlimits import raise_open_file_limit
 from .store import NodeStore
 from .web import LocalApp
 
@@ -82,27 +83,6 @@ def open_data_dir(data_dir: Path, *, new_identity: bool = False) -> DataDir:
         os.close(lock_fd)
         raise
     return DataDir(lock_fd, identity, token, store, created)
-
-
-def raise_open_file_limit() -> tuple[int, int, bool]:
-    """Raise the soft RLIMIT_NOFILE to the hard limit, so that a flood of connections
-    meets the listeners' own caps long before the process runs out of descriptors
-    (which would also break opening the database or a log file). Returns (soft, hard,
-    whether the soft limit is now the highest allowed)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft == hard:
-        return soft, hard, True
-    # An unlimited hard limit is capped anyway: by fs.nr_open on Linux, OPEN_MAX on macOS.
-    targets = [hard] if hard != resource.RLIM_INFINITY else [1 << 20, 65536, 10240]
-    for target in targets:
-        if soft != resource.RLIM_INFINITY and soft >= target:
-            return soft, hard, True
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-        except (ValueError, OSError):
-            continue
-        return target, hard, True
-    return soft, hard, False
 
 
 def relay_url_for(relay_url: str | None, lobby_url: str | None) -> str | None:

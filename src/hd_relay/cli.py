@@ -5,7 +5,8 @@
 Serves ``/relay-ws`` (attach, routing, store and forward), ``/healthz`` and
 ``/metrics``; its queue is SQLite in DIR. Once listening it writes ``DIR/relay.json``
 (0600) ``{pid, url, server_id, server_key}`` and removes it on exit. ``--config FILE``: a
-TOML file whose ``[relay]`` table may set ``host``, ``port`` and ``logLevel``; a flag on
+TOML file whose ``[relay]`` table may set ``host``, ``port``, ``logLevel``, ``maxConnections`` and
+``maxConnectionsPerAddress`` (``--max-connections``, ``--max-per-address``); a flag on
 the command line wins over the file. SIGINT/SIGTERM stop it with exit 0; a bad setting
 or a damaged data directory is one line and exit 2, a busy port one line and exit 1.
 """
@@ -42,7 +43,7 @@ async def run(settings: ServerSettings) -> None:
         registry = CollectorRegistry(auto_describe=True)
         service = RelayService(proc.identity, store, DEFAULT_LIMITS, registry)
         app = ServerApp(proc.identity.node_id, registry, {PATH: service.serve})
-        await proc.run(app, server_limits(relay_frame_limit(DEFAULT_LIMITS)),
+        await proc.run(app, server_limits(relay_frame_limit(DEFAULT_LIMITS), settings),
                        lambda base: {"url": f"{base}{PATH}"}, [service.run], "relay")
     finally:
         store.close()

@@ -23,6 +23,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from hd_node import files
 from hd_node.direct import peer_listener_limits
 from hd_node.httpserver import Request, Response, ServerLimits, serve
+from hd_node.rlimits import raise_open_file_limit
 from hd_node.wslink import WsLink
 from hd_protocol import Identity
 
@@ -39,6 +40,10 @@ class ServerSettings:
     host: str = "127.0.0.1"
     port: int = 0
     log_level: str = "INFO"
+    # Connection budgets: a lobby serves whole offices behind one NAT address, so a
+    # source address may hold more than a node's peer listener allows (32).
+    max_connections: int = 2048
+    max_per_address: int = 128
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -62,6 +67,10 @@ def common_parser(prog: str, description: str) -> tuple[argparse.ArgumentParser,
     run.add_argument("--port", type=int, help="listen port (default 0: any free port)")
     run.add_argument("--config", help="TOML file (keys of its table: host, port, ...)")
     run.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING (default INFO)")
+    run.add_argument("--max-connections", type=int, default=None,
+                     help="open connections at most (default 2048)")
+    run.add_argument("--max-per-address", type=int, default=None,
+                     help="open connections from one source address at most (default 128)")
     return p, run
 
 
@@ -83,19 +92,31 @@ def load_settings(args: argparse.Namespace, table: str,
         raise UsageError("port must be 0..65535")
     s.port = port
     s.log_level = str(args.log_level or doc.get("logLevel", s.log_level))
+    for attr, key in (("max_connections", "maxConnections"),
+                      ("max_per_address", "maxConnectionsPerAddress")):
+        value = getattr(args, attr, None)
+        value = value if value is not None else doc.get(key, getattr(s, attr))
+        if type(value) is not int or not 1 <= value <= 1_000_000:
+            raise UsageError(f"{key} must be 1..1000000")
+        setattr(s, attr, value)
+    if s.max_per_address > s.max_connections:
+        raise UsageError("maxConnectionsPerAddress cannot exceed maxConnections")
     for key in extra_keys:
         value = getattr(args, key, None)
         s.extra[key] = value if value is not None else doc.get(key)
     return s
 
 
-def server_limits(max_message: int) -> ServerLimits:
+def server_limits(max_message: int, settings: ServerSettings) -> ServerLimits:
     """The budgets of a listener that faces the internet (those of a node's peer
-    listener), without the WebSocket pre-authentication budget: these servers check
-    every frame of a connection that has not proved who it is themselves."""
+    listener, with the connection caps of ``settings``), without the WebSocket
+    pre-authentication budget: these servers check every frame of a connection that
+    has not proved who it is themselves."""
     from dataclasses import replace
 
-    return replace(peer_listener_limits(max_message), ws_preauth=None)
+    return replace(peer_listener_limits(max_message), ws_preauth=None,
+                   max_connections=settings.max_connections,
+                   max_connections_per_address=settings.max_per_address)
 
 
 def _json(status: int, obj: Any) -> Response:
@@ -153,6 +174,9 @@ class ServerProcess:
         listens, so a start that fails is exactly its one error line on stderr."""
         s = self.settings
         stop = trio.Event()
+        nofile, _, nofile_max = raise_open_file_limit()
+        if not nofile_max or nofile < s.max_connections + 64:
+            log_fields = {**(log_fields or {}), "nofile": nofile}  # said on the one line
         # Signals are caught from before the info file exists: whoever sees the file may
         # signal at once, and that is still exit 0 with the file removed. The receiver
         # closes (and re-raises any second signal) only after that clean-up.

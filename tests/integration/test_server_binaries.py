@@ -241,6 +241,36 @@ def test_a_loose_data_dir_is_warned_about_and_its_loose_files_are_tightened(
     assert _mode(p.data_dir) == 0o755  # the directory is the owner's choice: only warned
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_per_address_connection_cap_is_a_setting(
+    servers: Servers, kind: str, tmp_path: Path,  # noqa: F811
+) -> None:
+    cfg = tmp_path / "caps.toml"
+    cfg.write_text(f"[{kind}]\nmaxConnectionsPerAddress = 2\n")
+    p = _server(servers, kind, ["--config", str(cfg)])
+    p.start()
+    holders = [socket.create_connection(("127.0.0.1", p.port), timeout=5) for _ in range(2)]
+    try:
+        time.sleep(0.2)  # both accepted and counted
+        with pytest.raises(httpx.HTTPError):  # a third from 127.0.0.1 is closed unread
+            _http(p, "/healthz")
+        other = httpx.HTTPTransport(local_address="127.0.0.2")
+        with httpx.Client(transport=other, timeout=HTTP_TIMEOUT) as c:
+            assert c.get(f"http://127.0.0.1:{p.port}/healthz").status_code == 200
+    finally:
+        for h in holders:
+            h.close()
+    def healthy() -> bool:
+        try:
+            return _http(p, "/healthz").status_code == 200
+        except httpx.HTTPError:
+            return False
+    deadline = time.monotonic() + 5
+    while not healthy():  # the slots come back when the holders leave
+        assert time.monotonic() < deadline, "127.0.0.1 still refused after its holders left"
+        time.sleep(0.05)
+
+
 # --- help -------------------------------------------------------------------------------
 
 
@@ -304,6 +334,10 @@ BAD_SETTINGS: list[tuple[str, list[str], dict[str, str]]] = [
     ("config-port-a-string", ["--config", "{tmp}/bad.toml"],
      {"bad.toml": '[{table}]\nport = "8080"\n'}),
     ("config-table-not-a-table", ["--config", "{tmp}/bad.toml"], {"bad.toml": "{table} = 1\n"}),
+    ("max-connections-zero", ["--max-connections", "0"], {}),
+    ("per-address-over-total", ["--max-connections", "4", "--max-per-address", "5"], {}),
+    ("config-per-address-a-string", ["--config", "{tmp}/bad.toml"],
+     {"bad.toml": '[{table}]\nmaxConnectionsPerAddress = "9"\n'}),
 ]
 LOBBY_BAD_SETTINGS: list[tuple[str, list[str], dict[str, str]]] = [
     ("directory-not-json", ["--directory", "{tmp}/dir.json"], {"dir.json": "[{nope\n"}),
