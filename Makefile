@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DATA_DIR ?= data/node
 
-.PHONY: run demo test lint typecheck unit fuzz bench clean venv browser-deps
+.PHONY: run demo test lint typecheck unit fuzz mutation bench clean venv browser-deps
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -37,7 +37,7 @@ demo: $(STAMP)
 	$(BIN)/python examples/handshake_demo.py
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests fuzz examples bench
+	$(BIN)/ruff check src tests fuzz examples bench tools
 
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict src/hd_protocol
@@ -53,6 +53,14 @@ fuzz: $(STAMP)
 	  $(BIN)/python $$h -max_total_time=$(or $(FUZZ_SECONDS),60) -print_final_stats=1 \
 	  || exit 1; done
 
+# Mutation testing of the sans-IO core with the fast suites (unit, property, vectors;
+# never the integration tests): one worker, niced. MUTANTS="hd_protocol.handshake*"
+# limits a run to some mutants (mutmut keeps earlier results in ./mutants).
+mutation: $(STAMP)
+	$(BIN)/python -c 'import mutmut' 2>/dev/null || $(BIN)/python -m pip install -q -e '.[mutation]'
+	nice -n 10 $(BIN)/mutmut run --max-children $(or $(MUTATION_JOBS),1) $(MUTANTS)
+	$(BIN)/python tools/mutation_score.py
+
 bench: $(STAMP)
 	$(BIN)/python bench/bench_codec.py
 	$(BIN)/python bench/bench_link.py
@@ -60,4 +68,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_relay.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache mutants

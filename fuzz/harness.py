@@ -8,6 +8,10 @@ e.g. ``-max_total_time=60`` or ``-runs=1000``. Passing a file or directory runs 
 fuzzes from) that instead of the default corpus, which is how a crash is replayed:
 ``python fuzz/fuzz_envelope.py fuzz/corpus/envelope-crash-<hash>``. A finding exits
 non-zero (libFuzzer's 77), which is what makes ``make fuzz`` fail.
+
+A harness may pass ``mutator(data, seed, byte_mutate) -> bytes``: libFuzzer then builds
+new inputs with it instead of its byte-level mutations (which ``byte_mutate`` still
+offers), e.g. to change a decoded structure and encode it again.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ def run(
     target: Callable[[bytes], object],
     seeds: dict[str, list[bytes]],
     argv: Sequence[str] | None = None,
+    mutator: Callable[[bytes, int, Callable[[bytes], bytes]], bytes] | None = None,
 ) -> None:
     argv = list(sys.argv if argv is None else argv)
     corpus = CORPUS_ROOT / name
@@ -42,5 +47,12 @@ def run(
         target(data)  # any exception is a finding; targets absorb ProtocolError
 
     print(f"fuzz {name}: {len(seeds.get(name, []))} seeds, corpus {args[-1]}", flush=True)
-    atheris.Setup(args, test_one_input)
+    if mutator is None:
+        atheris.Setup(args, test_one_input)
+    else:
+        def custom_mutator(data: bytes, max_size: int, seed: int) -> bytes:
+            out = mutator(data, seed, lambda d: atheris.Mutate(d, max_size))
+            return out[:max_size]
+
+        atheris.Setup(args, test_one_input, custom_mutator=custom_mutator)
     atheris.Fuzz()

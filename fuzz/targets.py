@@ -23,8 +23,11 @@ Each target returns a short label of what happened (``"err:bad_json"``,
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import json
+import random
+import re
 import time
 from collections.abc import Callable
 from functools import lru_cache
@@ -66,7 +69,14 @@ from hd_protocol import (
 )
 from hd_protocol.connection import Connection, HandshakeFailed
 from hd_protocol.envelope import FIELDS
-from hd_protocol.handshake import REASONS, Established, Failed, HandshakeResult, NeedAdmission
+from hd_protocol.handshake import (
+    REASONS,
+    Established,
+    Failed,
+    HandshakeResult,
+    NeedAdmission,
+    State,
+)
 from hd_protocol.handshake import Send as HsSend
 from hd_protocol.seal import box_aad
 from hd_protocol.session import (
@@ -238,14 +248,231 @@ def ws_frame(data: bytes) -> str:
 
 
 def invite(data: bytes) -> str:
-    """``decode_invite``: total on any text; a decoded invite re-encodes to itself."""
+    """``decode_invite``: total on any text, in exact agreement with an independent
+    reading of SPEC 4.2 (``reference_invite``) on what it accepts and what it returns;
+    a decoded invite re-encodes to itself."""
     ok_raw, _ = _attempt(decode_invite, data)
     _require(not ok_raw, "decode_invite accepted bytes")
-    ok, res = _attempt(decode_invite, _texts(data))
+    text = _texts(data)
+    ok, res = _attempt(decode_invite, text)
+    expected = reference_invite(text)
+    _require(ok == (expected is not None),
+             f"decode_invite {'accepted' if ok else 'refused'} what SPEC 4.2 "
+             f"{'refuses' if ok else 'accepts'}")
     if not ok:
         return f"err:{res}"
+    _require(res == expected, "decode_invite returned another body than SPEC 4.2 reads")
     _require(decode_invite(encode_invite(**res)) == res, "invite does not round-trip")
     return "ok"
+
+
+# SPEC 4.2 read independently of hd_protocol: the fuzz oracle for ``invite``.
+_B64URL = re.compile(r"[A-Za-z0-9_-]+")
+_MAX_SAFE = 2**53 - 1
+
+
+class _NotCanonical(ValueError):
+    pass
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    if len({k for k, _ in pairs}) != len(pairs):
+        raise _NotCanonical("duplicate key")
+    return dict(pairs)
+
+
+def _refuse(text: str) -> Any:
+    raise _NotCanonical(text)
+
+
+def _canonical_domain(value: Any) -> bool:
+    """SPEC 1.1: integers within +-(2**53 - 1), UTF-8 strings, ASCII keys."""
+    if type(value) is int:
+        return -_MAX_SAFE <= value <= _MAX_SAFE
+    if type(value) is str:
+        return value.encode("utf-8", "surrogatepass").decode("utf-8", "replace") == value
+    if type(value) is list:
+        return all(_canonical_domain(v) for v in value)
+    if type(value) is dict:
+        return all(k.isascii() and _canonical_domain(v) for k, v in value.items())
+    return value is None or type(value) is bool
+
+
+def _reference_node_id(public_key: Any) -> str | None:
+    if type(public_key) is not str or not public_key.isascii():
+        return None
+    try:
+        raw = base64.b64decode(public_key, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    if len(raw) != 32 or base64.b64encode(raw).decode() != public_key:
+        return None
+    return base64.b32encode(hashlib.sha256(raw).digest()).decode().lower()[:16]
+
+
+def _reference_candidate(c: Any) -> bool:
+    return (
+        type(c) is dict and set(c) == {"type", "url", "priority"}
+        and c["type"] in ("host", "srflx", "relay")
+        and type(c["url"]) is str and len(c["url"]) <= 512
+        and c["url"].startswith(("ws://", "wss://"))
+        and type(c["priority"]) is int and 0 <= c["priority"] < 2**32
+    )
+
+
+def reference_invite(text: str) -> dict[str, Any] | None:
+    """The invite body ``text`` carries by SPEC 4.2 (and docs/protocol.md section 8),
+    or None if it is no invite."""
+    text = text.strip()
+    if len(text) > 8192 or not text.startswith("hd1:"):
+        return None
+    b64 = text[4:]
+    if _B64URL.fullmatch(b64) is None:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(b64 + "=" * (-len(b64) % 4))
+        body = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates,
+                          parse_float=_refuse, parse_constant=_refuse)
+    except (binascii.Error, ValueError, RecursionError):
+        return None
+    if type(body) is not dict or not _canonical_domain(body):
+        return None
+    if set(body) != {"addrs", "exp", "node_id", "public_key", "token"}:
+        return None
+    token, addrs = body["token"], body["addrs"]
+    if (
+        type(body["exp"]) is not int or body["exp"] < 0
+        or type(token) is not str or not 16 <= len(token) <= 256
+        or _reference_node_id(body["public_key"]) != body["node_id"]
+        or type(addrs) is not list or len(addrs) > 16
+        or not all(_reference_candidate(c) for c in addrs)
+    ):
+        return None
+    return body
+
+
+# The invite harness mutates the *decoded* invite and encodes it again (libFuzzer's own
+# mutations of base64 text almost never decode): ``mutate_invite`` is its custom mutator.
+_OTHER = Identity.from_seed(_seed(b"other"))
+
+
+def _long_url(n: int) -> str:
+    return "ws://" + "h" * (n - len("ws://:1/peer-ws")) + ":1/peer-ws"
+
+
+_EDGES: tuple[Any, ...] = (
+    None, True, False, 0, -1, 1, 2**32 - 1, 2**32, _MAX_SAFE, _MAX_SAFE + 1, 1.5, "", "x",
+    "t" * 15, "t" * 16, "t" * 256, "t" * 257, "\ud800" * 16, "\u00e9" * 20, [], {}, [1],
+    {"a": 1}, "ws://h:1/peer-ws", _long_url(512), _long_url(513), "host", "relay",
+    DIALER.node_id, DIALER.public_key, _OTHER.node_id, _OTHER.public_key,
+)
+_INVITE_KEYS = ("addrs", "exp", "node_id", "public_key", "token", "extra")
+
+
+def _invite_seed_body() -> dict[str, Any]:
+    return {"addrs": [make_candidate("host", "ws://127.0.0.1:8766/peer-ws")], "exp": NOW,
+            "node_id": DIALER.node_id, "public_key": DIALER.public_key, "token": TOKEN}
+
+
+def _loose_invite_body(data: bytes) -> Any:
+    """What the input invite decodes to, read leniently (None if it does not)."""
+    text = data.decode("utf-8", "replace").strip()
+    if not text.startswith("hd1:"):
+        return None
+    b64 = "".join(ch for ch in text[4:] if ch.isalnum() or ch in "-_")
+    try:
+        return json.loads(base64.urlsafe_b64decode(b64 + "=" * (-len(b64) % 4)))
+    except (binascii.Error, ValueError, RecursionError):
+        return None
+
+
+def _mutate_address(addrs: list[Any], rnd: random.Random) -> list[Any]:
+    op = rnd.randrange(5)
+    if op == 0 or not addrs:
+        url = rnd.choice(("ws://10.0.0.1:1/peer-ws", _long_url(512), _long_url(513)))
+        addrs.insert(rnd.randrange(len(addrs) + 1), make_candidate("srflx", url))
+    elif op == 1:
+        del addrs[rnd.randrange(len(addrs))]
+    elif op == 2:
+        i = rnd.randrange(len(addrs))
+        if type(addrs[i]) is dict:
+            key = rnd.choice(("type", "url", "priority", "extra"))
+            addrs[i] = {**addrs[i], key: rnd.choice(_EDGES)}
+        else:
+            addrs[i] = make_candidate("relay", "wss://relay.example/relay-ws")
+    elif op == 3:
+        n = rnd.choice((15, 16, 17))
+        addrs = (addrs * n)[:n]
+    else:
+        addrs[rnd.randrange(len(addrs))] = rnd.choice(_EDGES)
+    return addrs
+
+
+def _mutate_invite_body(body: Any, rnd: random.Random) -> Any:
+    if type(body) is not dict:
+        return _invite_seed_body() if rnd.random() < 0.8 else body
+    if rnd.random() < 0.02:
+        return rnd.choice(_EDGES)
+    op = rnd.randrange(6)
+    key = rnd.choice(_INVITE_KEYS)
+    if op == 0:
+        body[key] = rnd.choice(_EDGES)
+    elif op == 1:
+        body.pop(key, None)
+    elif op == 2:
+        body["token"] = rnd.choice("t~-\u00e9") * rnd.choice((0, 15, 16, 17, 255, 256, 257))
+    elif op == 3:
+        body["exp"] = rnd.choice((-1, 0, 1, NOW, _MAX_SAFE, _MAX_SAFE + 1, True, "1"))
+    elif op == 4:
+        who = rnd.choice((DIALER, _OTHER))
+        body[rnd.choice(("node_id", "public_key"))] = (
+            who.node_id if rnd.random() < 0.5 else who.public_key)
+    else:
+        addrs = body.get("addrs")
+        body["addrs"] = _mutate_address(list(addrs) if type(addrs) is list else [], rnd)
+    return body
+
+
+def _mutate_invite_text(text: str, rnd: random.Random) -> str:
+    op = rnd.randrange(6)
+    if op == 0:
+        return rnd.choice(("hd2:", "HD1:", "hd1", " hd1:", "", "hd1:hd1:")) + text[4:]
+    if op == 1:
+        return text + "=" * rnd.randrange(1, 4)
+    if op == 2:
+        return text.replace("-", "+").replace("_", "/")
+    if op == 3:
+        i = rnd.randrange(4, len(text) + 1)
+        return text[:i] + rnd.choice(" .=\n\u00e9!") + text[i:]
+    if op == 4:
+        return rnd.choice(("", " ", "\n", "\t ")) + text + rnd.choice(("", "\n", "  "))
+    return text[:rnd.randrange(4, len(text) + 1)]
+
+
+def mutate_invite(data: bytes, seed: int,
+                  byte_mutate: Callable[[bytes], bytes] | None = None) -> bytes:
+    """A new invite from ``data``: the decoded body changed in one to three ways (a field
+    set to an edge value or dropped, an address added, changed or dropped, the shape
+    replaced), spelled as JSON in some valid way and encoded again; now and then the
+    text itself is changed (prefix, padding, alphabet, a stray character, whitespace,
+    a cut), and with ``byte_mutate`` (libFuzzer's own mutator) the raw bytes."""
+    rnd = random.Random(seed)
+    if byte_mutate is not None and rnd.random() < 0.1:
+        return byte_mutate(data)
+    body = _loose_invite_body(data)
+    for _ in range(1 + rnd.randrange(3)):
+        body = _mutate_invite_body(body, rnd)
+    try:
+        spelled = json.dumps(body, sort_keys=rnd.random() < 0.7,
+                             ensure_ascii=rnd.random() < 0.5,
+                             separators=(",", ":") if rnd.random() < 0.8 else (", ", ": "))
+    except (TypeError, ValueError, RecursionError):  # keys of mixed types, deep nesting
+        spelled = json.dumps(_invite_seed_body())
+    raw = spelled.encode("utf-8", "surrogatepass")
+    text = "hd1:" + base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+    if rnd.random() < 0.15:
+        text = _mutate_invite_text(text, rnd)
+    return text.encode("utf-8", "surrogatepass")
 
 
 # --- the handshake machines -----------------------------------------------------------
@@ -495,6 +722,143 @@ def _hostile_auth_result(slot: int, value: Any) -> str:
     return label
 
 
+# --- every handshake state, fed frames of every type ------------------------------
+
+# What a hostile but authentic peer can put in front of a handshake machine: frames
+# signed by the peer's real key (and sealed with the real direction key where the
+# step is sealed), under any type, in any state. The machine must take only the type
+# its state waits for, answering the right frame; in a state that waits for no frame
+# (admission pending, before ``start()``) anything fails; once finished, it ignores all.
+HS_STATE_TYPES = ("hello", "hello_ack", "auth", "auth_result", "presence", "peer_chat",
+                  "bye", "zz_unknown")
+HS_STATES = ("acceptor:wait_hello", "acceptor:wait_auth", "acceptor:admission",
+             "acceptor:done", "acceptor:refused", "dialer:start", "dialer:wait_hello_ack",
+             "dialer:admission", "dialer:wait_auth_result", "dialer:done", "dialer:refused")
+_WRONG_RE = "9" * 32
+
+
+class _Stage:
+    """A machine brought to one state, and the next frame its peer would send: the
+    ``natural`` type with ``head`` fields and ``content`` (data, or the sealed payload
+    when ``key`` is set). ``expected`` is the type the state waits for, if any."""
+
+    def __init__(self, machine: Dialer | Acceptor, partner: Identity, expected: str | None,
+                 natural: str, head: dict[str, Any], content: dict[str, Any],
+                 key: bytes | None) -> None:
+        self.machine, self.partner, self.expected = machine, partner, expected
+        self.natural, self.head, self.content, self.key = natural, head, content, key
+
+
+def _acceptor_stage(step: str) -> _Stage:
+    a = _acceptor()
+    hello_head = dict(msg_id="1" * 32, src=DIALER.node_id, dst=ACCEPTOR.node_id, ts=NOW)
+    hello_data = _hello_data(DIALER, b"hello nonce")
+    if step == "wait_hello":
+        return _Stage(a, DIALER, "hello", "hello", hello_head, hello_data, None)
+    hello_wire = _signed(dict(type="hello", data=hello_data, **hello_head), DIALER)
+    ack = decode_envelope(_only(a.receive(hello_wire, NOW + 1), HsSend).wire)
+    d2a, _ = derive_session_keys(_PEER_EPH_SEED, ack.data["eph"], decode_envelope(hello_wire),
+                                 ack)
+    head = dict(msg_id="3" * 32, re=ack.msg_id, src=DIALER.node_id, dst=ACCEPTOR.node_id,
+                ts=NOW + 2, seq=0)
+    payload = {"echo": ack.data["nonce"], "token": TOKEN, "attest": None}
+    if step == "wait_auth":
+        return _Stage(a, DIALER, "auth", "auth", head, payload, d2a)
+    _only(a.receive(_signed(dict(type="auth", **head), DIALER, key=d2a, payload=payload),
+                    NOW + 3), NeedAdmission)
+    if step == "done":
+        _only(a.admit(Decision(level="trusted"), NOW + 4), Established)
+    elif step == "refused":
+        _only(a.admit(Decision(level=None, reason="blocked"), NOW + 4), Failed)
+    return _Stage(a, DIALER, None, "auth", {**head, "msg_id": "5" * 32}, payload, d2a)
+
+
+def _dialer_stage(step: str) -> _Stage:
+    d = _dialer()
+    ack_data = _hello_data(ACCEPTOR, b"ack nonce")
+    ack_head = dict(msg_id="2" * 32, re="7" * 32, src=ACCEPTOR.node_id, dst=DIALER.node_id,
+                    ts=NOW + 1)
+    if step == "start":  # a hello_ack answering a hello that was never sent
+        return _Stage(d, ACCEPTOR, None, "hello_ack", ack_head,
+                      {**ack_data, "echo": ack_data["nonce"]}, None)
+    hello = decode_envelope(_only(d.start(NOW), HsSend).wire)
+    ack_head["re"] = hello.msg_id
+    ack_data["echo"] = hello.data["nonce"]
+    if step == "wait_hello_ack":
+        return _Stage(d, ACCEPTOR, "hello_ack", "hello_ack", ack_head, ack_data, None)
+    ack_wire = _signed(dict(type="hello_ack", data=ack_data, **ack_head), ACCEPTOR)
+    _only(d.receive(ack_wire, NOW + 2), NeedAdmission)
+    _, a2d = derive_session_keys(_PEER_EPH_SEED, hello.data["eph"], hello,
+                                 decode_envelope(ack_wire))
+    head = dict(msg_id="4" * 32, re="8" * 32, src=ACCEPTOR.node_id, dst=DIALER.node_id,
+                ts=NOW + 4, seq=0)
+    ok = {"ok": True, "level": "trusted", "reason": None}
+    if step == "admission":  # an auth_result answering an auth that was never sent
+        return _Stage(d, ACCEPTOR, None, "auth_result", head, ok, a2d)
+    head["re"] = decode_envelope(_only(d.admit(Decision(level="trusted"), NOW + 3),
+                                       HsSend).wire).msg_id
+    if step == "wait_auth_result":
+        return _Stage(d, ACCEPTOR, "auth_result", "auth_result", head, ok, a2d)
+    first = ok if step == "done" else {"ok": False, "level": None, "reason": "blocked"}
+    _only(d.receive(_signed(dict(type="auth_result", **head), ACCEPTOR, key=a2d,
+                            payload=first), NOW + 5), Established if step == "done" else Failed)
+    return _Stage(d, ACCEPTOR, None, "auth_result", {**head, "msg_id": "6" * 32}, ok, a2d)
+
+
+def hs_stage(name: str) -> _Stage:
+    side, step = name.split(":")
+    return _acceptor_stage(step) if side == "acceptor" else _dialer_stage(step)
+
+
+def handshake_state(data: bytes) -> str:
+    """A frame signed by the real peer, under any type, into a handshake machine in any
+    state.
+
+    ``data[0]`` picks the state (``HS_STATES``); ``data[1]``: bits 0-2 the type
+    (``HS_STATE_TYPES``), bit 3 seals a plain step (or sends a sealed step plain),
+    bit 4 puts a wrong ``re`` (a non-null one on ``hello``), bit 5 admits (else
+    refuses) if asked; ``data[2]`` the ``mutate`` slot of the content; the rest is a
+    JSON value. The honest frame (the expected type, nothing changed) must move the
+    machine on; anything else must fail it, and a finished machine must ignore it.
+    """
+    if len(data) < 3:
+        return "short"
+    name = HS_STATES[data[0] % len(HS_STATES)]
+    type_ = HS_STATE_TYPES[data[1] & 7]
+    flip, wrong_re, accept = bool(data[1] & 8), bool(data[1] & 16), bool(data[1] & 32)
+    stage = hs_stage(name)
+    n = len(stage.content)
+    kept = data[2] % (n + 4) == n + 3
+    content = mutate(stage.content, data[2], json_value(data[3:]))
+    head = dict(stage.head, re=_WRONG_RE) if wrong_re else dict(stage.head)
+    sealed = (stage.key is not None) != flip
+    try:
+        if sealed:
+            if type(content) is not dict:
+                return "unbuildable"
+            wire = _build(dict(type=type_, **{"seq": 0, **head}), stage.partner,
+                          key=stage.key or _seed(b"box key"), payload=content)
+        else:
+            head.pop("seq", None)
+            wire = _build(dict(type=type_, data=content, **head), stage.partner)
+    except _Unbuildable:
+        return "unbuildable"
+    m = stage.machine
+    before = m.state
+    outs = m.receive(wire, NOW + 8)
+    _require(type(outs) is list, f"receive() in {name} returned {outs!r}")
+    if before in (State.DONE, State.FAILED):
+        _require(outs == [] and m.state is before, f"{name} reacted to a {type_}")
+        return "ignored"
+    label = _check_handshake(m, outs, stage.partner)
+    honest = type_ == stage.expected and not (flip or wrong_re)
+    if not honest:
+        _require(label.startswith("failed:"), f"{name} took a {type_} ({label})")
+    elif kept:
+        _require(not label.startswith("failed:"), f"{name} refused the honest {type_}")
+    return _admit_after(m, label, accept, stage.partner)
+
+
 # --- sessions -------------------------------------------------------------------------
 
 SESSION_OUTPUTS = (SessionSend, Message, Reply, Timeout, Pong, PeerError, Dropped, Closed)
@@ -741,9 +1105,22 @@ def seeds() -> dict[str, list[bytes]]:
         "handshake": hs + signed,
         "session": sess,
         "preauth_ws": _preauth_seeds(),
+        "handshake_state": _handshake_state_seeds(),
         "connection": [b"T\n\nTT", b'P\x00{"text":"hi","from_name":"p"}', b"T\n\nT\n\nT\n\nT\n\nT",
                        b'P\x01{}\n\nP\x02"bye"', chat.encode(), b"\x00" * 40],
     }
+
+
+def _handshake_state_seeds() -> list[bytes]:
+    """Each state with each type under the honest content (the ``mutate`` slot that
+    keeps it), and the honest frame with a wrong ``re`` and with its sealing flipped."""
+    out = []
+    for i, name in enumerate(HS_STATES):
+        keep = len(hs_stage(name).content) + 3
+        out += [bytes([i, t, keep]) + b"null" for t in range(len(HS_STATE_TYPES))]
+        natural = HS_STATE_TYPES.index(hs_stage(name).natural)
+        out += [bytes([i, natural | flag, keep]) + b"null" for flag in (8, 16, 32)]
+    return out
 
 
 def _preauth_seeds() -> list[bytes]:
@@ -773,6 +1150,7 @@ TARGETS: dict[str, Callable[[bytes], str]] = {
     "ws": ws_frame,
     "invite": invite,
     "handshake": handshake_any,
+    "handshake_state": handshake_state,
     "session": session,
     "connection": connection,
     "preauth_ws": preauth_ws,

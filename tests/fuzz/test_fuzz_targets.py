@@ -119,7 +119,8 @@ def test_nasty_inputs_are_refused_cleanly(name: str, data: bytes) -> None:
     inputs = [data] if modes is None else [bytes([m]) + data for m in modes]
     for frame in inputs:
         label = _run(name, frame)
-        assert not label.startswith(("ok", "established", "message", "reply", "pong"))
+        if name != "handshake_state":  # its input is no frame: the peer builds one from it
+            assert not label.startswith(("ok", "established", "message", "reply", "pong"))
 
 
 # --- structured mutations of valid frames -----------------------------------------------
@@ -234,6 +235,32 @@ def test_hostile_peer_sealing_fuzzed_session_messages(selector: int, value: Any)
     _run("session", bytes([selector | 1]) + canonical_json(value))
 
 
+@FUZZ
+@given(
+    state=st.integers(0, len(targets.HS_STATES) - 1),
+    type_=st.integers(0, len(targets.HS_STATE_TYPES) - 1),
+    flags=st.sampled_from([0, 8, 16, 32, 24, 56]),
+    slot=st.integers(0, 255),
+    value=canonical_values,
+)
+def test_hostile_peer_sending_any_type_in_any_handshake_state(
+    state: int, type_: int, flags: int, slot: int, value: Any
+) -> None:
+    _run("handshake_state", bytes([state, type_ | flags, slot]) + canonical_json(value))
+
+
+@FUZZ
+@given(index=st.integers(0, len(SEEDS["invite"]) - 1), seeds=st.lists(
+    st.integers(0, 2**32 - 1), min_size=1, max_size=6))
+def test_structural_invite_mutations_only_raise_protocol_errors(
+    index: int, seeds: list[int]
+) -> None:
+    data = SEEDS["invite"][index]
+    for seed in seeds:  # as libFuzzer does: each mutation starts from the last one
+        data = targets.mutate_invite(data, seed)
+        _run("invite", data)
+
+
 # --- the targets themselves -------------------------------------------------------------
 
 
@@ -251,6 +278,94 @@ def test_seeds_reach_the_states_behind_the_signature_checks() -> None:
     assert {"open", "message", "closed"} <= set(labels["connection"])
     assert "message" in labels["preauth_ws"]
     assert {"closed:1009", "closed:1008", "closed:1000"} <= set(labels["preauth_ws"])
+    assert {"ignored", "established", "send", "failed:bad_handshake", "failed:blocked"} <= set(
+        labels["handshake_state"])
+
+
+def test_every_waiting_handshake_state_moves_on_for_the_honest_frame_only() -> None:
+    for i, name in enumerate(targets.HS_STATES):
+        stage = targets.hs_stage(name)
+        keep = len(stage.content) + 3
+        for t, type_ in enumerate(targets.HS_STATE_TYPES):
+            label = _run("handshake_state", bytes([i, t, keep]) + b"null")
+            if name.endswith((":done", ":refused")):
+                assert label == "ignored", (name, type_)
+            elif type_ == stage.expected:
+                assert not label.startswith("failed:bad"), (name, type_, label)
+            else:
+                assert label == "failed:bad_handshake", (name, type_, label)
+
+
+def test_a_machine_that_takes_a_frame_of_another_type_would_be_reported(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import hd_protocol.handshake as hs
+
+    strict = hs._Machine._open_sealed
+
+    def lax(self: Any, env: Any, expected_type: str, peer: Any) -> Any:
+        return strict(self, env, env.type, peer)  # the type check, taken out
+
+    monkeypatch.setattr(hs._Machine, "_open_sealed", lax)
+    state = targets.HS_STATES.index("acceptor:wait_auth")
+    other = targets.HS_STATE_TYPES.index("auth_result")
+    with pytest.raises(targets.InvariantError, match="took a auth_result"):
+        _run("handshake_state", bytes([state, other, 6]) + b"null")
+
+
+def test_a_dialer_that_listens_after_a_refusal_would_be_reported(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import hd_protocol.handshake as hs
+
+    original = hs.Dialer._on_auth_result
+
+    def forgetful(self: Any, env: Any) -> Any:
+        out = original(self, env)
+        if self.state is hs.State.FAILED:
+            self.state = hs.State.WAIT_AUTH_RESULT  # the refusal, forgotten
+        return out
+
+    monkeypatch.setattr(hs.Dialer, "_on_auth_result", forgetful)
+    state = targets.HS_STATES.index("dialer:refused")
+    natural = targets.HS_STATE_TYPES.index("auth_result")
+    with pytest.raises(targets.InvariantError):
+        _run("handshake_state", bytes([state, natural, 6]) + b"null")
+
+
+def test_structural_invite_mutations_reach_the_field_checks() -> None:
+    """Unlike byte flips of base64 text, nearly every structural mutation decodes to a
+    JSON object, and between them they reach every rule of SPEC 4.2."""
+    from hd_protocol import ProtocolError, decode_invite
+
+    data, objects, reasons = SEEDS["invite"][0], 0, set()
+    for seed in range(400):
+        data = targets.mutate_invite(data, seed)
+        if isinstance(targets._loose_invite_body(data), dict):
+            objects += 1
+        try:
+            decode_invite(data.decode("utf-8", "surrogateescape"))
+            reasons.add("ok")
+        except ProtocolError as exc:
+            reasons.add(exc.message.split(":")[0])
+    assert objects >= 300
+    assert {"ok", "not an hd1", "invite fields are addrs, exp, node_id, public_key, token",
+            "exp must be a timestamp in ms", "token must be a string of 16..256 chars",
+            "node_id does not match public_key", "addrs"} <= reasons, reasons
+
+
+def test_an_invite_decoder_that_skips_the_length_check_would_be_reported(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import hd_protocol.admission as admission
+
+    body = targets._invite_seed_body()
+    body["addrs"] = [targets.make_candidate("host", targets._long_url(512))] * 16
+    text = targets.encode_invite(**body)
+    assert len(text) > 8192 and _run("invite", text.encode()) == "err:bad_invite"
+    monkeypatch.setattr(admission, "MAX_INVITE_CHARS", 10**6)
+    with pytest.raises(targets.InvariantError, match="accepted"):
+        _run("invite", text.encode())
 
 
 def test_a_forged_admission_would_be_reported(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -278,7 +393,12 @@ def test_targets_let_anything_but_protocol_error_escape(
         raise ProtocolError("bad_json", "refused")
 
     monkeypatch.setattr(targets, attr, refuse)
-    assert _run(name, SEEDS[name][0]) == "err:bad_json"
+    # (An invite SPEC 4.2 accepts may not be refused: a body that is no object is.)
+    data = b"hd1:NQ" if name == "invite" else SEEDS[name][0]
+    assert _run(name, data) == "err:bad_json"
+    if name == "invite":
+        with pytest.raises(targets.InvariantError, match="refused"):
+            _run(name, SEEDS[name][0])
 
 
 def test_an_unstable_round_trip_would_be_reported(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -106,3 +106,48 @@ def test_user_addresses_always_dial_before_peer_ones_and_nothing_is_listed_twice
     assert len(order) == len(set(order))
     sources = [next(a.source for a in book if a.url == u) for u in order]
     assert sources == sorted(sources, key=lambda s: s != "user")
+
+
+def test_an_address_of_256_chars_passes_and_a_space_or_user_name_anywhere_does_not() -> None:
+    longest = "ws://" + "a" * (256 - len("ws://:1/peer-ws")) + ":1/peer-ws"
+    assert len(longest) == 256 and check_peer_url(longest) == longest
+    assert check_peer_url("ws://h:65535/peer-ws") == "ws://h:65535/peer-ws"
+    for url in ("ws://h h:1/peer-ws", "ws://user@h:1/peer-ws", "ws://h:1/peer-ws#"):
+        with pytest.raises(RemoteProtocolError) as err:
+            check_peer_url(url)
+        assert err.value.code == "bad_address"
+
+
+def test_the_default_limit_is_16_per_source() -> None:
+    many = [f"ws://10.0.1.{i}:1/peer-ws" for i in range(20)]
+    book = learn(learn((), many, "user"), [f"ws://10.0.2.{i}:1/peer-ws" for i in range(20)],
+                 "peer")
+    assert [a.source for a in book] == ["user"] * 16 + ["peer"] * 16
+    assert [a.url for a in book[:16]] == many[:16]
+
+
+def test_a_new_user_address_keeps_what_the_book_knew_about_it() -> None:
+    book = record(learn((), [U1], "user"), U1, ok=False)
+    book = learn(book, [U2, U1], "user")
+    assert book == (KnownAddress(U2, "user"), KnownAddress(U1, "user", 1))
+
+
+def test_peer_addresses_keep_their_failure_counts_when_the_peer_repeats_them() -> None:
+    book = record(learn((), [P1, P2], "peer"), P2, ok=False)
+    book = learn(book, [P2, P3], "peer")
+    assert book == (KnownAddress(P2, "peer", 1), KnownAddress(P3, "peer"))
+    assert learn(book, [P1], "user") == (KnownAddress(P1, "user"), KnownAddress(P2, "peer", 1),
+                                         KnownAddress(P3, "peer"))
+
+
+def test_each_failed_dial_counts_one() -> None:
+    book = record(record(learn((), [U1], "user"), U1, ok=False), U1, ok=False)
+    assert book == (KnownAddress(U1, "user", 2),)
+
+
+def test_a_stored_entry_without_a_failure_count_starts_at_zero_and_a_bad_count_is_skipped(
+) -> None:
+    assert from_json([{"url": U1, "source": "peer"}]) == (KnownAddress(U1, "peer", 0),)
+    assert from_json([{"url": U1, "source": "peer", "fails": "2"}]) == ()
+    assert from_json([{"url": U1, "source": "user", "fails": -3}]) == (
+        KnownAddress(U1, "user", 0),)

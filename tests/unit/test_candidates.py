@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from hd_protocol import make_candidate, priority, sort_candidates
+from hd_protocol import ProtocolError, make_candidate, priority, sort_candidates
+from hd_protocol.candidates import DialCandidate, check_candidate, dial_candidates
 
 
 @pytest.mark.parametrize(
@@ -62,3 +63,30 @@ def test_sort_candidates_leaves_its_input_alone() -> None:
     before = list(cands)
     sort_candidates(cands)
     assert cands == before
+
+
+@pytest.mark.parametrize(
+    "cand",
+    [[], {"type": "host", "url": "ws://h:1/peer-ws"},
+     {"type": "turn", "url": "ws://h:1/peer-ws", "priority": 1},
+     {"type": "host", "url": "http://h:1/peer-ws", "priority": 1},
+     {"type": "host", "url": 5, "priority": 1},
+     {"type": "host", "url": "ws://h:1/peer-ws", "priority": -1},
+     {"type": "host", "url": "ws://h:1/peer-ws", "priority": "1"}],
+    ids=["list", "no priority", "turn", "http", "url int", "negative", "string priority"],
+)
+def test_a_malformed_candidate_is_bad_candidate(cand: object) -> None:
+    with pytest.raises(ProtocolError) as info:
+        check_candidate(cand)
+    assert info.value.code == "bad_candidate"
+
+
+def test_wire_candidates_become_ladder_candidates_and_malformed_ones_are_skipped() -> None:
+    host = make_candidate("host", "ws://10.0.0.1:1/peer-ws")
+    srflx = make_candidate("srflx", "ws://1.2.3.4:1/peer-ws", 7)
+    relay = make_candidate("relay", "wss://relay.example/relay-ws", 3)
+    assert dial_candidates([host, {"type": "turn"}, srflx, relay]) == [
+        DialCandidate("direct", host["url"], host["priority"]),
+        DialCandidate("direct", srflx["url"], srflx["priority"]),
+        DialCandidate("relay", relay["url"], relay["priority"]),
+    ]

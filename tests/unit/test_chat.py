@@ -19,6 +19,7 @@ from hd_protocol.chat import (
 from hd_protocol.collab import PeerErrorReply, SendToPeer, TabEvent, TabReply
 from hd_protocol.errors import LocalProtocolError, ProtocolError
 from hd_protocol.limits import Limits
+from hd_protocol.seal import sealed_size
 from hd_protocol.session import Message
 
 ME = "m" * 16
@@ -402,3 +403,87 @@ def test_timers_without_a_clock_start_at_the_next_tick() -> None:
     assert c.next_deadline() == 0  # due at once: the timer must be started
     assert c.on_timer(500) == [] and c.next_deadline() == 1_500
     assert c.on_timer(1_500) == [sent]
+
+
+def test_resends_wait_30_60_120_then_240_s_for_good() -> None:
+    c = log(live=(P,), limits=Limits(chat_ack_timeout_ms=30_000))
+    (first,) = of_type(c.send(P, "hi", now=1, at=0), SendChat)
+    t, waits = 0, []
+    for _ in range(6):
+        due = c.next_deadline()
+        assert due is not None
+        waits.append(due - t)
+        t = due
+        assert c.on_timer(t) == [first]
+    assert waits == [30_000, 60_000, 120_000, 240_000, 240_000, 240_000]
+
+
+def test_closing_one_peers_session_keeps_the_timers_of_the_others() -> None:
+    c = log(live=(P, Q), limits=Limits(chat_ack_timeout_ms=1_000))
+    c.send(P, "a", now=1, at=0)
+    (to_q,) = of_type(c.send(Q, "b", now=1, at=0), SendChat)
+    c.session_closed(P)
+    assert c.on_timer(1_000) == [to_q]
+
+
+def test_a_tab_send_stamps_the_wall_clock_and_starts_the_ack_timer_on_the_monotonic_one(
+) -> None:
+    c = log(live=(P,), limits=Limits(chat_ack_timeout_ms=1_000))
+    out = c.tab_command("send", {"node_id": P, "text": "x"}, 1_764_000_000_000, at=50)
+    (stored,) = of_type(out, PersistMessage)
+    assert stored.message.ts == stored.message.received_at == 1_764_000_000_000
+    assert c.next_deadline() == 1_050
+
+
+def test_a_message_that_exactly_fits_one_sealed_envelope_is_accepted() -> None:
+    text = "x" * 1_000
+    limit = sealed_size({"text": text, "from_name": "me"})
+    c = log(live=(P,), limits=Limits(max_envelope_bytes=limit))
+    assert of_type(c.send(P, text, now=1), SendChat)
+    with pytest.raises(ProtocolError) as info:
+        c.send(P, text + "x" * 3, now=1)
+    assert info.value.code == "too_large"
+
+
+def test_reading_a_conversation_of_only_our_own_messages_still_sets_the_read_mark() -> None:
+    c = log()
+    c.send(P, "mine", now=1)
+    assert c.read(P) == [PersistReadMark(P, 1), TabEvent("peerchat", "unread", {"counts": {P: 0}})]
+    assert c.read(P) == []
+
+
+def test_local_errors_carry_their_codes() -> None:
+    with pytest.raises(LocalProtocolError) as info:
+        ChatLog("not a node id", rng=counter_rng())
+    assert info.value.code == "bad_request"
+    with pytest.raises(LocalProtocolError) as info:
+        log().receive(P, Message("collab_op", IN_ID, None, {}, 0), 1)
+    assert info.value.code == "bad_type"
+
+
+def test_text_that_is_not_unicode_is_a_bad_request() -> None:
+    with pytest.raises(ProtocolError) as info:
+        log().send(P, "lone \ud800 surrogate", now=1)
+    assert info.value.code == "bad_request"
+
+
+def test_a_message_shows_in_tabs_with_every_field() -> None:
+    m = ChatMessage(P, IN_ID, "in", "hi", ts=5, received_at=6, status="delivered", seq=3,
+                    from_name="pat")
+    assert m.tab_data() == {"id": IN_ID, "node_id": P, "direction": "in", "text": "hi",
+                            "from_name": "pat", "ts": 5, "received_at": 6,
+                            "status": "delivered", "seq": 3}
+
+
+def test_a_log_without_a_name_sends_an_empty_from_name() -> None:
+    c = ChatLog(ME, rng=counter_rng())
+    c.session_opened(P)
+    (sent,) = of_type(c.send(P, "hi", now=1), SendChat)
+    assert sent.data == {"text": "hi", "from_name": ""}
+
+
+def test_a_closed_session_leaves_no_ack_timer_behind() -> None:
+    c = log(live=(P,), limits=Limits(chat_ack_timeout_ms=1_000))
+    c.send(P, "a", now=1, at=0)
+    c.session_closed(P)
+    assert c.next_deadline() is None

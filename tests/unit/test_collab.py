@@ -133,6 +133,16 @@ def test_local_write_refuses_text_that_is_not_a_unicode_string(text: object) -> 
     assert exc.value.code == "bad_request"
 
 
+def test_the_last_revision_can_be_written_and_then_the_pane_is_exhausted() -> None:
+    h = hub(Pane(KEY, "a", MAX_INT - 1, P, frozenset({P})), live={P: "trusted"})
+    assert h.local_write(KEY, MAX_INT - 1, "b")[0] == PersistPane(
+        Pane(KEY, "b", MAX_INT, ME, frozenset({P})))
+    with pytest.raises(RemoteProtocolError) as exc:
+        h.local_write(KEY, MAX_INT, "c")
+    assert exc.value.code == "bad_request"
+    assert h.pane(KEY) == Pane(KEY, "b", MAX_INT, ME, frozenset({P}))
+
+
 # --- inbound collab_op ------------------------------------------------------------------
 
 
@@ -332,6 +342,23 @@ def test_leave_removes_the_sender_from_the_sharers() -> None:
     assert sends(h.local_write(KEY, 1, "b")) == [SendToPeer(Q, "collab_op", op(2, ME, "b"))]
 
 
+def test_leave_from_a_room_member_stops_its_edits_and_tells_the_tabs() -> None:
+    h = hub(Pane(KEY, "a", 1, ME, frozenset({Q})), live={P: "guest", Q: "trusted"})
+    h.set_room_peers(KEY, [P])
+    assert h.sharers(KEY) == {P, Q}
+    out = h.receive(P, msg("collab_leave", {"paneKey": KEY}))
+    assert out == [TabEvent("collab", "state", {**op(1, ME, "a"), "sharers": [Q]})]
+    assert h.sharers(KEY) == {Q}
+    assert sends(h.local_write(KEY, 1, "b")) == [SendToPeer(Q, "collab_op", op(2, ME, "b"))]
+    assert h.receive(P, msg("collab_op", op(3, P, "c")))[0].code == "forbidden"  # type: ignore[union-attr]
+
+
+def test_an_inbound_op_at_the_last_revision_is_adopted() -> None:
+    h = hub(Pane(KEY, "a", 1, ME, frozenset({P})), live={P: "trusted"})
+    out = h.receive(P, msg("collab_op", op(MAX_INT, P, "z")))
+    assert out[0] == PersistPane(Pane(KEY, "z", MAX_INT, P, frozenset({P})))
+
+
 def test_leave_from_a_non_sharer_changes_nothing() -> None:
     h = hub(Pane(KEY, "a", 1, ME, frozenset({Q})), live={P: "guest"})
     assert h.receive(P, msg("collab_leave", {"paneKey": KEY})) == []
@@ -477,3 +504,65 @@ def test_effects_and_panes_are_immutable() -> None:
         out[0].pane = Pane("other")  # type: ignore[misc, union-attr]
     with pytest.raises(dataclasses.FrozenInstanceError):
         Pane(KEY).rev = 5  # type: ignore[misc]
+
+
+# --- sharers, rooms and what each peer is known to hold -------------------------------
+
+
+def state(pane: Pane, sharers: list[str]) -> TabEvent:
+    return TabEvent("collab", "state", {**pane.op_data(), "sharers": sharers})
+
+
+def test_errors_of_our_own_caller_carry_their_codes() -> None:
+    with pytest.raises(LocalProtocolError) as exc:
+        Panes("not a node id")
+    assert exc.value.code == "bad_request"
+    with pytest.raises(LocalProtocolError) as exc:
+        hub().receive(P, msg("collab_op", op(1, P, "x")))
+    assert exc.value.code == "no_session"
+    with pytest.raises(LocalProtocolError) as exc:
+        hub(live={P: "trusted"}).receive(P, msg("peer_chat", {}))
+    assert exc.value.code == "bad_type"
+
+
+def test_a_peer_is_live_between_its_session_opening_and_closing() -> None:
+    h = hub(live={P: "guest"})
+    assert h.is_live(P) and not h.is_live(Q)
+    h.session_closed(P)
+    assert not h.is_live(P)
+    assert h.session_closed(Q) == []  # a peer that never had a session: nothing to do
+
+
+def test_a_join_from_a_trusted_sharer_answers_without_persisting_again() -> None:
+    pane = Pane(KEY, "a", 1, ME, frozenset({P}))
+    h = hub(pane, live={P: "trusted"})
+    assert h.receive(P, msg("collab_join", {"paneKey": KEY})) == [
+        SendToPeer(P, "collab_op", op(1, ME, "a"), re=MID)]
+
+
+def test_a_join_that_makes_a_trusted_peer_a_sharer_stores_and_shows_it() -> None:
+    h = hub(Pane(KEY, "a", 1, ME), live={P: "trusted"})
+    new = Pane(KEY, "a", 1, ME, frozenset({P}))
+    assert h.receive(P, msg("collab_join", {"paneKey": KEY}))[:2] == [
+        PersistPane(new), state(new, [P])]
+    assert h.pane(KEY) == new
+
+
+def test_after_a_leave_or_an_unshare_a_new_share_sends_our_state_again() -> None:
+    for leave in (True, False):
+        h = hub(Pane(KEY, "a", 1, ME, frozenset({P})), live={P: "trusted"})
+        h.receive(P, msg("collab_op", op(1, ME, "a")))  # P holds our state
+        leave_msg = msg("collab_leave", {"paneKey": KEY})
+        out = h.receive(P, leave_msg) if leave else h.unshare(KEY, P)
+        left = Pane(KEY, "a", 1, ME)
+        assert out[:2] == [PersistPane(left), state(left, [])] and h.pane(KEY) == left
+        assert sends(h.share(KEY, P)) == [SendToPeer(P, "collab_op", op(1, ME, "a"))]
+
+
+def test_room_peers_show_in_the_state_only_when_the_sharers_change() -> None:
+    h = hub(Pane(KEY, "a", 1, ME, frozenset({Q})))
+    assert h.set_room_peers("other", []) == []  # no room to drop: nothing happens
+    assert h.set_room_peers(KEY, [P]) == [state(h.pane(KEY), [P, Q])]
+    assert h.set_room_peers(KEY, [P]) == []
+    assert h.set_room_peers(KEY, [Q]) == [state(h.pane(KEY), [Q])]  # Q was one anyway
+    assert h.set_room_peers(KEY, []) == []

@@ -9,6 +9,7 @@ import re
 import pytest
 
 from hd_protocol import Identity, ProtocolError, node_id_for, verify_signature
+from hd_protocol.identity import is_node_id
 
 NODE_ID = re.compile(r"^[a-z2-7]{16}$")
 
@@ -130,3 +131,28 @@ def test_repr_shows_the_node_id_but_not_the_secret(alice: Identity) -> None:
     text = repr(alice)
     assert alice.node_id in text
     assert secret not in text and secret[:16] not in text
+
+
+@pytest.mark.parametrize("value", ["nope", "A" * 16, "a" * 15, "a" * 16 + "\n", 5, None],
+                         ids=["short", "upper", "15", "newline", "int", "null"])
+def test_is_node_id_takes_only_16_lowercase_base32_chars(value: object) -> None:
+    assert is_node_id(value) is False
+    assert is_node_id("a2" * 8) is True
+
+
+def test_a_public_key_that_is_not_a_string_is_a_bad_field() -> None:
+    with pytest.raises(ProtocolError) as info:
+        node_id_for([1])  # type: ignore[arg-type]
+    assert info.value.code == "bad_field"
+
+
+def test_a_key_file_with_a_stray_character_in_its_base64_is_corrupt(alice: Identity) -> None:
+    text = alice.private_bytes().strip()
+    prefix, b64 = text.split(b":", 1)
+    with pytest.raises(ValueError, match="corrupt"):
+        Identity.from_private_bytes(prefix + b":" + b64[:10] + b"*" + b64[10:])
+
+
+def test_sign_raw_gives_the_bytes_sign_gives_in_base64(alice: Identity) -> None:
+    raw = alice.sign_raw(b"data")
+    assert len(raw) == 64 and base64.b64encode(raw).decode() == alice.sign(b"data")

@@ -158,3 +158,57 @@ def test_ladder_dials_each_candidate_at_most_once_and_ends_exactly_once(
     assert len(done) == 1
     if done[0].candidate is not None:
         assert done[0].candidate in begun
+
+
+def test_direct_candidates_keep_the_given_order_as_descending_priorities() -> None:
+    urls = ["ws://a:1/peer-ws", "ws://b:1/peer-ws", "ws://c:1/peer-ws"]
+    assert direct_candidates(urls) == [DialCandidate("direct", "ws://a:1/peer-ws", 3),
+                                       DialCandidate("direct", "ws://b:1/peer-ws", 2),
+                                       DialCandidate("direct", "ws://c:1/peer-ws", 1)]
+
+
+def test_custom_start_offsets_replace_the_spec_ones_and_a_kind_without_one_starts_at_once(
+) -> None:
+    other = DialCandidate("carrier_pigeon", "coo:1", 0)
+    lad = Ladder([A, RELAY, other], T0, offsets_ms={"relay": 1, "direct": 0})
+    assert started(lad.start(T0)) == [A]
+    assert lad.next_deadline() == T0 + 1  # the relay after 1 ms, not the SPEC's 1.5 s
+    assert started(lad.on_timer(T0 + 1)) == [RELAY]
+    assert started(lad.on_timer(T0 + 250)) == [other]  # no offset: staggered like direct
+
+
+def test_a_candidate_listed_twice_is_dialled_once_and_the_rest_still_are() -> None:
+    lad = Ladder([A, A, B], T0)
+    assert started(lad.start(T0)) == [A]
+    assert started(lad.on_timer(T0 + 250)) == [B]
+    assert lad.on_timer(T0 + 500) == []
+
+
+def test_timed_candidates_due_together_start_best_first_in_one_timer() -> None:
+    rtc_hi = DialCandidate("webrtc", "peer:hi", 9)
+    rtc_lo = DialCandidate("webrtc", "peer:lo", 1)
+    lad = Ladder([A, B, rtc_lo, rtc_hi], T0, stagger_ms=1_000)
+    lad.start(T0)
+    assert started(lad.on_timer(T0 + 1_000)) == [B, rtc_hi, rtc_lo]
+
+
+def test_outcomes_for_unknown_or_finished_dials_change_nothing() -> None:
+    lad = Ladder([A, B], T0)
+    lad.start(T0)
+    assert lad.succeeded(B) == [] and lad.failed("ws://nowhere:1/peer-ws", "x", T0,
+                                                 refused=False) == []
+    assert lad.succeeded("ws://10.0.0.1:1/peer-ws") == [LadderDone(A)]
+    assert lad.succeeded(A) == [] and lad.failed(A, "late", T0, refused=True) == []
+
+
+def test_the_last_failure_reason_is_reported_when_nothing_is_left() -> None:
+    lad = Ladder([A, B], T0)
+    lad.start(T0)
+    lad.on_timer(T0 + 250)
+    assert lad.failed(A, "unreachable", T0 + 300, refused=False) == []
+    assert lad.failed(B, "busy", T0 + 301, refused=False) == [LadderDone(None, "busy")]
+    assert lad.next_deadline() is None and lad.on_timer(T0 + 20_000) == []
+
+
+def test_before_it_starts_a_ladder_is_only_due_at_its_deadline() -> None:
+    assert Ladder([A, B], T0).next_deadline() == T0 + LADDER_DEADLINE_MS
