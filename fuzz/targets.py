@@ -340,10 +340,11 @@ def reference_invite(text: str) -> dict[str, Any] | None:
     if set(body) != {"addrs", "exp", "node_id", "public_key", "token"}:
         return None
     token, addrs = body["token"], body["addrs"]
+    node_id = _reference_node_id(body["public_key"])
     if (
         type(body["exp"]) is not int or body["exp"] < 0
         or type(token) is not str or not 16 <= len(token) <= 256
-        or _reference_node_id(body["public_key"]) != body["node_id"]
+        or node_id is None or node_id != body["node_id"]
         or type(addrs) is not list or len(addrs) > 16
         or not all(_reference_candidate(c) for c in addrs)
     ):

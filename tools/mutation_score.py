@@ -32,6 +32,10 @@ MESSAGE_ARGS: dict[str, set[int]] = {
     "Failed": {1}, "Dropped": {1}, "HandshakeFailed": {1}, "_fail": {1}, "_failure": {1},
     "_error_reply": {1}, "reply_error": {1}, "PeerErrorReply": {3},
 }
+# ... of which these may also be left out (the argument has a default), when last
+DROPPABLE = {"RemoteProtocolError", "LocalProtocolError", "ProtocolError", "CanonicalError",
+             "HandshakeError", "ValueError", "TypeError", "Failed", "Dropped",
+             "b64decode_strict"}
 KILLED = {1, 3, 37, -9, -11}  # a test failed (or the type checker refused it)
 TIMEOUT = {24, -24, 36, 152}
 NO_TESTS = {33, 5}
@@ -71,11 +75,10 @@ def _in_message_slot(path: list[tuple[ast.AST, str]], a: Any, b: Any) -> bool:
                 return isinstance(kw, ast.keyword) and kw.arg == "message"
             if field != "args":
                 return False
-            if isinstance(a, list):  # an argument was dropped: was it a message?
-                dumped = [ast.dump(y) for y in b]
-                return len(a) == len(b) + 1 and any(
-                    [ast.dump(x) for j, x in enumerate(a) if j != k] == dumped
-                    for k in slots)
+            if isinstance(a, list):  # an argument was dropped: was it a trailing message?
+                return (_name(node) in DROPPABLE and len(a) == len(b) + 1
+                        and len(a) - 1 in slots
+                        and [ast.dump(x) for x in a[:-1]] == [ast.dump(y) for y in b])
             child = path[i + 1][0] if i + 1 < len(path) else a
             return next((j for j, x in enumerate(node.args) if x is child), None) in slots
         if isinstance(node, ast.stmt | ast.Compare | ast.BoolOp):

@@ -28,7 +28,7 @@ def make_candidate(type_: str, url: str, local_pref: int = 65535) -> dict[str, A
 def check_candidate(c: object) -> None:
     if type(c) is not dict or set(c) != {"type", "url", "priority"}:
         raise RemoteProtocolError("bad_candidate", "a candidate is {type, url, priority}")
-    if c["type"] not in TYPE_PREF:
+    if type(c["type"]) is not str or c["type"] not in TYPE_PREF:  # a list is unhashable
         raise RemoteProtocolError("bad_candidate", "type must be host, srflx or relay")
     url = c["url"]
     if type(url) is not str or len(url) > MAX_URL_CHARS or not url.startswith(("ws://", "wss://")):

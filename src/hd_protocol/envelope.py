@@ -236,12 +236,6 @@ def _int(value: object, name: str, lo: int, hi: int) -> None:
         raise _bad(name, f"must be in {lo}..{hi}")
 
 
-def _check_header(get: Any) -> None:
-    """Field rules of SPEC 3 (``get(name)`` reads a field from a dict or an Envelope)."""
-    _check_fields(get("v"), get("type"), get("msg_id"), get("re"), get("src"), get("dst"),
-                  get("ts"), get("ttl"), get("seq"), get("data"), get("box"))
-
-
 _match_type, _match_msg_id, _match_node_id = TYPE_RE.match, MSG_ID_RE.match, NODE_ID_RE.match
 
 
@@ -296,7 +290,7 @@ def decode_envelope(
         raise RemoteProtocolError("too_large", f"envelope over {max_bytes} bytes")
     try:
         # Parsed without the generic domain walk: every header field is checked by
-        # _check_header (types, ranges, patterns, base64), so only ``data`` — the one
+        # _check_fields (types, ranges, patterns, base64), so only ``data`` — the one
         # free-form field — still needs the canonical-domain check (at depth 1).
         obj = loads_strict(text, check=False)
         if type(obj) is dict and type(obj.get("data")) is dict:

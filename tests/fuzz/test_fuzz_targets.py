@@ -427,3 +427,19 @@ def test_non_string_public_keys_are_protocol_errors_not_crashes() -> None:
     # Hostile hello (which 0) with field 5 of the sorted hello data (public_key) replaced.
     label = _run("handshake", bytes([128 | 0 | 5 << 2]) + b'{"k":[1]}')
     assert label == "failed:bad_handshake"
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"addrs": [{"type": ["host"], "url": "ws://h:1/peer-ws", "priority": 1}]},
+     {"node_id": None, "public_key": "vtyn2hvp36w6p4d2"}],
+    ids=["address type a list", "no key and a null node id"],
+)
+def test_invites_the_structural_fuzzer_found_are_refused_by_decoder_and_reference(
+    change: dict[str, Any],
+) -> None:
+    # The first raised TypeError out of decode_invite; the second was accepted by the
+    # reference (None == None) while the decoder rightly refused it.
+    body = {**_invite_body(), **change}
+    raw = base64.urlsafe_b64encode(canonical_json(body)).rstrip(b"=")
+    assert _run("invite", b"hd1:" + raw) == "err:bad_invite"

@@ -205,3 +205,12 @@ def test_a_lan_address_with_a_zone_is_still_a_lan_address(addr: str) -> None:
 
 def test_a_default_token_is_24_random_bytes() -> None:
     assert new_token(lambda n: b"\x00" * n) == "A" * 32
+
+
+def test_an_invite_address_whose_type_is_a_list_is_bad_invite_not_a_crash(
+    alice: Identity,
+) -> None:
+    # Found by the structural invite fuzzer: {"type": []} made check_candidate raise
+    # TypeError (a list is unhashable) out of decode_invite.
+    body = fields(alice, addrs=[{"type": ["host"], "url": "ws://h:1/peer-ws", "priority": 1}])
+    refused("hd1:" + b64url(canonical_json(body)))

@@ -69,11 +69,14 @@ def test_sort_candidates_leaves_its_input_alone() -> None:
     "cand",
     [[], {"type": "host", "url": "ws://h:1/peer-ws"},
      {"type": "turn", "url": "ws://h:1/peer-ws", "priority": 1},
+     {"type": ["host"], "url": "ws://h:1/peer-ws", "priority": 1},
+     {"type": {"host": 1}, "url": "ws://h:1/peer-ws", "priority": 1},
      {"type": "host", "url": "http://h:1/peer-ws", "priority": 1},
      {"type": "host", "url": 5, "priority": 1},
      {"type": "host", "url": "ws://h:1/peer-ws", "priority": -1},
      {"type": "host", "url": "ws://h:1/peer-ws", "priority": "1"}],
-    ids=["list", "no priority", "turn", "http", "url int", "negative", "string priority"],
+    ids=["list", "no priority", "turn", "type list", "type object", "http", "url int",
+         "negative", "string priority"],
 )
 def test_a_malformed_candidate_is_bad_candidate(cand: object) -> None:
     with pytest.raises(ProtocolError) as info:
