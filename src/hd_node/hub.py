@@ -120,6 +120,7 @@ class PeerHub:
             self.reconnector.nursery = n
             self.reconnector.start_all()
             n.start_soon(self.features.run_timers)
+            n.start_soon(self.peers.monitor.run)
             n.start_soon(self.lobby.run)
             task_status.started()
             await trio.sleep_forever()

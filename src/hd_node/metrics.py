@@ -1,6 +1,16 @@
-"""Prometheus metrics for one node (its own registry, served at /metrics)."""
+"""Prometheus metrics for one node (its own registry, served at /metrics).
+
+Node-wide series are ordinary counters and gauges. The per-peer series of the peer
+monitor (SPEC 6.4: ``hd_peer_*``, labelled ``peer`` = the peer's node id) are not kept
+in labelled metric objects: ``PeerCollector`` renders them at scrape time from the
+monitor's rows, so a peer has series exactly while the monitor shows its row (its
+session, then a bounded while after it ended) and the label sets cannot pile up.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 
 from prometheus_client import (
     CollectorRegistry,
@@ -9,6 +19,10 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from hd_protocol.monitor import LinkFigures
 
 # `_created` series double the output and say nothing a scraper needs here.
 disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -42,8 +56,78 @@ class NodeMetrics:
         )
         self.sessions = Gauge("hd_sessions", "Open peer sessions", registry=r)
         self.tabs = Gauge("hd_tabs", "Connected /ws tabs", registry=r)
-        self.rtt = Gauge("hd_peer_rtt_ms", "Last ping RTT per peer (ms)", ["peer"], registry=r)
-        self.srtt = Gauge("hd_peer_srtt_ms", "Smoothed RTT per peer (ms)", ["peer"], registry=r)
+        self.peers = PeerCollector()
+        r.register(self.peers)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+@dataclass(frozen=True)
+class PeerSeries:
+    """One peer's row as Prometheus sees it."""
+
+    peer: str  # node id
+    up: bool  # False: the session ended and the row lingers (see hd_node.monitor)
+    figures: LinkFigures
+
+
+# name -> (help, the figure). Gauges with no value yet (no pong so far) are left out.
+_GAUGES: dict[str, tuple[str, Callable[[LinkFigures], float | None]]] = {
+    "hd_peer_rtt_ms": ("Last ping RTT per peer (ms)", lambda f: f.rtt_ms),
+    "hd_peer_srtt_ms": ("Smoothed RTT per peer, RFC 6298 (ms)", lambda f: f.srtt_ms),
+    "hd_peer_rttvar_ms": ("RTT variation per peer, RFC 6298 (ms)", lambda f: f.rttvar_ms),
+    "hd_peer_in_bytes_per_second": ("Bytes received per second over the last 10 s",
+                                    lambda f: f.rate_in_bps),
+    "hd_peer_out_bytes_per_second": ("Bytes sent per second over the last 10 s",
+                                     lambda f: f.rate_out_bps),
+    "hd_peer_in_msgs_per_second": ("Envelopes received per second over the last 10 s",
+                                   lambda f: f.rate_msgs_in),
+    "hd_peer_out_msgs_per_second": ("Envelopes sent per second over the last 10 s",
+                                    lambda f: f.rate_msgs_out),
+}
+# Counters restart from 0 with each new session of a peer (a counter reset to a scraper).
+_COUNTERS: dict[str, tuple[str, Callable[[LinkFigures], int]]] = {
+    "hd_peer_ping_timeouts": ("Pings without a pong in time, per peer session",
+                              lambda f: f.timeouts),
+    "hd_peer_bytes_in": ("Bytes of accepted envelopes from the peer, per session",
+                         lambda f: f.bytes_in),
+    "hd_peer_bytes_out": ("Bytes of envelopes sent to the peer, per session",
+                          lambda f: f.bytes_out),
+    "hd_peer_msgs_in": ("Accepted envelopes from the peer, per session", lambda f: f.msgs_in),
+    "hd_peer_msgs_out": ("Envelopes sent to the peer, per session", lambda f: f.msgs_out),
+}
+
+
+class PeerCollector(Collector):
+    """The ``hd_peer_*`` families, built at each scrape from ``source()``."""
+
+    def __init__(self) -> None:
+        self.source: Callable[[], Iterable[PeerSeries]] = list
+
+    def describe(self) -> Iterable[Metric]:
+        # Names only: the registry checks them without calling source() (which may
+        # need the trio clock) at registration.
+        return self._families([])
+
+    def collect(self) -> Iterable[Metric]:
+        return self._families(list(self.source()))
+
+    def _families(self, rows: list[PeerSeries]) -> Iterator[Metric]:
+        up = GaugeMetricFamily("hd_peer_up", "1 while the peer's session is open, 0 for a "
+                               "lost peer still shown", labels=["peer"])
+        for row in rows:
+            up.add_metric([row.peer], 1.0 if row.up else 0.0)
+        yield up
+        for name, (doc, gauge_of) in _GAUGES.items():
+            g = GaugeMetricFamily(name, doc, labels=["peer"])
+            for row in rows:
+                value = gauge_of(row.figures)
+                if value is not None:
+                    g.add_metric([row.peer], float(value))
+            yield g
+        for name, (doc, count_of) in _COUNTERS.items():
+            c = CounterMetricFamily(name, doc, labels=["peer"])
+            for row in rows:
+                c.add_metric([row.peer], float(count_of(row.figures)))
+            yield c

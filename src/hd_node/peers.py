@@ -16,6 +16,7 @@ from .clock import wall_ms
 from .errors import HubError
 from .linkdriver import LinkBusy, LinkDriver
 from .metrics import NodeMetrics
+from .monitor import PeerMonitor
 from .sessions import SessionRegistry
 from .store import NodeStore
 from .tabbus import TabBus
@@ -41,6 +42,7 @@ class Peers:
         self.manual_disconnect: set[str] = set()
         sessions.route("presence", self._on_presence)
         sessions.listen(self)
+        self.monitor = PeerMonitor(sessions, bus, metrics, limits=limits)
 
     # --- views ------------------------------------------------------------------------
 
@@ -82,16 +84,8 @@ class Peers:
         self.bus.publish("network", "peer_update", {"peer": self.peer_info(node_id)})
 
     def metrics_view(self) -> list[dict[str, Any]]:
-        out = []
-        for peer_id, driver in sorted(self.sessions.sessions.items()):
-            st, rtt = driver.conn.stats, driver.conn.rtt
-            out.append({
-                "node_id": peer_id, "rtt_ms": rtt.last_ms, "srtt_ms": rtt.srtt_ms,
-                "rttvar_ms": rtt.rttvar_ms, "msgs_in": st.msgs_in, "msgs_out": st.msgs_out,
-                "bytes_in": st.bytes_in, "bytes_out": st.bytes_out, "dropped": st.dropped,
-                "timeouts": st.timeouts, "transport": driver.kind,
-            })
-        return out
+        """The ``peer_metrics`` rows (SPEC 6.4; see ``hd_node.monitor``)."""
+        return self.monitor.rows()
 
     # --- sessions (SessionListener) -----------------------------------------------------
 

@@ -25,7 +25,6 @@ from hd_protocol.connection import (
     Message,
     NeedAdmission,
     PeerError,
-    Pong,
 )
 from hd_protocol.limits import Limits
 
@@ -193,11 +192,6 @@ class SessionRegistry:
         if isinstance(ev, Dropped):
             self.metrics.dropped.labels(ev.code).inc()
             log.info("envelope dropped peer=%s code=%s", driver.peer_id, ev.code)
-        elif isinstance(ev, Pong):
-            rtt = driver.conn.rtt
-            self.metrics.rtt.labels(driver.peer_id).set(ev.rtt_ms)
-            if rtt.srtt_ms is not None:
-                self.metrics.srtt.labels(driver.peer_id).set(rtt.srtt_ms)
         elif isinstance(ev, PeerError):
             log.info("peer error peer=%s code=%s", driver.peer_id, ev.code)
             if driver.registered:

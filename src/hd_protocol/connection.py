@@ -16,7 +16,9 @@ Inside: the handshake machine (``Dialer``/``Acceptor``, SPEC 4) until it ends, t
 ``Session`` (SPEC 5) plus the keepalive of SPEC 6.4 — a ping every
 ``limits.ping_interval_ms`` with a ``limits.ping_timeout_ms`` deadline, the session
 closes with ``bye {reason: "timeout"}`` after ``limits.ping_misses_before_close``
-unanswered pings in a row, and every pong feeds an RFC 6298 RTT estimator.
+unanswered pings in a row. Every pong feeds the RFC 6298 RTT estimator and every
+ping timeout and envelope is counted by the session's ``monitor``
+(``hd_protocol.monitor.LinkMonitor``: the figures of the SPEC 6.4 peer monitor).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from .handshake import Failed as _HsFailed
 from .handshake import Output as _HsOutput
 from .identity import Identity, Rng
 from .limits import DEFAULT_LIMITS, Limits
+from .monitor import LinkFigures, LinkMonitor, RttEstimator
 from .session import (
     KNOWN_TYPES,
     Closed,
@@ -76,28 +79,6 @@ Event = (
 )
 
 
-@dataclass(slots=True)
-class RttEstimator:
-    """Round-trip time per RFC 6298 §2 (SPEC 6.4: gains 1/8 and 1/4), in ms."""
-
-    last_ms: int | None = None
-    srtt_ms: float | None = None
-    rttvar_ms: float | None = None
-    samples: int = 0
-
-    def observe(self, rtt_ms: int) -> None:
-        r = max(0, rtt_ms)
-        self.last_ms = r
-        self.samples += 1
-        if self.srtt_ms is None or self.rttvar_ms is None:
-            self.srtt_ms = float(r)  # RFC 6298 2.2: first measurement
-            self.rttvar_ms = r / 2
-        else:
-            # RFC 6298 2.3: RTTVAR first, with the SRTT from before this sample.
-            self.rttvar_ms = 0.75 * self.rttvar_ms + 0.25 * abs(self.srtt_ms - r)
-            self.srtt_ms = 0.875 * self.srtt_ms + 0.125 * r
-
-
 class Connection:
     """One link (direct, relay, WebRTC or LAN) from the first frame to the last."""
 
@@ -128,7 +109,8 @@ class Connection:
         self.session: Session | None = None
         self.failure: HandshakeFailed | None = None
         self.closed: Closed | None = None
-        self.rtt = RttEstimator()
+        self.monitor = LinkMonitor()
+        self.rtt: RttEstimator = self.monitor.rtt
         self._out: deque[str] = deque()
         self._out_bytes = 0
         self._events: deque[Event] = deque()
@@ -189,6 +171,11 @@ class Connection:
     def pending_frames(self) -> int:
         return len(self._out)
 
+    def figures(self, now: int) -> LinkFigures:
+        """The SPEC 6.4 monitor figures at ``now``: RTT, ping timeouts, traffic totals
+        and rates over the last 10 s (still readable after the session closed)."""
+        return self.monitor.figures(now, self.stats)
+
     def frames_to_send(self) -> list[str]:
         """Every frame to write, in order (each exactly once)."""
         frames = list(self._out)
@@ -225,6 +212,7 @@ class Connection:
         elif self.state is State.OPEN:
             assert self.session is not None
             self._absorb(self.session.receive(frame, now, wall=wall))
+            self._count(now)
 
     def admit(self, decision: Decision, now: int, wall: int) -> None:
         """The shell's admission decision for the pending ``NeedAdmission``."""
@@ -240,6 +228,7 @@ class Connection:
         session = self._open_session()
         mid, outs = session.send(type, data, now, re=re, msg_id=msg_id, wall=wall)
         self._absorb(outs)
+        self._count(now)
         return mid
 
     def request(
@@ -251,6 +240,7 @@ class Connection:
         session = self._open_session()
         mid, outs = session.request(type, data, now, timeout_ms=timeout_ms, wall=wall)
         self._absorb(outs)
+        self._count(now)
         return mid
 
     def cancel_request(self, request_id: str) -> None:
@@ -262,6 +252,7 @@ class Connection:
         """Answer the peer's envelope ``re`` with ``error {code, message}``."""
         session = self._open_session()
         self._absorb(session.reply_error(code, message, re, now, wall=wall))
+        self._count(now)
 
     def close(self, reason: str, now: int, wall: int) -> None:
         """End the link on purpose: ``bye {reason}`` on an open session (then
@@ -271,6 +262,7 @@ class Connection:
         elif self.state is State.OPEN:
             assert self.session is not None
             self._absorb(self.session.close(reason, now, wall=wall))
+            self._count(now)
 
     def link_lost(self, reason: str = "link closed") -> None:
         """The transport says the link is gone: nothing can be sent any more."""
@@ -298,6 +290,7 @@ class Connection:
             self._next_ping = now + self.limits.ping_interval_ms
             _, outs = self.session.ping(now, wall=wall)
             self._absorb(outs)
+        self._count(now)
 
     # --- internals ------------------------------------------------------------------------
 
@@ -305,6 +298,10 @@ class Connection:
         if self.state is not State.OPEN or self.session is None:
             raise LocalProtocolError("not_open", "the connection has no open session")
         return self.session
+
+    def _count(self, now: int) -> None:
+        if self.session is not None:
+            self.monitor.sync(now, self.session.stats)
 
     def _queue(self, wire: str) -> None:
         self._out.append(wire)
@@ -341,7 +338,9 @@ class Connection:
                 self._queue(out.wire)
                 continue
             if isinstance(out, Pong):
-                self.rtt.observe(out.rtt_ms)
+                self.monitor.pong(out.rtt_ms)
+            elif isinstance(out, Timeout) and out.type == "ping":
+                self.monitor.ping_timed_out()
             if isinstance(out, Closed):
                 self._set_closed(out)
                 continue
@@ -358,6 +357,6 @@ class Connection:
 
 __all__ = [
     "Closed", "Connection", "Dropped", "Established", "Event", "HandshakeFailed", "Message",
-    "NeedAdmission", "PeerError", "PeerHello", "Pong", "Reply", "RttEstimator", "State",
-    "Timeout",
+    "LinkFigures", "LinkMonitor", "NeedAdmission", "PeerError", "PeerHello", "Pong", "Reply",
+    "RttEstimator", "State", "Timeout",
 ]
