@@ -60,6 +60,15 @@ def _parser() -> argparse.ArgumentParser:
                    help="trust mode directory: the lobby key whose directory we trust")
     r.add_argument("--relay", dest="relay_url",
                    help="ws://…/relay-ws of a relay (default: the one beside the lobby)")
+    r.add_argument("--agent-backend", dest="agent_backend",
+                   help="the node's agent: demo | openai:URL[#model] (key in "
+                        "HD_OPENAI_API_KEY) | command:CMD (JSON lines on stdin/stdout)")
+    r.add_argument("--allow-remote-agent", dest="allow_remote_agent", action="store_true",
+                   default=None, help="let trusted peers ask this node's agent (off by default)")
+    r.add_argument("--remote-agent-mode", dest="remote_agent_mode",
+                   choices=["plan", "acceptEdits", "autonomous"],
+                   help="tools a peer's request may use: plan (read-only, default), "
+                        "acceptEdits, autonomous")
     r.add_argument("--config", help="TOML config file ([network] table)")
     r.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
     r.add_argument("--new-identity", action="store_true",
@@ -87,7 +96,8 @@ def _settings(args: argparse.Namespace, with_cli: bool = False) -> Settings:
     if with_cli:
         cli = {k: getattr(args, k) for k in ("node_name", "ui_host", "ui_port", "peer_host",
                                               "peer_port", "advertise", "trust_mode", "lobby_url",
-                                              "relay_url", "directory_key")}
+                                              "relay_url", "directory_key", "agent_backend",
+                                              "allow_remote_agent", "remote_agent_mode")}
         config = args.config
     return load_settings(args.data_dir, config_file=config, cli=cli)
 

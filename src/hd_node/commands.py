@@ -18,6 +18,7 @@ from hd_protocol.addressbook import check_peer_url
 from hd_protocol.ws import WsFrame, check_command
 
 from . import __version__, bench
+from .agents import AgentRuntime
 from .connector import Connector
 from .errors import HubError
 from .features import Features
@@ -46,13 +47,15 @@ Handler = Callable[["Commands", dict[str, Any], Tab | None], Awaitable[Answer | 
 # its other commands instead of waiting for each in turn.
 LONG = frozenset({("network", "connect"), ("network", "pair_redeem"), ("network", "bench"),
                   ("lobby", "join_room"), ("lobby", "list_rooms"), ("lobby", "create_room"),
-                  ("lobby", "leave_room")})
+                  ("lobby", "leave_room"), ("agent", "ask"), ("agent", "ask_peer")})
 
 
 class Commands:
     def __init__(self, *, node_id: str, peers: Peers, pairing: Pairing, connector: Connector,
-                 features: Features, sessions: SessionRegistry, lobby: LobbyLink) -> None:
+                 features: Features, sessions: SessionRegistry, lobby: LobbyLink,
+                 agents: AgentRuntime) -> None:
         self.node_id = node_id
+        self.agents = agents
         self.lobby = lobby
         self.peers = peers
         self.pairing = pairing
@@ -210,6 +213,37 @@ async def _lobby_leave(c: Commands, d: dict[str, Any], tab: Tab | None) -> Answe
     return Answer("lobby", "room_closed", {"roomId": d["roomId"]})
 
 
+# --- agent (SPEC 6.3, 9) -------------------------------------------------------------------
+# A turn's events (token, tool_call, tool_result, answer, error) go to the asking tab as
+# they happen; the command's own answer is ``done {turnId, ok}`` once the turn is over.
+
+
+def _turn_id(d: dict[str, Any]) -> str:
+    turn_id = d["turnId"]
+    if not 0 < len(turn_id) <= 64:
+        raise HubError("bad_request", "turnId is 1..64 characters")
+    return str(turn_id)
+
+
+async def _agent_ask(c: Commands, d: dict[str, Any], tab: Tab | None) -> Answer:
+    turn_id = _turn_id(d)
+    ok = await c.agents.ask(tab, turn_id, d["prompt"])
+    return Answer("agent", "done", {"turnId": turn_id, "ok": ok})
+
+
+async def _agent_ask_peer(c: Commands, d: dict[str, Any], tab: Tab | None) -> Answer:
+    turn_id = _turn_id(d)
+    ok = await c.agents.ask_peer(tab, turn_id, d["node_id"], d["prompt"])
+    return Answer("agent", "done", {"turnId": turn_id, "ok": ok})
+
+
+async def _agent_cancel(c: Commands, d: dict[str, Any], tab: Tab | None) -> Answer:
+    turn_id = _turn_id(d)
+    if not c.agents.cancel(tab, turn_id):
+        raise HubError("not_found", "no such turn running in this tab")
+    return Answer("agent", "cancelling", {"turnId": turn_id})
+
+
 HANDLERS: dict[tuple[str, str], Handler] = {
     ("system", "hello"): _hello,
     ("system", "ping"): _ping,
@@ -226,6 +260,9 @@ HANDLERS: dict[tuple[str, str], Handler] = {
     ("network", "bench"): _bench,
     **{("collab", e): _collab(e) for e in ("join", "leave", "op", "share", "unshare")},
     **{("peerchat", e): _peerchat(e) for e in ("open", "send", "read", "unread", "close")},
+    ("agent", "ask"): _agent_ask,
+    ("agent", "ask_peer"): _agent_ask_peer,
+    ("agent", "cancel"): _agent_cancel,
     ("lobby", "state"): _lobby_state,
     ("lobby", "connect"): _lobby_connect,
     ("lobby", "disconnect"): _lobby_disconnect,

@@ -40,6 +40,10 @@ class Settings:
     ping_timeout_s: float = 5.0
     write_timeout_s: float = 10.0
     chat_ack_timeout_s: float = 30.0
+    agent_backend: str = ""  # demo | openai:URL[#model] | command:CMD (SPEC 6.3)
+    allow_remote_agent: bool = False
+    remote_agent_mode: str = "plan"  # plan | acceptEdits | autonomous; others mean plan
+    agent_timeout_s: float = 120.0
     log_level: str = "INFO"
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -55,13 +59,23 @@ class Settings:
             if not 0 <= port <= 65535:
                 raise ConfigError(f"{name} must be 0..65535")
         for name in ("handshake_timeout_s", "ping_interval_s", "ping_timeout_s",
-                     "write_timeout_s", "chat_ack_timeout_s"):
+                     "write_timeout_s", "chat_ack_timeout_s", "agent_timeout_s"):
             if not 0.05 <= getattr(self, name) <= 3600:
                 raise ConfigError(f"{name} must be between 0.05 and 3600 seconds")
         for name in ("lobby_url", "relay_url"):
             url = getattr(self, name)
             if url and not url.startswith(("ws://", "wss://")):
                 raise ConfigError(f"{name} must be a ws:// or wss:// URL")
+        if self.agent_backend:
+            from .agent_backends import backend_from_spec
+
+            try:
+                backend_from_spec(self.agent_backend, node_id="a" * 16)
+            except ValueError as exc:
+                raise ConfigError(f"agentBackend: {exc}") from None
+        elif self.allow_remote_agent:
+            raise ConfigError("allowRemoteAgent needs an agent: set agentBackend "
+                              "(--agent-backend demo | openai:URL | command:CMD)")
         if self.advertise and not self.advertise.startswith(("ws://", "wss://")):
             raise ConfigError("advertise must be a ws:// or wss:// URL of /peer-ws")
         return self
@@ -86,6 +100,10 @@ _FILE_KEYS = {
     "pingTimeout": "ping_timeout_s",
     "writeTimeout": "write_timeout_s",
     "chatAckTimeout": "chat_ack_timeout_s",
+    "agentBackend": "agent_backend",
+    "allowRemoteAgent": "allow_remote_agent",
+    "remoteAgentMode": "remote_agent_mode",
+    "agentTimeout": "agent_timeout_s",
 }
 _ENV_KEYS = {
     "HD_NODE_NAME": "node_name",
@@ -97,6 +115,7 @@ _ENV_KEYS = {
     "HD_UI_PORT": "ui_port",
     "HD_PEER_HOST": "peer_host",
     "HD_PEER_PORT": "peer_port",
+    "HD_AGENT_BACKEND": "agent_backend",
 }
 
 

@@ -93,7 +93,7 @@ class Features:
             elif isinstance(e, SendChat):
                 self._send(touched, e.peer_id, "peer_chat", e.data, msg_id=e.msg_id)
             elif isinstance(e, SendToPeer):
-                self._send(touched, e.peer_id, e.type, e.data, re=e.re)
+                self._send(touched, e.peer_id, e.type, e.data, re=e.re, msg_id=e.msg_id)
             elif isinstance(e, PeerErrorReply):
                 self._send(touched, e.peer_id, "error",
                            {"code": e.code, "message": e.message}, re=e.re)

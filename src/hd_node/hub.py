@@ -7,7 +7,8 @@ hub — and runs the task nursery that links, reconnect loops and catch-ups live
 - ``connector`` (dial one candidate; the join ladder over many),
 - ``sessions`` (one session per peer, owner of every link driver, message routing),
 - ``trust`` (admission glue), ``peers`` (PeerInfo, presence, trust changes),
-- ``features`` (panes and chat), ``pairing`` (invites), ``reconnector``,
+- ``features`` (panes and chat), ``agents`` (turns and calls), ``pairing`` (invites),
+  ``reconnector``,
 - ``bus`` (tabs) and ``commands`` (what /ws and /api may ask).
 """
 
@@ -25,6 +26,8 @@ from hd_protocol.limits import Limits
 
 from . import bench
 from .addresses import own_candidates
+from .agent_backends import backend_from_spec
+from .agents import AgentRuntime
 from .clock import mono_ms, wall_ms
 from .commands import Commands
 from .config import Settings
@@ -97,10 +100,18 @@ class PeerHub:
                                url=settings.lobby_url or None, addresses=self.own_candidates,
                                pinned_key=(settings.directory_key or None)
                                if settings.trust_mode == "directory" else None)
+        backend = (backend_from_spec(settings.agent_backend, node_id=identity.node_id)
+                   if settings.agent_backend else None)
+        if backend is not None and settings.allow_remote_agent:
+            self.capabilities.append("agent")
+        self.agents = AgentRuntime(identity, self.sessions, self.features, self.peers,
+                                   backend=backend, allow_remote=settings.allow_remote_agent,
+                                   mode=settings.remote_agent_mode,
+                                   timeout_ms=int(settings.agent_timeout_s * 1000), rng=rng)
         self.commands = Commands(node_id=identity.node_id, peers=self.peers,
                                  pairing=self.pairing, connector=self.connector,
                                  features=self.features, sessions=self.sessions,
-                                 lobby=self.lobby)
+                                 lobby=self.lobby, agents=self.agents)
         self.sessions.route("bench_echo", bench.answer)
         self.shutting_down = False
         self._nursery: trio.Nursery | None = None
@@ -117,10 +128,12 @@ class PeerHub:
             self._nursery = n
             self.connector.nursery = n
             self.features.nursery = n
+            self.agents.nursery = n
             self.reconnector.nursery = n
             self.reconnector.start_all()
             n.start_soon(self.features.run_timers)
             n.start_soon(self.peers.monitor.run)
+            n.start_soon(self.agents.run_timers)
             n.start_soon(self.lobby.run)
             task_status.started()
             await trio.sleep_forever()

@@ -24,6 +24,7 @@ from .admission import (
     token_matches,
     verify_attestation,
 )
+from .agent import Agents
 from .candidates import (
     DialCandidate,
     Ladder,
@@ -76,7 +77,7 @@ from .ws import WsFrame, decode_ws_frame, encode_ws_frame
 __version__ = "0.1.0"
 
 __all__ = [
-    "Acceptor", "admit", "canonical_json", "CanonicalError", "ChatLog", "ChatMessage",
+    "Acceptor", "admit", "Agents", "canonical_json", "CanonicalError", "ChatLog", "ChatMessage",
     "Connection", "Decision", "decode_envelope", "decode_invite", "decode_ws_frame",
     "DEFAULT_LIMITS", "derive_session_keys", "DialCandidate", "Dialer", "dialer_view",
     "direct_candidates", "encode_envelope", "encode_invite", "encode_ws_frame", "Envelope",

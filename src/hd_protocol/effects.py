@@ -35,6 +35,7 @@ class SendToPeer:
     type: str
     data: dict[str, Any] = field(hash=False)
     re: str | None = None
+    msg_id: str | None = None  # this exact envelope id (a reply will name it in ``re``)
 
 
 @dataclass(frozen=True, slots=True)
