@@ -104,6 +104,7 @@ class PeerHub:
                    if settings.agent_backend else None)
         if backend is not None and settings.allow_remote_agent:
             self.capabilities.append("agent")
+        self.peers.self_extra["agent_backend"] = backend.name if backend else None
         self.agents = AgentRuntime(identity, self.sessions, self.features, self.peers,
                                    backend=backend, allow_remote=settings.allow_remote_agent,
                                    mode=settings.remote_agent_mode,

@@ -37,6 +37,7 @@ class Peers:
         self.policy = policy
         self.node_name = node_name
         self.capabilities = capabilities
+        self.self_extra: dict[str, Any] = {}  # what the hub adds (e.g. its agent backend)
         self.peer_url = ""
         self.candidates: list[dict[str, Any]] = []
         self.manual_disconnect: set[str] = set()
@@ -51,6 +52,7 @@ class Peers:
             "node_id": self.identity.node_id, "public_key": self.identity.public_key,
             "node_name": self.node_name, "peer_url": self.peer_url,
             "addrs": [c["url"] for c in self.candidates], "trust_mode": self.policy.trust_mode,
+            "capabilities": list(self.capabilities), **self.self_extra,
         }
 
     def peer_info(self, node_id: str) -> dict[str, Any]:

@@ -53,9 +53,14 @@ async def test_ask_peer_streams_tokens_then_the_demo_answer_of_the_peer(
     cluster: Cluster,
 ) -> None:
     alice = cluster.new("alice")
-    bob = cluster.new("bob", config=DEMO_REMOTE)
+    bob = cluster.new("bob", extra_args=["--agent-backend", "demo", "--allow-remote-agent"])
     await cluster.start(alice, bob)
     await cluster.pair(alice, bob)
+    bob_info = await alice.peer(bob.node_id)
+    assert bob_info is not None and "agent" in bob_info["capabilities"]
+    me = (await bob.http("GET", "/api/self")).json()
+    assert me["agent_backend"] == "demo" and "agent" in me["capabilities"]
+    assert (await alice.http("GET", "/api/self")).json()["agent_backend"] is None
     async with alice.client() as tab:
         got = await _ask_peer(tab, "t1", bob, "what is the weather like")
     assert got["ok"] is True and got["errors"] == []
@@ -339,3 +344,15 @@ async def test_a_crashing_backend_is_an_error_not_a_dead_node(cluster: Cluster,
             assert got["ok"] is False and got["errors"][0]["code"] == "backend", got
     assert bob.running and alice.running
     assert (await bob.http("GET", "/healthz", token=False)).json()["ok"] is True
+
+
+async def test_a_bad_agent_backend_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    from .conftest import arun_cli
+
+    for args in (["--agent-backend", "gpt"], ["--allow-remote-agent"],
+                 ["--agent-backend", "openai:"]):
+        res = await arun_cli("run", "--data-dir", str(tmp_path / "n"), "--ui-port", "0",
+                             "--peer-port", "0", *args)
+        assert res.returncode == 2, (args, res)
+        assert len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr
+        assert "agent" in res.stderr.lower(), res.stderr
