@@ -53,6 +53,8 @@ from .session import (
 )
 from .session import Output as _SessionOutput
 
+FIRST_PING_MS = 1000  # after a session opens; then every ``limits.ping_interval_ms``
+
 Role = Literal["dialer", "acceptor"]
 
 
@@ -317,7 +319,9 @@ class Connection:
                     limits=self.limits, known_types=self.known_types,
                 )
                 self.state = State.OPEN
-                self._next_ping = now + self.limits.ping_interval_ms
+                # The first ping soon (a person sees an RTT within a second), then
+                # every interval (SPEC 6.4).
+                self._next_ping = now + min(FIRST_PING_MS, self.limits.ping_interval_ms)
                 self._events.append(out)
             elif isinstance(out, _HsFailed):
                 self._fail_handshake(

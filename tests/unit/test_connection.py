@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from hd_protocol import Identity, LocalProtocolError, decode_envelope
 from hd_protocol.admission import Decision, reject
 from hd_protocol.connection import (
+    FIRST_PING_MS,
     Closed,
     Connection,
     Established,
@@ -109,8 +110,8 @@ def test_the_envelope_ts_is_the_wall_clock_and_timers_run_on_now(
     d.send("peer_chat", {"text": "hi", "from_name": "a"}, T0 + 7, WALL + 123)
     (frame,) = d.frames_to_send()
     assert decode_envelope(frame).ts == WALL + 123
-    # The first ping is due one interval after the session opened, on the monotonic clock.
-    assert d.next_deadline() == T0 + DEFAULT_LIMITS.ping_interval_ms
+    # The first ping is due a second after the session opened, on the monotonic clock.
+    assert d.next_deadline() == T0 + FIRST_PING_MS
 
 
 def test_sending_before_the_session_is_open_is_a_local_error(

@@ -19,6 +19,7 @@ import pytest
 from hd_protocol import Identity, LocalProtocolError, decode_envelope
 from hd_protocol.admission import Decision
 from hd_protocol.connection import (
+    FIRST_PING_MS,
     Closed,
     Connection,
     Dropped,
@@ -233,7 +234,7 @@ def test_the_next_deadline_is_the_earlier_of_the_next_ping_and_a_request(
     opened: tuple[Connection, Connection],
 ) -> None:
     d, _ = opened
-    ping_at = NOW + 6 + d.limits.ping_interval_ms
+    ping_at = NOW + 6 + FIRST_PING_MS
     assert d.next_deadline() == ping_at
     d.request("agent_request", {}, NOW + 7, WALL, timeout_ms=100)
     assert d.next_deadline() == NOW + 107
@@ -247,7 +248,7 @@ def test_a_timer_before_the_next_ping_sends_nothing(
     opened: tuple[Connection, Connection],
 ) -> None:
     d, _ = opened
-    d.handle_timer(NOW + 6 + d.limits.ping_interval_ms - 1, WALL)
+    d.handle_timer(NOW + 6 + FIRST_PING_MS - 1, WALL)
     assert d.frames_to_send() == [] and d.pending_bytes == 0
 
 
