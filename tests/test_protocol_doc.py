@@ -42,6 +42,7 @@ from hd_protocol import (
     candidates,
     canonical_json,
     chat,
+    connection,
     decode_envelope,
     decode_invite,
     envelope,
@@ -454,9 +455,9 @@ def _prose_claims() -> Iterator[str]:
     yield f"after {lim.session_failures_before_close} failures the session"
     yield f"Default reply deadline: {secs(lim.request_timeout_ms)}."
     yield f"the last {session._EXPIRED_MEMORY} expired ids"
-    yield (f"sends `ping {{}}` {secs(lim.ping_interval_ms)} after the session opened and "
-           f"every {secs(lim.ping_interval_ms)} after\n  that, each as a request with a "
-           f"{secs(lim.ping_timeout_ms)} deadline")
+    yield (f"sends `ping {{}}` {secs(connection.FIRST_PING_MS)} after the session opened "
+           f"(so an RTT is known\n  at once) and every {secs(lim.ping_interval_ms)} after "
+           f"that, each as a request with a {secs(lim.ping_timeout_ms)} deadline")
     yield (f"At\n  {lim.ping_misses_before_close} misses the session is closed with "
            '`bye {reason: "timeout"}`')
     yield "RTTVAR = (1 − 1/4)·RTTVAR + 1/4·|SRTT − R|"
