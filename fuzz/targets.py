@@ -90,6 +90,7 @@ from hd_protocol.session import (
     Timeout,
 )
 from hd_protocol.session import Send as SessionSend
+from hd_protocol.stun import StunClient, decode_message, encode_binding_request
 
 NOW = 1_764_000_000_000
 TOKEN = "fuzz-invite-token-0123456789abcdef"
@@ -1107,6 +1108,11 @@ def seeds() -> dict[str, list[bytes]]:
         "session": sess,
         "preauth_ws": _preauth_seeds(),
         "handshake_state": _handshake_state_seeds(),
+        "stun": [encode_binding_request(STUN_TXID, software="hd"),
+                 encode_binding_request(STUN_TXID, key=b"k", username="u"),
+                 bytes.fromhex("0101003c2112a442b7e7a701bc34d686fa87dfae8022000b74657374"
+                               "20766563746f722000200008" "0001a147e112a643000800142b91f5"
+                               "99fd9e90c38c7489f92af9ba53f06be7d780280004c07d4c96")],
         "connection": [b"T\n\nTT", b'P\x00{"text":"hi","from_name":"p"}', b"T\n\nT\n\nT\n\nT\n\nT",
                        b'P\x01{}\n\nP\x02"bye"', chat.encode(), b"\x00" * 40],
     }
@@ -1137,6 +1143,24 @@ def _preauth_seeds() -> list[bytes]:
     return [bytes([3]) + f for f in frames] + [bytes([0]) + frames[0]]
 
 
+STUN_TXID = bytes.fromhex("b7e7a701bc34d686fa87dfae")  # RFC 5769's
+
+
+def stun(data: bytes) -> str:
+    """``decode_message`` on any datagram: a ``StunMessage`` or ``StunError``, with or
+    without a key; a client waiting on that txid takes it, ignores it, or ends — and
+    never raises."""
+    ok, msg = _attempt(decode_message, data)
+    keyed, _ = _attempt(lambda d: decode_message(d, key=b"VOkJxbRl1RmTxUk/WvJxBt"), data)
+    _require(ok == keyed, "a key changed whether the message decodes")
+    client = StunClient(STUN_TXID, rto_ms=10, max_sends=2)
+    client.start(0)
+    res = client.receive(data, 1)
+    _require(res is None or not ok or msg.txid == STUN_TXID, "took another txid's answer")
+    _require(res is None or client.result == res, "a result the client did not keep")
+    return "ok" if ok else str(msg)
+
+
 def handshake_any(data: bytes) -> str:
     """Harness entry: the first byte's top bit picks raw frames or the hostile signer."""
     if not data:
@@ -1155,4 +1179,5 @@ TARGETS: dict[str, Callable[[bytes], str]] = {
     "session": session,
     "connection": connection,
     "preauth_ws": preauth_ws,
+    "stun": stun,
 }
