@@ -15,10 +15,11 @@ from collections.abc import Iterator
 
 import pytest
 import trio
-from playwright.sync_api import Browser, Dialog, Locator, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Dialog, Locator, Page, expect
 
 from ..conftest import Cluster, NodeProcess
-from .test_page import ARGS, CHROMIUM, TIMEOUT_MS, _open
+from .helpers import TIMEOUT_MS
+from .test_page import _open
 
 AGENT_REMOTE = "[network]\nagentBackend = \"demo\"\nallowRemoteAgent = true\n"
 TURN_TIMEOUT_MS = 20_000  # a demo turn through a peer, on a loaded 2-core machine
@@ -38,16 +39,6 @@ def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[NodeProces
         yield alice, bob
     finally:
         cluster.stop_all()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 def _page(browser: Browser, node: NodeProcess) -> Page:

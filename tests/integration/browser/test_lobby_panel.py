@@ -15,7 +15,8 @@ from playwright.sync_api import Page, expect, sync_playwright
 
 from ..conftest import Cluster
 from ..servers import Servers, servers  # noqa: F401 - the fixture
-from .test_page import ARGS, CHROMIUM, TIMEOUT_MS, _open
+from .helpers import TIMEOUT_MS, launch, peer_row
+from .test_page import _open
 
 NO_DIRECT = "[network]\nenableDirect = false\n"
 JOIN_TIMEOUT_MS = 20_000  # the join ladder tries direct first, the relay from 1.5 s
@@ -39,7 +40,7 @@ def test_two_pages_meet_in_the_lobby_and_one_joins_the_others_room_through_the_r
     alice = cluster.new("alice", config=NO_DIRECT).start()
     bob = cluster.new("bob").start()  # trust mode manual: never paired with alice
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        browser = launch(p)
         try:
             pa, pb = _open(browser, alice), _open(browser, bob)
             expect(pa.locator("#lobby-status")).to_have_text("disconnected")
@@ -76,8 +77,8 @@ def test_two_pages_meet_in_the_lobby_and_one_joins_the_others_room_through_the_r
             expect(pa.locator("#lobby-activity")).to_contain_text(
                 "bob joined your room “study group”")
             # The guest session shows in bob's Peers panel too.
-            expect(pb.locator(f"#peers tr[data-node-id='{alice.node_id}']")
-                   ).to_contain_text("connected")
+            expect(peer_row(pb, alice)).to_have_attribute("data-status", "connected")
+            expect(peer_row(pb, alice).locator(".tag")).to_have_text("guest")
 
             # Both pages list the other in the directory, by name with a short id.
             in_a = pa.locator(f"#lobby-directory li[data-node-id='{bob.node_id}']")
@@ -109,7 +110,7 @@ def test_a_wrong_lobby_url_shows_on_the_page_and_the_page_goes_on(
 ) -> None:
     alice = cluster.new("alice").start()
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        browser = launch(p)
         try:
             page = _open(browser, alice)
             error = page.locator("#lobby-error")
