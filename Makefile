@@ -5,30 +5,73 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DATA_DIR ?= data/node
 
-.PHONY: run demo test lint typecheck unit fuzz mutation bench clean venv browser-deps
+.PHONY: run demo test lint typecheck unit fuzz mutation bench clean venv browser-deps coturn \
+	webrtc-deps
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -e '.[dev,webrtc]'
 	touch $(STAMP)
 
 venv: $(STAMP)
 
-# Browser tests drive Debian's Chromium (never a downloaded browser build, ENV.md).
+# The WebRTC tests run aiortc (the `webrtc` extra, part of the dev install): this adds
+# it to a venv made before it was, and does nothing once it imports.
+webrtc-deps: $(STAMP)
+	@$(BIN)/python -c 'import aiortc' 2>/dev/null || \
+	  $(BIN)/python -m pip install -q -e '.[dev,webrtc]'
+
+# Browser tests drive Debian's Chromium (never a downloaded browser build, ENV.md) and
+# check the page with axe-core from the npm registry, kept in the venv (make clean drops
+# it). Both steps do nothing when already installed, so they work offline from then on.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-browser-deps:
+BROWSER_DEPS := $(VENV)/browser-deps
+AXE := $(BROWSER_DEPS)/node_modules/axe-core/axe.min.js
+browser-deps: $(AXE)
 	@command -v chromium >/dev/null 2>&1 || { \
 	  echo "installing Debian's chromium for the browser tests"; \
 	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium >/dev/null; }
 
-# The node creates its data directory itself (0700); `hd-node ui` prints the URL only
-# once it has checked that the node answering is the one this directory started.
+# The STUN tests run a real STUN server on loopback: Debian's coturn (`turnserver`,
+# ENV.md). Installed only when missing, so this works offline from then on; the tests
+# fail (never skip) without it. The package's service stays off (nothing starts it).
+coturn:
+	@command -v turnserver >/dev/null 2>&1 || { \
+	  echo "installing Debian's coturn for the STUN tests"; \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq coturn >/dev/null; }
+
+$(AXE): | $(STAMP)
+	@command -v npm >/dev/null 2>&1 || { \
+	  echo "installing Debian's npm for axe-core"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq npm >/dev/null; }
+	npm install --prefix $(BROWSER_DEPS) --no-audit --no-fund --no-save --loglevel=error axe-core@4
+	@test -f $@
+
+# `make run [NAME=alice] [DATA_DIR=dir]`: the node creates its data directory itself,
+# 0700 with any missing parent (default data/node); NAME names it (without NAME it keeps
+# the name it was given last, from a tab or an earlier NAME). `hd-node ui` prints the
+# URL only once it has checked that the node answering is the one this run started
+# (node.json names its pid): a second `make run` on a directory in use stops with the
+# node's one line. Ctrl-C reaches the node with the rest of the terminal's process
+# group (and again from the recipe while it runs: one that came while Python was still
+# starting, with SIGINT ignored as in any background job, would be lost); the recipe
+# waits for the graceful stop and ends with the node's exit code (0), so make prints no
+# error — GNU make itself still dies of the SIGINT it got, as it always does, which is
+# how a calling shell knows it was interrupted. A SIGTERM to make is passed on.
 run: $(STAMP)
-	@$(BIN)/hd-node run --data-dir $(DATA_DIR) & pid=$$!; \
-	trap 'kill -INT $$pid 2>/dev/null; wait $$pid' INT TERM; \
-	for i in $$(seq 100); do url=$$($(BIN)/hd-node ui --data-dir $(DATA_DIR) 2>/dev/null) \
-	  && break; kill -0 $$pid 2>/dev/null || exit 1; sleep 0.2; done; \
+	@pid=; trap 'for i in 1 2 3 4 5 6 7 8 9 10; do kill -INT $$pid 2>/dev/null || break; \
+	  sleep 0.5; done; wait $$pid; exit $$?' INT; \
+	trap 'kill -TERM $$pid 2>/dev/null; wait $$pid; exit $$?' TERM; \
+	set --; [ -z "$$NAME" ] || set -- --name "$$NAME"; \
+	$(BIN)/hd-node run --data-dir "$(DATA_DIR)" "$$@" & pid=$$!; \
+	for i in $$(seq 150); do \
+	  kill -0 $$pid 2>/dev/null || { wait $$pid; exit $$?; }; \
+	  grep -qs "\"pid\": $$pid," "$(DATA_DIR)/node.json" \
+	    && url=$$($(BIN)/hd-node ui --data-dir "$(DATA_DIR)" 2>/dev/null) && break; \
+	  sleep 0.2; done; \
+	[ -n "$$url" ] || url="(not answering yet; ask: $(BIN)/hd-node ui --data-dir $(DATA_DIR))"; \
 	echo; echo "  hd fabric node is running. Open the UI:"; \
 	echo "  $$url"; echo "  (Ctrl-C stops it)"; echo; \
 	wait $$pid
@@ -42,7 +85,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict src/hd_protocol
 
-unit: $(STAMP) browser-deps
+unit: $(STAMP) browser-deps coturn webrtc-deps
 	$(BIN)/python -m pytest -q
 
 test: lint typecheck unit

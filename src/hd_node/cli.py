@@ -2,7 +2,8 @@
 
 Commands: run, id, invite, pair, peers, ui. Errors print one clear line to stderr and
 exit non-zero (2 for usage and configuration errors and for a data directory the node
-refuses to start on, 1 for everything else).
+refuses to start on — a file where the directory should be included —, 1 for everything
+else: a data directory another node runs on, a port in use, no running node).
 
 A command that talks to a running node trusts node.json only once the process on its
 port proves to be the node that wrote it (``/healthz``: node id, per-start nonce and an
@@ -18,6 +19,7 @@ import json
 import logging
 import os
 import secrets
+import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,6 +32,7 @@ import httpx
 from . import __version__, files
 from .config import ConfigError, Settings, load_settings
 from .dbfile import stored_peer_count
+from .store import stored_setting
 
 HEALTH_TIMEOUT = 3.0  # s: a live node answers /healthz at once
 
@@ -60,6 +63,12 @@ def _parser() -> argparse.ArgumentParser:
                    help="trust mode directory: the lobby key whose directory we trust")
     r.add_argument("--relay", dest="relay_url",
                    help="ws://…/relay-ws of a relay (default: the one beside the lobby)")
+    r.add_argument("--ice", dest="ice_enabled", action="store_true", default=None,
+                   help="learn our public address from --stun-server and offer it to "
+                        "peers (a srflx candidate; off by default)")
+    r.add_argument("--stun-server", dest="stun_server",
+                   help="host:port of a STUN server, for --ice and WebRTC (none by "
+                        "default: nothing public is asked)")
     r.add_argument("--agent-backend", dest="agent_backend",
                    help="the node's agent: demo | openai:URL[#model] (key in "
                         "HD_OPENAI_API_KEY) | command:CMD (JSON lines on stdin/stdout)")
@@ -69,6 +78,15 @@ def _parser() -> argparse.ArgumentParser:
                    choices=["plan", "acceptEdits", "autonomous"],
                    help="tools a peer's request may use: plan (read-only, default), "
                         "acceptEdits, autonomous")
+    r.add_argument("--lan", dest="enable_lan_discovery", action="store_true", default=None,
+                   help="LAN discovery (mDNS): announce this node, list and reconnect to "
+                        "peers seen on the LAN (enableLanDiscovery; off by default)")
+    r.add_argument("--webrtc", dest="enable_webrtc", action="store_true", default=None,
+                   help="WebRTC links signalled through the lobby (enableWebRtc; off by "
+                        "default; needs the webrtc extra). TURN: turnUrls, turnUsername, "
+                        "turnCredential in the config file or HD_TURN_* (never on argv)")
+    r.add_argument("--ice-policy", dest="ice_policy", choices=["all", "relay"],
+                   help="WebRTC ICE policy: all (default) or relay (only through TURN)")
     r.add_argument("--config", help="TOML config file ([network] table)")
     r.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
     r.add_argument("--new-identity", action="store_true",
@@ -97,9 +115,15 @@ def _settings(args: argparse.Namespace, with_cli: bool = False) -> Settings:
         cli = {k: getattr(args, k) for k in ("node_name", "ui_host", "ui_port", "peer_host",
                                               "peer_port", "advertise", "trust_mode", "lobby_url",
                                               "relay_url", "directory_key", "agent_backend",
-                                              "allow_remote_agent", "remote_agent_mode")}
+                                              "allow_remote_agent", "remote_agent_mode",
+                                              "ice_enabled", "stun_server",
+                                              "enable_lan_discovery", "enable_webrtc",
+                                              "ice_policy")}
         config = args.config
-    return load_settings(args.data_dir, config_file=config, cli=cli)
+    s = load_settings(args.data_dir, config_file=config, cli=cli)
+    if s.data_dir.exists() and not s.data_dir.is_dir():
+        raise files.DataError(f"the data directory {s.data_dir} is not a directory")
+    return s
 
 
 class RunningNode:
@@ -177,42 +201,61 @@ def _print(obj: Any) -> None:
     print(json.dumps(obj, indent=2))
 
 
+def _stop_signal(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     import trio
 
-    from .node import Node
+    from .node import ListenError, Node
 
-    settings = _settings(args, with_cli=True)
-    logging.basicConfig(
-        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    # Ctrl-C (or SIGTERM) must end the node whenever it comes: before the node takes the
+    # signals over, as a KeyboardInterrupt (trio's own handling once it runs) — also
+    # when a shell started us as a background job with SIGINT ignored (`make run`).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _stop_signal)
     try:
-        node = Node(settings, new_identity=args.new_identity)
-    except files.DataDirBusy as exc:
-        raise CliError(str(exc)) from None
-    except OSError as exc:  # files.DataError covers what we can name; this is the rest
-        raise files.DataError(f"cannot use the data directory {settings.data_dir}: "
-                              f"{exc}") from None
-    try:
+        settings = _settings(args, with_cli=True)
+        logging.basicConfig(
+            level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+            format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        )
+        try:
+            node = Node(settings, new_identity=args.new_identity)
+        except files.DataDirBusy as exc:
+            raise CliError(_busy(settings.data_dir, exc)) from None
+        except OSError as exc:  # files.DataError covers what we can name; this is the rest
+            raise files.DataError(f"cannot use the data directory {settings.data_dir}: "
+                                  f"{exc}") from None
         trio.run(node.run)
-    except KeyboardInterrupt:
-        pass
-    except (OSError, ExceptionGroup) as exc:
-        # trio wraps a bind failure (port taken) in exception groups.
-        err = _os_error(exc)
-        if err is None:
+    except BaseException as exc:
+        # trio wraps what a task raised (a port in use) in exception groups.
+        err = _found(exc, ListenError)
+        if err is not None:
+            raise CliError(str(err)) from None
+        if _found(exc, KeyboardInterrupt) is None:
             raise
-        raise CliError(f"cannot start: {err}") from None
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the node is down: nothing to stop
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
     return 0
 
 
-def _os_error(exc: BaseException) -> OSError | None:
-    if isinstance(exc, OSError):
+def _busy(data_dir: Path, exc: Exception) -> str:
+    """The data directory is locked: say by whom, and how to reach it instead."""
+    info = files.read_node_json(data_dir) or {}
+    pid = f" (pid {info['pid']})" if isinstance(info.get("pid"), int) else ""
+    return (f"another node{pid} is running with data directory {data_dir}; its UI: "
+            f"hd-node ui --data-dir {data_dir}" if pid else str(exc))
+
+
+def _found(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
+    if isinstance(exc, kind):
         return exc
     if isinstance(exc, BaseExceptionGroup):
         for sub in exc.exceptions:
-            found = _os_error(sub)
+            found = _found(sub, kind)
             if found is not None:
                 return found
     return None
@@ -235,8 +278,10 @@ def cmd_id(args: argparse.Namespace) -> int:
                 allowed=False)
         finally:
             os.close(fd)
-    _print({"node_id": ident.node_id, "public_key": ident.public_key,
-            "name": s.node_name or f"node-{ident.node_id[:6]}"})
+    # The name the node goes by (hub.node_name_for), without opening its store.
+    name = (s.node_name or stored_setting(s.data_dir / files.DB_FILE, "node_name")
+            or f"node-{ident.node_id[:6]}")
+    _print({"node_id": ident.node_id, "public_key": ident.public_key, "name": name})
     return 0
 
 

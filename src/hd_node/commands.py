@@ -62,6 +62,8 @@ class Commands:
         self.connector = connector
         self.features = features
         self.sessions = sessions
+        # LAN discovery's view (SPEC 8.5), when it runs: the node plugs it in.
+        self.lan_peers: Callable[[], dict[str, Any]] | None = None
 
     async def run(self, channel: str, event: str, data: dict[str, Any],
                   tab: Tab | None = None) -> Answer | None:
@@ -137,6 +139,22 @@ async def _pair_redeem(c: Commands, d: dict[str, Any], tab: Tab | None) -> Answe
 async def _set_trust(c: Commands, d: dict[str, Any], tab: Tab | None) -> Answer:
     info = c.peers.set_trust(d["node_id"], d["trusted"], d.get("blocked"))
     return Answer("network", "peer_update", {"peer": info})
+
+
+async def _rename(c: Commands, d: dict[str, Any], tab: Tab | None) -> Answer:
+    # Every tab (this one too) is also pushed ``network self``; peers get a presence.
+    return Answer("network", "self", c.peers.rename(d["node_name"]))
+
+
+async def _forget(c: Commands, d: dict[str, Any], tab: Tab | None) -> Answer:
+    # Pushed to every tab as well: the row goes everywhere at once.
+    c.peers.forget(d["node_id"])
+    return Answer("network", "peer_removed", {"node_id": d["node_id"]})
+
+
+async def _lan_peers(c: Commands, d: dict[str, Any], tab: Tab | None) -> Answer:
+    view = c.lan_peers() if c.lan_peers is not None else {"enabled": False, "peers": []}
+    return Answer("network", "lan_peers", view)
 
 
 async def _list_metrics(c: Commands, d: dict[str, Any], tab: Tab | None) -> Answer:
@@ -256,10 +274,14 @@ HANDLERS: dict[tuple[str, str], Handler] = {
     ("network", "invite_revoke"): _invite_revoke,
     ("network", "pair_redeem"): _pair_redeem,
     ("network", "set_trust"): _set_trust,
+    ("network", "rename"): _rename,
+    ("network", "forget"): _forget,
     ("network", "list_metrics"): _list_metrics,
+    ("network", "lan_peers"): _lan_peers,
     ("network", "bench"): _bench,
-    **{("collab", e): _collab(e) for e in ("join", "leave", "op", "share", "unshare")},
-    **{("peerchat", e): _peerchat(e) for e in ("open", "send", "read", "unread", "close")},
+    **{("collab", e): _collab(e) for e in ("join", "leave", "op", "share", "unshare", "list")},
+    **{("peerchat", e): _peerchat(e)
+       for e in ("open", "send", "read", "unread", "close", "conversations")},
     ("agent", "ask"): _agent_ask,
     ("agent", "ask_peer"): _agent_ask_peer,
     ("agent", "cancel"): _agent_cancel,

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from hd_protocol.limits import DEFAULT_LIMITS, Limits
+from hd_protocol.webrtc import IceConfig, ice_config
 
 TRUST_MODES = ("manual", "open-lan", "directory")
 
@@ -34,7 +35,16 @@ class Settings:
     lobby_url: str = ""
     relay_url: str = ""
     enable_direct: bool = True
+    enable_lan_discovery: bool = False  # SPEC 8.5: mDNS announce, browse, LAN dials
     allow_loopback_candidates: bool = False
+    ice_enabled: bool = False  # SPEC 8.1: learn and offer our server-reflexive address
+    stun_server: str = ""  # host:port; none by default (SPEC 10: nothing public)
+    # SPEC 8.4: the WebRTC transport (the `webrtc` extra); TURN only when configured.
+    enable_webrtc: bool = False
+    turn_urls: str = ""  # comma-separated turn:host:port URLs (a TOML list also works)
+    turn_username: str = ""
+    turn_credential: str = field(default="", repr=False)  # a secret: never in a repr
+    ice_policy: str = "all"  # all | relay (relay: only through TURN)
     handshake_timeout_s: float = 10.0
     ping_interval_s: float = 5.0
     ping_timeout_s: float = 5.0
@@ -78,7 +88,27 @@ class Settings:
                               "(--agent-backend demo | openai:URL | command:CMD)")
         if self.advertise and not self.advertise.startswith(("ws://", "wss://")):
             raise ConfigError("advertise must be a ws:// or wss:// URL of /peer-ws")
+        if self.stun_server:
+            from hd_protocol.stun import parse_server
+
+            try:
+                parse_server(self.stun_server)
+            except ValueError as exc:
+                raise ConfigError(f"stunServer {self.stun_server!r}: {exc}") from None
+        if self.enable_webrtc or self.turn_urls or self.ice_policy != "all":
+            try:
+                self.ice()
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
+        if self.ice_enabled and not self.stun_server:
+            raise ConfigError("iceEnabled needs stunServer (host:port of a STUN server; "
+                              "none is built in)")
         return self
+
+    def ice(self) -> IceConfig:
+        """The WebRTC ICE servers and policy (SPEC 8.4); ``ValueError`` if invalid."""
+        return ice_config(self.stun_server, [u.strip() for u in self.turn_urls.split(",")],
+                          self.turn_username, self.turn_credential, self.ice_policy)
 
 
 # file key (network.*) -> Settings attribute
@@ -90,11 +120,19 @@ _FILE_KEYS = {
     "relayUrl": "relay_url",
     "advertisedAddress": "advertise",
     "enableDirect": "enable_direct",
+    "enableLanDiscovery": "enable_lan_discovery",
     "uiHost": "ui_host",
     "uiPort": "ui_port",
     "peerHost": "peer_host",
     "peerPort": "peer_port",
     "allowLoopbackCandidates": "allow_loopback_candidates",
+    "iceEnabled": "ice_enabled",
+    "stunServer": "stun_server",
+    "enableWebRtc": "enable_webrtc",
+    "turnUrls": "turn_urls",
+    "turnUsername": "turn_username",
+    "turnCredential": "turn_credential",
+    "icePolicy": "ice_policy",
     "handshakeTimeout": "handshake_timeout_s",
     "pingInterval": "ping_interval_s",
     "pingTimeout": "ping_timeout_s",
@@ -116,6 +154,14 @@ _ENV_KEYS = {
     "HD_PEER_HOST": "peer_host",
     "HD_PEER_PORT": "peer_port",
     "HD_AGENT_BACKEND": "agent_backend",
+    "HD_ENABLE_LAN_DISCOVERY": "enable_lan_discovery",
+    "HD_ICE_ENABLED": "ice_enabled",
+    "HD_STUN_SERVER": "stun_server",
+    "HD_ENABLE_WEBRTC": "enable_webrtc",
+    "HD_TURN_URLS": "turn_urls",
+    "HD_TURN_USERNAME": "turn_username",
+    "HD_TURN_CREDENTIAL": "turn_credential",
+    "HD_ICE_POLICY": "ice_policy",
 }
 
 
@@ -133,6 +179,8 @@ def _coerce(name: str, value: Any) -> Any:
             return str(value).lower() in ("1", "true", "yes", "on")
     except (TypeError, ValueError):
         raise ConfigError(f"{name}: {value!r} is not a valid {t}") from None
+    if isinstance(value, list):  # a TOML array for a list setting (turnUrls)
+        return ",".join(str(v) for v in value)
     return str(value)
 
 

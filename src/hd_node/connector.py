@@ -26,6 +26,7 @@ from hd_protocol.limits import Limits
 from .clock import mono_ms, trio_deadline, wall_ms
 from .errors import HubError
 from .linkdriver import LinkDriver, LinkLimits
+from .metrics import NodeMetrics
 from .sessions import SessionRegistry
 from .store import NodeStore
 from .transport import DialFailed, Transports
@@ -56,6 +57,7 @@ class Connector:
         self.attest: dict[str, Any] | None = None  # a lobby's attestation (SPEC 7.6)
         # Told every ladder step (SPEC 8.2: a person sees which path won).
         self.on_step: Callable[[dict[str, Any]], None] = lambda step: None
+        self.metrics: NodeMetrics | None = None  # ladder attempts and wins per kind
 
     async def dial(self, candidate: DialCandidate, intent: DialIntent) -> LinkDriver:
         """One attempt. Returns the session (perhaps one that already existed)."""
@@ -75,6 +77,10 @@ class Connector:
                 candidate, timeout_s=self.limits.handshake_timeout_ms / 1000,
                 peer_id=expected)
         except DialFailed as exc:
+            if exc.code == "duplicate" and expected and (e := self.sessions.get(expected)):
+                # The transport met the peer's own simultaneous attempt and kept that one
+                # (WebRTC glare, SPEC 8.4): its session is this dial's result.
+                return e
             self._demote_address(candidate, expected)
             code = _DIAL_CODES.get(exc.code, exc.code)
             if exc.code == "refused_http" and "503" in exc.message:
@@ -174,6 +180,9 @@ class Connector:
 
     def _step(self, intent: DialIntent, cand: DialCandidate, step: str,
               reason: str | None = None) -> None:
+        if self.metrics is not None and step in ("start", "won"):
+            counter = self.metrics.ladder_attempts if step == "start" else self.metrics.ladder_wins
+            counter.labels(cand.kind).inc()
         try:
             self.on_step({"node_id": intent.expected_node_id, "kind": cand.kind,
                           "address": cand.address, "step": step, "reason": reason})

@@ -6,12 +6,17 @@ in order: persist first, then tell tabs, then queue for peers. Sends never wait:
 are queued on the peer's link (``LinkDriver.send``); a tab command then waits for room
 on the links it wrote to (``wait_room``), and the catch-up after a session opens is
 paced the same way, so a burst is slowed down instead of growing a queue without bound.
+
+What tabs see besides the machines' events: ``on_chat_change`` is told which peers'
+conversations changed (their PeerInfo rows carry ``unread`` and ``last_message``), and
+``collab panes`` (the ``list`` answer) is pushed to every tab when the set of panes,
+their sharers or their members change — not on every write.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import trio
@@ -59,6 +64,10 @@ class Features:
         )
         self.pane_members: dict[str, set[Tab]] = {}
         self.nursery: trio.Nursery | None = None
+        self.on_chat_change: Callable[[set[str]], None] = lambda peers: None
+        # The pane list last pushed (``_panes_changed``) and its keys.
+        self._listed: list[tuple[str, list[str], list[str]]] = []
+        self._listed_keys: set[str] = set()
         for t in COLLAB_TYPES:
             sessions.route(t, self._on_collab)
         for t in CHAT_TYPES:
@@ -72,20 +81,27 @@ class Features:
               req: str | None = None) -> set[LinkDriver]:
         """Run effects in order; returns the links they queued envelopes on."""
         touched: set[LinkDriver] = set()
+        chats: set[str] = set()
+        panes_changed = False
         store = self.store
         for e in effects:
             if isinstance(e, PersistPane):
+                panes_changed |= e.pane.key not in self._listed_keys
                 store.save_pane(e.pane)
             elif isinstance(e, PersistMessage):
                 store.insert_message(e.message)
+                chats.add(e.message.peer_id)
             elif isinstance(e, PersistStatus):
                 store.set_message_status(e.peer_id, e.id, e.status)
+                chats.add(e.peer_id)
             elif isinstance(e, PersistReadMark):
                 store.set_read_mark(e.peer_id, e.seq)
+                chats.add(e.peer_id)
             elif isinstance(e, TabEvent):
                 data = e.data
                 if e.channel == "collab" and e.event == "state":
                     data = {**data, "members": self._members(data["paneKey"])}
+                    panes_changed = True  # the machine says so when sharers change
                 self.bus.publish(e.channel, e.event, data)
             elif isinstance(e, TabReply):
                 if tab is not None:
@@ -99,6 +115,10 @@ class Features:
                            {"code": e.code, "message": e.message}, re=e.re)
                 self.metrics.dropped.labels(e.code).inc()
                 log.info("peer request refused peer=%s code=%s", e.peer_id, e.code)
+        if chats:
+            self.on_chat_change(chats)
+        if panes_changed:
+            self._panes_changed()
         return touched
 
     def _send(self, touched: set[LinkDriver], peer_id: str, type_: str, data: dict[str, Any],
@@ -193,9 +213,25 @@ class Features:
     def _presence(self, pane_key: str) -> None:
         self.bus.publish("collab", "presence",
                          {"paneKey": pane_key, "members": self._members(pane_key)})
+        self._panes_changed()
+
+    def _pane_list(self) -> TabReply:
+        return self.panes.list_event({k: [t.name for t in tabs]
+                                      for k, tabs in self.pane_members.items()})
+
+    def _panes_changed(self) -> None:
+        """Push ``collab panes`` if the list (revisions aside) is not what was pushed."""
+        panes = self._pane_list().data["panes"]
+        listed = [(p["paneKey"], p["sharers"], p["members"]) for p in panes]
+        if listed != self._listed:
+            self.bus.publish("collab", "panes", {"panes": panes})
+            self._listed, self._listed_keys = listed, {k for k, _, _ in listed}
 
     async def collab_command(self, tab: Tab | None, event: str, data: dict[str, Any]) -> None:
         req = data.pop("req", None)
+        if event == "list":
+            self.apply([self._pane_list()], tab=tab, req=req)
+            return
         if event in ("join", "leave"):
             key = check_pane_key(data["paneKey"])
             members = self.pane_members.setdefault(key, set())
@@ -224,8 +260,10 @@ class Features:
 
     async def chat_command(self, tab: Tab | None, event: str, data: dict[str, Any]) -> None:
         req = data.pop("req", None)
+        names = ({p.node_id: p.node_name for p in self.store.list_peers()}
+                 if event == "conversations" else None)
         with self.store.batch():
-            effects = self.chat.tab_command(event, data, wall_ms(), at=mono_ms())
+            effects = self.chat.tab_command(event, data, wall_ms(), at=mono_ms(), names=names)
             touched = self.apply(effects, tab=tab, req=req)
         if req is not None and tab is not None and not any(
                 isinstance(e, TabReply) for e in effects):

@@ -25,7 +25,7 @@ from hd_protocol import Connection, Identity, Policy, sort_candidates
 from hd_protocol.limits import Limits
 
 from . import bench
-from .addresses import own_candidates
+from .addresses import FIRST_GATHER_WAIT_S, own_candidates, reflexive_for
 from .agent_backends import backend_from_spec
 from .agents import AgentRuntime
 from .clock import mono_ms, wall_ms
@@ -50,6 +50,17 @@ log = logging.getLogger("hd_node.hub")
 CAPABILITIES = ["collab", "peerchat"]
 
 
+def node_name_for(settings: Settings, store: NodeStore, identity: Identity) -> str:
+    """The name we go by: the last one given — at this start (``--name``,
+    ``HD_NODE_NAME``, ``nodeName``: it wins, and is kept for the starts without one) or
+    from a tab since (``network rename``) — else ``node-`` and the start of our id."""
+    if settings.node_name:
+        if store.get_setting("node_name") != settings.node_name:
+            store.set_setting("node_name", settings.node_name)
+        return settings.node_name
+    return store.get_setting("node_name") or f"node-{identity.node_id[:6]}"
+
+
 class PeerHub:
     def __init__(
         self,
@@ -70,7 +81,7 @@ class PeerHub:
         self.limits = limits
         self.rng = rng
         self.link_limits = link_limits or LinkLimits(write_timeout_s=settings.write_timeout_s)
-        self.node_name = settings.node_name or f"node-{identity.node_id[:6]}"
+        self.node_name = node_name_for(settings, store, identity)
         self.capabilities = list(CAPABILITIES)
         self.policy = Policy(trust_mode=settings.trust_mode,
                              directory_key=settings.directory_key or None)
@@ -81,12 +92,16 @@ class PeerHub:
         self.connector = Connector(identity, self.transports, self.sessions, store,
                                    limits=limits, link_limits=self.link_limits, rng=rng,
                                    node_name=self.node_name, capabilities=self.capabilities)
-        self.connector.on_step = lambda step: self.bus.publish("network", "ladder", step)
         self.peers = Peers(identity, store, self.sessions, self.bus, metrics, limits=limits,
                            policy=self.policy, node_name=self.node_name,
                            capabilities=self.capabilities)
         self.features = Features(identity, store, self.sessions, self.bus, metrics,
                                  limits=limits, rng=rng, node_name=self.node_name)
+        self.peers.chat = self.features.chat
+        self.features.on_chat_change = self.peers.chat_changed
+        self.peers.on_rename.append(self._renamed)
+        self.connector.on_step = self._ladder_step
+        self.connector.metrics = metrics
         self.pairing = Pairing(identity, store, self.peers, self.connector, limits=limits,
                                rng=rng, candidates=lambda: self.own_candidates())
         self.reconnector = Reconnector(
@@ -97,7 +112,8 @@ class PeerHub:
         self.lobby = LobbyLink(identity, trust=self.trust, connector=self.connector,
                                peers=self.peers, bus=self.bus, limits=limits, rng=rng,
                                node_name=self.node_name, capabilities=self.capabilities,
-                               url=settings.lobby_url or None, addresses=self.own_candidates,
+                               url=settings.lobby_url or None,
+                               addresses=self._registration_candidates,
                                pinned_key=(settings.directory_key or None)
                                if settings.trust_mode == "directory" else None)
         backend = (backend_from_spec(settings.agent_backend, node_id=identity.node_id)
@@ -114,8 +130,22 @@ class PeerHub:
                                  features=self.features, sessions=self.sessions,
                                  lobby=self.lobby, agents=self.agents)
         self.sessions.route("bench_echo", bench.answer)
+        # SPEC 8.1: our server-reflexive address (iceEnabled, stunServer), and where our
+        # listener is (its URL, its bound host) to build the candidates from.
+        self.reflexive = reflexive_for(settings, metrics, on_change=self._reflexive_changed)
+        self._listener: tuple[str, str] | None = None
         self.shutting_down = False
         self._nursery: trio.Nursery | None = None
+
+    def _ladder_step(self, step: dict[str, Any]) -> None:
+        self.bus.publish("network", "ladder", step)
+        self.peers.ladder_step(step)
+
+    def _renamed(self, name: str) -> None:
+        """Our name changed (``network rename``): what we say from now on says it —
+        handshakes, chat messages, the lobby at its next registration."""
+        self.node_name = self.connector.node_name = self.lobby.node_name = name
+        self.features.chat.self_name = name
 
     @property
     def guest_admissions(self) -> set[tuple[str, str]]:
@@ -135,7 +165,9 @@ class PeerHub:
             n.start_soon(self.features.run_timers)
             n.start_soon(self.peers.monitor.run)
             n.start_soon(self.agents.run_timers)
-            n.start_soon(self.lobby.run)
+            if self.reflexive is not None:
+                n.start_soon(self.reflexive.run)
+            n.start_soon(self._run_lobby)
             task_status.started()
             await trio.sleep_forever()
 
@@ -145,7 +177,45 @@ class PeerHub:
 
     def set_peer_url(self, url: str, bound_host: str) -> None:
         self.peers.peer_url = url
-        self.peers.candidates = own_candidates(self.settings, url, bound_host)
+        self._listener = (url, bound_host)
+        self._listener_candidates()
+
+    def _listener_candidates(self) -> None:
+        if self._listener is not None:
+            self.peers.candidates = own_candidates(
+                self.settings, *self._listener,
+                reflexive=self.reflexive.host if self.reflexive else None)
+
+    async def _run_lobby(self) -> None:
+        """The lobby connection; the first registration waits a moment for our srflx
+        address, so that it carries it (SPEC 8.1)."""
+        if self.reflexive is not None:
+            with trio.move_on_after(FIRST_GATHER_WAIT_S):
+                await self.reflexive.gathered.wait()
+        await self.lobby.run()
+
+    def _registration_candidates(self) -> list[dict[str, Any]]:
+        """What the lobby registers us with. A re-made lobby connection may mean a new
+        network: the STUN server is asked again."""
+        if self.reflexive is not None:
+            self.reflexive.kick()
+        return self.own_candidates()
+
+    def _reflexive_changed(self) -> None:
+        """A new srflx address joins our candidates (invites, presence). A lobby that
+        registered us without it hears it by a new registration — unless rooms of ours
+        are open there (re-registering closes them): then at the next one."""
+        self._listener_candidates()
+        client = self.lobby.client
+        if client is None or client.addresses == self.own_candidates():
+            return
+        if self.lobby.hosted or self.lobby.joined:
+            log.info("srflx address changed; the lobby hears it at the next registration "
+                     "(rooms open there)")
+            return
+        log.info("srflx address changed: registering again with the lobby url=%s",
+                 self.lobby.url)
+        self.lobby.connect(None)
 
     def reserve(self, remote_addr: str | None) -> Ticket | None:
         """An inbound handshake slot (the transports' ``InboundGate``)."""

@@ -9,8 +9,12 @@ with a deadline), and acts on what the lobby says:
   admission for the room's lifetime (SPEC 7.4), so a ``manual`` node admits it with no
   invite; a token room's token also works as a ticket;
 - a room we join: its host's id and key are pinned for the join ladder (SPEC 8.2) over
-  the host's candidates — direct first, its relay from 1.5 s — and the tabs hear which
-  path won (``joined {roomId, peer, via}``);
+  the host's candidates — direct first, WebRTC from 1 s when both ends run it (the host
+  registered with the capability ``webrtc``), its relay from 1.5 s — and the tabs hear
+  which path won (``joined {roomId, peer, via}``);
+- ``signal`` frames (SPEC 7.5) go to ``on_signal`` (the WebRTC transport) and
+  ``send_signal`` queues ours; one writer task sends them, so a dial that gives up
+  never cuts a lobby write in half;
 - an attestation (SPEC 7.6): presented in every handshake we start from now on.
 """
 
@@ -24,6 +28,7 @@ import trio
 
 from hd_protocol import Identity, hash_token, reconnect_delay_ms
 from hd_protocol import lobby_client as lc
+from hd_protocol import webrtc as rtc
 from hd_protocol.candidates import dial_candidates
 from hd_protocol.effects import Send
 from hd_protocol.errors import RemoteProtocolError
@@ -41,6 +46,7 @@ from .wslink import DialError, WsLink, dial_ws
 log = logging.getLogger("hd_node.lobby")
 
 ANSWER_TIMEOUT_S = 10.0
+SIGNAL_QUEUE = 64  # our signals waiting for the lobby connection's writer
 
 
 class LobbyLink:
@@ -75,6 +81,9 @@ class LobbyLink:
         self.last_error: dict[str, str] | None = None  # why the last connection failed
         self._url_changed = trio.Event()
         self._session_scope: trio.CancelScope | None = None
+        # WebRTC signalling (SPEC 7.5, 8.4): where inbound signals go, and our queue.
+        self.on_signal: Callable[[str, str, str, str], None] | None = None
+        self._signals: trio.MemorySendChannel[str] | None = None
 
     # --- views ----------------------------------------------------------------------------
 
@@ -149,6 +158,9 @@ class LobbyLink:
         try:
             async with trio.open_nursery() as n:
                 n.start_soon(self._heartbeats, client, ws, n.cancel_scope)
+                signals, queued = trio.open_memory_channel[str](SIGNAL_QUEUE)
+                self._signals = signals
+                n.start_soon(self._signal_writer, ws, queued, n.cancel_scope)
                 try:
                     while True:
                         for raw in await ws.receive_some():
@@ -157,8 +169,29 @@ class LobbyLink:
                     log.info("lobby connection closed url=%s reason=%s", url, exc)
                 n.cancel_scope.cancel()
         finally:
+            self._signals = None
             with trio.CancelScope(shield=True):
                 await ws.aclose()
+
+    def send_signal(self, to: str, sid: str, kind: str, sdp: str) -> bool:
+        """Queue ``signal {to, sid, kind, sdp}``; False when not registered (or the
+        queue is full): the caller's attempt then fails at once."""
+        client, queue = self.client, self._signals
+        if client is None or client.registered is None or queue is None:
+            return False
+        try:
+            queue.send_nowait(client.signal(to, sid, kind, sdp).wire)
+        except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
+            return False
+        return True
+
+    async def _signal_writer(self, ws: WsLink, queued: trio.MemoryReceiveChannel[str],
+                             scope: trio.CancelScope) -> None:
+        try:
+            async for wire in queued:
+                await ws.send_many([wire])
+        except LinkClosed:
+            scope.cancel()
 
     async def _heartbeats(self, client: lc.LobbyClient, ws: WsLink,
                           scope: trio.CancelScope) -> None:
@@ -194,6 +227,10 @@ class LobbyLink:
             return
         if isinstance(ev, lc.PeerJoining):
             self._admit_guest(ev)
+            return
+        if isinstance(ev, lc.Signal):
+            if self.on_signal is not None:
+                self.on_signal(ev.peer, ev.sid, ev.kind, ev.sdp)
             return
         if isinstance(ev, lc.RoomClosed):
             self._room_gone(ev.room_id)
@@ -312,8 +349,15 @@ class LobbyLink:
         self.trust.room_hosts.add((host.node_id, host.public_key))
         log.info("room joined room=%s host=%s candidates=%d", room_id, host.node_id,
                  len(host.addresses))
+        candidates = dial_candidates(list(host.addresses))
+        if self.connector.transports.get(rtc.KIND) is not None and self.client is not None:
+            # The host's lobby entry says whether it runs WebRTC (a capability, not a
+            # wire candidate: SPEC 8.1 candidates are ws:// URLs, and a lobby refuses
+            # any other in a registration).
+            candidates += rtc.host_candidates(host.node_id,
+                                              self.client.directory.get(host.node_id))
         driver = await self.connector.dial_any(
-            dial_candidates(list(host.addresses)),
+            candidates,
             DialIntent(expected_node_id=host.node_id, expected_key=host.public_key,
                        token=token))
         assert driver.peer_id is not None

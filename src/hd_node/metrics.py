@@ -22,6 +22,7 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from hd_protocol.candidates import LINK_KINDS
 from hd_protocol.monitor import LinkFigures
 
 # `_created` series double the output and say nothing a scraper needs here.
@@ -54,6 +55,21 @@ class NodeMetrics:
             "What the HTTP listeners refused or cut short (over_capacity, head_timeout, "
             "bad_request, handler_error, ...), by listener", ["listener", "event"], registry=r,
         )
+        # SPEC 8.2: which rungs of the join ladder were tried and which won, by link
+        # kind; every kind is shown from the start (0 rather than absent).
+        self.ladder_attempts = Counter(
+            "hd_ladder_attempts", "Join ladder dials started, by link kind", ["kind"],
+            registry=r)
+        self.ladder_wins = Counter(
+            "hd_ladder_wins", "Join ladders won, by the link kind of the winner", ["kind"],
+            registry=r)
+        for kind in LINK_KINDS:
+            self.ladder_attempts.labels(kind)
+            self.ladder_wins.labels(kind)
+        self.stun_bindings = Counter(
+            "hd_stun_bindings", "STUN Binding transactions for our server-reflexive "
+            "address (SPEC 8.1), by result: ok, timeout, error, unresolvable, socket, ...",
+            ["result"], registry=r)
         self.sessions = Gauge("hd_sessions", "Open peer sessions", registry=r)
         self.tabs = Gauge("hd_tabs", "Connected /ws tabs", registry=r)
         self.peers = PeerCollector()

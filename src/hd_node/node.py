@@ -7,6 +7,7 @@ file as it was.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import resource
@@ -29,17 +30,52 @@ from .dbfile import stored_peer_count
 from .direct import DirectTransport
 from .httpserver import ServerLimits, serve
 from .hub import PeerHub
+from .lan import LanDiscovery
 from .metrics import NodeMetrics
 from .relay_transport import RelayTransport
 from .rlimits import raise_open_file_limit
 from .store import NodeStore
 from .web import LocalApp
+from .webrtc import webrtc_transport
 
 log = logging.getLogger("hd_node")
 
 
 def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
+
+
+class ListenError(Exception):
+    """A listener could not bind: the one line says which port, which flag sets it, and
+    what to do (the CLI prints it and exits 1)."""
+
+
+async def _listen(nursery: trio.Nursery, serve_fn: Any, what: str, flag: str, host: str,
+                  port: int) -> Any:
+    """``nursery.start(serve_fn)``, with a bind failure turned into a ``ListenError``."""
+    try:
+        return await nursery.start(serve_fn)
+    except BaseException as exc:
+        err = _bind_error(exc)
+        if err is None:
+            raise
+        where = f"{_url_host(host)}:{port}"
+        if err.errno == errno.EADDRINUSE:
+            raise ListenError(f"cannot start: the {what} port {port} ({where}, {flag}) is in "
+                              f"use; stop what uses it, or start with {flag} 0 (any free "
+                              f"port)") from None
+        host_flag = flag.replace("-port", "-host")
+        raise ListenError(f"cannot start: the {what} listener cannot bind {where} "
+                          f"({host_flag}, {flag}): {err.strerror or err}") from None
+
+
+def _bind_error(exc: BaseException) -> OSError | None:
+    """The OSError of a failed bind, out of the exception groups trio wraps it in."""
+    if isinstance(exc, OSError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        return _bind_error(exc.exceptions[0])
+    return None
 
 
 @dataclass
@@ -115,6 +151,10 @@ class Node:
             max_message_bytes=self.limits.max_envelope_bytes, metrics=self.metrics,
         )
         self.hub.transports.add(self.direct)
+        # SPEC 8.5: mDNS discovery, dialling over the `lan` kind of the direct transport.
+        self.lan = (LanDiscovery(self.hub, self.metrics, self.direct,
+                                 include_loopback=settings.allow_loopback_candidates)
+                    if settings.enable_lan_discovery else None)
         # The relay transport is always there: a guest may have to reach a room host
         # through the host's relay. Our own relay (relayUrl, else the one beside the
         # lobby we are connected to) is kept attached and offered as a candidate
@@ -123,6 +163,8 @@ class Node:
                                     max_envelope_bytes=self.limits.max_envelope_bytes,
                                     rng=os.urandom, default_url=self.relay_url)
         self.hub.transports.add(self.relay)
+        # SPEC 8.4: WebRTC through lobby signalling, when enabled and aiortc is installed.
+        self.webrtc = webrtc_transport(self.hub, settings, self.limits)
         self.hub.extra_candidates = self._relay_candidates
         self.info: dict[str, Any] = {}
 
@@ -139,33 +181,54 @@ class Node:
         try:
             # Signals are ours from the first moment: one that comes during the start is
             # kept and acted on once the start is done (never a KeyboardInterrupt that
-            # lands in the middle of a write).
+            # lands in the middle of a write) — and so is one that comes while we tidy up
+            # (`make run` may pass a second one on).
             with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as received:
-                async with trio.open_nursery() as n:
-                    n.start_soon(self._watch_signals, received, stop)
-                    await n.start(hub.run)
-                    await n.start(partial(self.relay.serve, hub))
-                    ui_limits = ServerLimits(
-                        ws_max_message_bytes=self.limits.max_ws_frame_bytes)
-                    _, ui_port = await n.start(partial(
-                        serve, local_app, s.ui_host, s.ui_port, limits=ui_limits, name="ui",
-                        count=lambda why: self.metrics.listener.labels("ui", why).inc()))
-                    local_app.set_bound(s.ui_host, ui_port)
-                    if s.enable_direct:
-                        _, peer_port = await n.start(partial(self.direct.serve, hub))
-                        host = s.peer_host
-                        url_host = _url_host(
-                            "127.0.0.1" if host in ("0.0.0.0", "") else host)  # noqa: S104
-                        hub.set_peer_url(f"ws://{url_host}:{peer_port}/peer-ws", host)
-                    self._announce(ui_port, nofile, nofile_hard, nofile_max)
-                    task_status.started(self.info)
-                    await stop.wait()
-                    await hub.shutdown()
-                    n.cancel_scope.cancel()
+                try:
+                    async with trio.open_nursery() as n:
+                        n.start_soon(self._watch_signals, received, stop)
+                        await n.start(hub.run)
+                        await n.start(partial(self.relay.serve, hub))
+                        if self.webrtc is not None:
+                            await n.start(partial(self.webrtc.serve, hub))
+                        ui_limits = ServerLimits(
+                            ws_max_message_bytes=self.limits.max_ws_frame_bytes)
+                        _, ui_port = await _listen(n, partial(
+                            serve, local_app, s.ui_host, s.ui_port, limits=ui_limits, name="ui",
+                            count=lambda why: self.metrics.listener.labels("ui", why).inc()),
+                            "UI", "--ui-port", s.ui_host, s.ui_port)
+                        local_app.set_bound(s.ui_host, ui_port)
+                        peer_port = None
+                        if s.enable_direct:
+                            _, peer_port = await _listen(n, partial(self.direct.serve, hub),
+                                                         "peer", "--peer-port", s.peer_host,
+                                                         s.peer_port)
+                            host = s.peer_host
+                            url_host = _url_host(
+                                "127.0.0.1" if host in ("0.0.0.0", "") else host)  # noqa: S104
+                            hub.set_peer_url(f"ws://{url_host}:{peer_port}/peer-ws", host)
+                        if self.lan is not None:
+                            await n.start(self.lan.run, peer_port)
+                        self._announce(ui_port, nofile, nofile_hard, nofile_max)
+                        task_status.started(self.info)
+                        await stop.wait()
+                        if self.lan is not None:  # the goodbye before the byes
+                            await self.lan.aclose()
+                        await hub.shutdown()
+                        n.cancel_scope.cancel()
+                finally:
+                    self._tidy()
         finally:
-            files.remove_node_json(s.data_dir)
-            self.store.close()
-            os.close(self._lock_fd)
+            self._tidy()
+
+    def _tidy(self) -> None:
+        """Remove node.json, close the store, let the lock go (once)."""
+        if self._lock_fd < 0:
+            return
+        files.remove_node_json(self.settings.data_dir)
+        self.store.close()
+        os.close(self._lock_fd)
+        self._lock_fd = -1
 
     def _announce(self, ui_port: int, nofile: int, nofile_hard: int,
                   nofile_max: bool) -> None:

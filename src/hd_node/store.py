@@ -1,4 +1,4 @@
-"""The node's one SQLite database (WAL): peers and invites.
+"""The node's one SQLite database (WAL): peers, invites, panes, chats, own settings.
 
 Only this class opens the database. Each logical write is one transaction. Invite
 tokens are never stored, only their SHA-256; lookups go by hash and the final
@@ -27,7 +27,7 @@ from hd_protocol.addressbook import Book, dial_order, from_json, to_json
 from hd_protocol.chat import ChatMessage
 from hd_protocol.collab import Pane
 
-from .dbfile import damaged, open_checked
+from .dbfile import _read_only, damaged, open_checked
 
 log = logging.getLogger("hd_node.store")
 
@@ -66,6 +66,10 @@ CREATE INDEX IF NOT EXISTS chat_by_seq ON chat_messages (peer_id, seq);
 CREATE TABLE IF NOT EXISTS chat_read (
     peer_id      TEXT PRIMARY KEY,
     seq          INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS node_settings (
+    key          TEXT PRIMARY KEY,
+    value        TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS invites (
     token_hash   TEXT PRIMARY KEY,
@@ -267,6 +271,12 @@ class NodeStore:
             )
         return cur.rowcount > 0
 
+    def delete_peer(self, node_id: str) -> bool:
+        """Forget a peer: its pinned key, addresses and trust (its chats stay)."""
+        with self._tx():
+            cur = self._db.execute("DELETE FROM peers WHERE node_id = ?", (node_id,))
+        return cur.rowcount > 0
+
     def set_book(self, node_id: str, book: Book) -> None:
         """Store a peer's address book (older nodes stored a plain list of URLs, which
         ``from_json`` still reads)."""
@@ -278,6 +288,17 @@ class NodeStore:
     def touch(self, node_id: str, now: int) -> None:
         with self._tx():
             self._db.execute("UPDATE peers SET last_seen = ? WHERE node_id = ?", (now, node_id))
+
+    # --- our own settings (what a person changed from a tab, e.g. the node's name) ------
+
+    def get_setting(self, key: str) -> str | None:
+        row = self._db.execute("SELECT value FROM node_settings WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_setting(self, key: str, value: str) -> None:
+        with self._tx():
+            self._db.execute("INSERT INTO node_settings (key, value) VALUES (?, ?) ON CONFLICT"
+                             "(key) DO UPDATE SET value = excluded.value", (key, value))
 
     # --- invites ----------------------------------------------------------------------
 
@@ -385,3 +406,14 @@ class NodeStore:
     def load_read_marks(self) -> dict[str, int]:
         cur = self._db.execute("SELECT peer_id, seq FROM chat_read")
         return {r[0]: r[1] for r in cur.fetchall()}
+
+
+def stored_setting(path: Path, key: str) -> str | None:
+    """One of our settings, read-only without opening the store (``hd-node id``, while
+    the node may run); None without a database, the row, or a readable file."""
+    try:
+        with _read_only(path) as db:
+            row = db.execute("SELECT value FROM node_settings WHERE key = ?", (key,)).fetchone()
+    except (OSError, sqlite3.Error):
+        return None
+    return None if row is None else str(row[0])

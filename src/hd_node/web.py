@@ -30,8 +30,23 @@ from .wslink import WsLink
 
 log = logging.getLogger("hd_node.web")
 
-PAGE_CSP = ("default-src 'self'; connect-src 'self'; style-src 'self' 'unsafe-inline'; "
-            "script-src 'self' 'unsafe-inline'; frame-ancestors 'none'")
+# The page is static files only (no inline script or style): data from peers can never
+# run as code, even if a bug put it into markup.
+PAGE_CSP = ("default-src 'self'; connect-src 'self'; style-src 'self'; script-src 'self'; "
+            "img-src 'self'; object-src 'none'; base-uri 'none'; form-action 'none'; "
+            "frame-ancestors 'none'")
+PAGE_HEADERS = (("content-security-policy", PAGE_CSP), ("referrer-policy", "no-referrer"))
+
+# What /static/ serves: exactly these files of the package's static/ folder, by name
+# (no path is ever built from the request, so nothing else can be reached).
+_JS = "text/javascript; charset=utf-8"
+STATIC_FILES: dict[str, str] = {
+    "app.css": "text/css; charset=utf-8",
+    "icon.svg": "image/svg+xml",
+    **{f"{name}.js": _JS for name in (
+        "app", "ws", "dom", "store", "peers", "chat", "panes", "rebase", "pairing",
+        "monitor", "lobby", "agent", "qrcode")},
+}
 
 # /api routes -> (channel, event, what the body becomes, what the answer becomes)
 _API: dict[tuple[str, str], tuple[str, str]] = {
@@ -120,10 +135,11 @@ class LocalApp:
         if not self._host_ok(req):
             return json_response(403, {"error": "host", "message": "unexpected Host header"})
         path, method = req.path, req.method
-        if path in ("/", "/index.html") and method == "GET":
+        if path in ("/", "/index.html") and method in ("GET", "HEAD"):
             page = resources.files("hd_node").joinpath("static/index.html").read_bytes()
-            return Response(200, page, "text/html; charset=utf-8",
-                            (("content-security-policy", PAGE_CSP),))
+            return Response(200, page, "text/html; charset=utf-8", PAGE_HEADERS)
+        if path.startswith("/static/") and method in ("GET", "HEAD"):
+            return _static(path[len("/static/"):])
         if path == "/healthz":
             return json_response(200, self._healthz(req))
         if path == "/metrics":
@@ -178,6 +194,14 @@ class LocalApp:
 
 
 _CHALLENGE = re.compile(r"[0-9a-f]{32,128}")
+
+
+def _static(name: str) -> Response:
+    content_type = STATIC_FILES.get(name)
+    if content_type is None:
+        return json_response(404, {"error": "not_found", "message": "no such file"})
+    body = resources.files("hd_node").joinpath("static").joinpath(name).read_bytes()
+    return Response(200, body, content_type, PAGE_HEADERS)
 
 
 def _api_view(event: str, data: dict[str, Any]) -> Any:

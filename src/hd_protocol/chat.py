@@ -31,15 +31,22 @@ Rules (SPEC 6.2), each tested in ``tests/unit/test_chat.py``:
 - Display order is the local ``seq`` (order of creation/arrival); the sender's ``ts``
   is shown, never used for order.
 - Unread counts: inbound messages after the peer's read mark.
+- ``open`` pages: at most ``limit`` messages (default 50, at most 200), the newest
+  ones before local seq ``before`` if given, oldest first, and ``more`` says whether
+  older ones remain. ``conversations`` lists every peer with a message, the newest
+  activity (the greatest seq) first, with its unread count and a preview of its last
+  message; a peer's name comes from the shell's records, else from its last message.
 """
 
 from __future__ import annotations
 
 import re
+from bisect import bisect_left
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from typing import Any, Final, TypeGuard
 
+from .cjson import MAX_INT
 from .effects import (
     PeerErrorReply,
     PersistMessage,
@@ -63,6 +70,10 @@ CHAT_TYPES = frozenset({"peer_chat", "peer_chat_ack"})
 CHAT_FIELDS = frozenset({"text", "from_name"})
 ACK_FIELDS = frozenset({"id"})
 MSG_ID_RE = re.compile(r"[0-9a-f]{32}")
+
+HISTORY_LIMIT: Final = 50  # messages an ``open`` answers by default
+HISTORY_MAX: Final = 200  # and at most
+PREVIEW_CHARS: Final = 140  # of a last message's text in a conversation list
 
 # Outbound messages a session (re)open sends (again).
 _UNSETTLED: Final = frozenset({"queued", "sent"})
@@ -130,6 +141,37 @@ class ChatLog:
         """Unread inbound messages per conversation (0 included once read)."""
         return dict(sorted(self._unread.items()))
 
+    def unread(self, peer_id: str) -> int:
+        return self._unread.get(peer_id, 0)
+
+    def last_message(self, peer_id: str) -> dict[str, Any] | None:
+        """The preview of the conversation's newest message, or None."""
+        ids = self._order.get(peer_id)
+        return self._messages[(peer_id, ids[-1])].preview(PREVIEW_CHARS) if ids else None
+
+    def page(self, peer_id: str, *, before: int | None = None,
+             limit: int = HISTORY_LIMIT) -> tuple[list[ChatMessage], bool]:
+        """At most ``limit`` of the newest messages with a seq below ``before`` (all if
+        None), oldest first, and whether older ones remain."""
+        ids = self._order.get(peer_id, [])
+        end = len(ids) if before is None else bisect_left(
+            ids, before, key=lambda i: self._messages[(peer_id, i)].seq)
+        start = max(0, end - limit)
+        return [self._messages[(peer_id, i)] for i in ids[start:end]], start > 0
+
+    def conversations(self, names: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+        """Every conversation with a message, newest activity first."""
+        items = [{"node_id": peer, "node_name": (names or {}).get(peer) or self._name(peer),
+                  "unread": self.unread(peer), "last": self.last_message(peer)}
+                 for peer, ids in self._order.items() if ids]
+        return sorted(items, key=lambda it: -it["last"]["seq"])
+
+    def _name(self, peer_id: str) -> str:
+        """The name the peer's newest message came with ("" if it never wrote)."""
+        ids = reversed(self._order.get(peer_id, []))
+        return next((m.from_name for m in (self._messages[(peer_id, i)] for i in ids)
+                     if m.direction == "in"), "")
+
     # --- sessions -----------------------------------------------------------------------
 
     def session_opened(self, peer_id: str, *, at: int | None = None) -> list[ChatEffect]:
@@ -183,21 +225,34 @@ class ChatLog:
     # --- local commands (from tabs) -----------------------------------------------------
 
     def tab_command(self, event: str, data: Mapping[str, Any], now: int, *,
-                    at: int | None = None) -> list[ChatEffect]:
+                    at: int | None = None,
+                    names: Mapping[str, str] | None = None) -> list[ChatEffect]:
         """A /ws ``peerchat`` command (SPEC 9). Bad input raises ``ProtocolError``; the
         shell answers the tab with an ``error`` frame carrying its code. ``close`` only
-        concerns the shell (which tabs watch which conversation) and yields nothing."""
+        concerns the shell (which tabs watch which conversation) and yields nothing.
+        ``names``: peer names the shell knows, for ``conversations``."""
         if event == "unread":
             return [self._unread_event(reply=True)]
+        if event == "conversations":
+            return [TabReply(CHANNEL, "conversations", {"items": self.conversations(names)})]
         if event == "send":
             _check_fields(data, frozenset({"node_id", "text"}))
             return self.send(data["node_id"], data["text"], now, at=at)
         if event in ("open", "read", "close"):
-            _check_fields(data, frozenset({"node_id"}))
+            allowed = {"node_id", "before", "limit"} if event == "open" else {"node_id"}
+            if "node_id" not in data or not data.keys() <= allowed:
+                raise RemoteProtocolError("bad_request", f"expected {sorted(allowed)}")
             peer = self._check_peer(data["node_id"])
             if event == "open":
-                history = [m.tab_data() for m in self.history(peer)]
-                return [TabReply(CHANNEL, "history", {"node_id": peer, "messages": history})]
+                before, limit = data.get("before"), data.get("limit")
+                limit = HISTORY_LIMIT if limit is None else limit
+                if before is not None and not (type(before) is int and 0 <= before <= MAX_INT):
+                    raise RemoteProtocolError("bad_request", "before must be a seq (int >= 0)")
+                if not (type(limit) is int and 0 < limit <= HISTORY_MAX):
+                    raise RemoteProtocolError("bad_request", f"limit is 1..{HISTORY_MAX}")
+                page, more = self.page(peer, before=before, limit=limit)
+                return [TabReply(CHANNEL, "history", {
+                    "node_id": peer, "messages": [m.tab_data() for m in page], "more": more})]
             if event == "read":
                 return self.read(peer)
             return []
@@ -354,7 +409,7 @@ def _check_fields(data: Mapping[str, Any], fields: frozenset[str]) -> None:
 
 
 __all__ = [
-    "CHANNEL", "CHAT_TYPES", "ChatEffect", "ChatLog", "ChatMessage", "PeerErrorReply",
-    "PersistMessage", "PersistReadMark", "PersistStatus", "SendChat", "SendToPeer", "Status",
-    "TabEvent", "TabReply",
+    "CHANNEL", "CHAT_TYPES", "HISTORY_LIMIT", "HISTORY_MAX", "PREVIEW_CHARS", "ChatEffect",
+    "ChatLog", "ChatMessage", "PeerErrorReply", "PersistMessage", "PersistReadMark",
+    "PersistStatus", "SendChat", "SendToPeer", "Status", "TabEvent", "TabReply",
 ]

@@ -137,6 +137,15 @@ class Panes:
             data["members"] = sorted(members)
         return TabReply(CHANNEL, "state", data)
 
+    def list_event(self, members: Mapping[str, Iterable[str]]) -> TabReply:
+        """The /ws ``panes`` list: every pane stored, shared through a room or open in a
+        tab (``members``, the shell's), by key, without its text."""
+        panes = [{"paneKey": k, "rev": p.rev, "author": p.author,
+                  "sharers": sorted(self.sharers(k)), "members": sorted(members.get(k, ()))}
+                 for k in sorted(self._panes.keys() | self._room.keys() | members.keys())
+                 for p in (self.pane(k),)]
+        return TabReply(CHANNEL, "panes", {"panes": panes})
+
     # --- sessions -----------------------------------------------------------------------
 
     def session_opened(self, peer_id: str, level: Level) -> list[CollabEffect]:

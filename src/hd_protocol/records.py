@@ -67,6 +67,12 @@ class ChatMessage:
             "received_at": self.received_at, "status": self.status, "seq": self.seq,
         }
 
+    def preview(self, chars: int = 140) -> dict[str, Any]:
+        """The message as a conversation list shows it (``last`` of ``conversations``,
+        ``last_message`` of PeerInfo): its text cut to its first ``chars`` characters."""
+        return {"id": self.id, "direction": self.direction, "text": self.text[:chars],
+                "ts": self.ts, "status": self.status, "seq": self.seq}
+
 
 # --- validation of the wire forms (collab_op payloads, tab commands) ---------------
 

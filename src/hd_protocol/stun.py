@@ -26,6 +26,7 @@ from .errors import ProtocolError
 
 MAGIC_COOKIE: Final = 0x2112A442
 HEADER_BYTES: Final = 20
+DEFAULT_PORT: Final = 3478  # RFC 8489 §9: STUN over UDP
 MAX_MESSAGE_BYTES: Final = 4096  # a Binding exchange is a few hundred bytes
 BINDING: Final = 0x001
 REQUEST, INDICATION, SUCCESS, ERROR = 0b00, 0b01, 0b10, 0b11
@@ -326,3 +327,38 @@ class StunClient:
         else:
             self.result = StunResult(msg.address, None, self.sends)
         return self.result
+
+
+def parse_server(text: str) -> tuple[str, int]:
+    """``host:port`` as (host, port): an IPv6 literal goes in brackets
+    (``[2001:db8::1]:3478``); the port may be left out (3478, RFC 8489 §9) and a
+    ``stun:`` prefix is allowed (the STUN URI form WebRTC settings use). A ValueError
+    says in one line what is wrong."""
+    form = "host:port (an IPv6 address in brackets: [2001:db8::1]:3478)"
+    if text.startswith("stuns:"):
+        raise ValueError("STUN over TLS (stuns:) is not supported: give host:port (UDP)")
+    rest = text.removeprefix("stun:")
+    if not rest or any(ch.isspace() or ch in "/@?#" for ch in rest):
+        raise ValueError(f"must be {form}")
+    port_text = str(DEFAULT_PORT)
+    if rest.startswith("["):
+        host, sep, after = rest[1:].partition("]")
+        if not sep or (after and not after.startswith(":")):
+            raise ValueError(f"must be {form}")
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError(f"{host!r} in brackets is not an IPv6 address") from None
+        if after:
+            port_text = after[1:]
+    else:
+        host, sep, after = rest.partition(":")
+        if sep:
+            port_text = after
+        if not host or "[" in host or "]" in host:
+            raise ValueError(f"must be {form}")
+        if ":" in after:
+            raise ValueError(f"must be {form}")
+    if not port_text.isdigit() or not 0 < int(port_text) <= 65535:
+        raise ValueError(f"port {port_text!r} is not 1..65535")
+    return host, int(port_text)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,10 +25,11 @@ CLIENT_EVENTS: dict[str, frozenset[str]] = {
     "system": frozenset({"hello", "ping"}),
     "network": frozenset({
         "list_peers", "connect", "disconnect", "invite_create", "invite_revoke",
-        "invite_list", "pair_redeem", "set_trust", "list_metrics", "bench",
+        "invite_list", "pair_redeem", "set_trust", "list_metrics", "bench", "self", "rename",
+        "forget", "lan_peers",
     }),
-    "collab": frozenset({"join", "leave", "op", "share", "unshare"}),
-    "peerchat": frozenset({"open", "send", "read", "unread", "close"}),
+    "collab": frozenset({"join", "leave", "op", "share", "unshare", "list"}),
+    "peerchat": frozenset({"open", "send", "read", "unread", "close", "conversations"}),
     "agent": frozenset({"ask", "ask_peer", "cancel"}),
     "lobby": frozenset({
         "state", "connect", "disconnect", "list_rooms", "create_room", "join_room",
@@ -110,12 +112,14 @@ COMMAND_FIELDS: dict[tuple[str, str], dict[str, tuple[tuple[type, ...], bool]]] 
     ("network", "set_trust"): {"node_id": (_S, True), "trusted": (_B, True),
                                "blocked": (_OB, False)},
     ("network", "bench"): {"node_id": (_S, True), "count": (_OI, False), "size": (_OI, False)},
+    ("network", "rename"): {"node_name": (_S, True)},
+    ("network", "forget"): {"node_id": (_S, True)},
     ("collab", "join"): {"paneKey": (_S, True)},
     ("collab", "leave"): {"paneKey": (_S, True)},
     ("collab", "op"): {"paneKey": (_S, True), "baseRev": (_I, True), "text": (_S, True)},
     ("collab", "share"): {"paneKey": (_S, True), "node_id": (_S, True)},
     ("collab", "unshare"): {"paneKey": (_S, True), "node_id": (_S, True)},
-    ("peerchat", "open"): {"node_id": (_S, True)},
+    ("peerchat", "open"): {"node_id": (_S, True), "before": (_OI, False), "limit": (_OI, False)},
     ("peerchat", "send"): {"node_id": (_S, True), "text": (_S, True)},
     ("peerchat", "read"): {"node_id": (_S, True)},
     ("peerchat", "close"): {"node_id": (_S, True)},
@@ -154,3 +158,18 @@ def check_command(frame: WsFrame) -> dict[str, Any]:
             raise RemoteProtocolError("bad_request", "req must be a string of at most 64 chars")
         out["req"] = req
     return out
+
+
+def check_node_name(value: object, max_chars: int = DEFAULT_LIMITS.node_name_chars) -> str:
+    """A display name a person gives their node (``network rename``): trimmed, then
+    1..``max_chars`` characters, none of them a control character or a lone surrogate
+    (a name is shown on other people's screens and must encode as UTF-8)."""
+    if type(value) is not str:
+        raise RemoteProtocolError("bad_request", "node_name must be a string")
+    name = value.strip()
+    if not 0 < len(name) <= max_chars:
+        raise RemoteProtocolError("bad_request",
+                                  f"node_name is 1..{max_chars} characters once trimmed")
+    if any(unicodedata.category(c) in ("Cc", "Cs") for c in name):
+        raise RemoteProtocolError("bad_request", "node_name has a control character")
+    return name

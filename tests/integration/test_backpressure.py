@@ -132,10 +132,16 @@ async def test_a_script_with_100_chat_messages_in_flight_is_never_dropped(
     out = await trio.to_thread.run_sync(
         lambda: _chat_script(alice.ws_url, alice.token, bob.node_id, total, 100))
     assert out["sent"] == total and out["ids"] == out["delivered"] and len(out["ids"]) == total
+    messages: list[dict[str, Any]] = []
     async with bob.client() as tab:
-        hist = await tab.request("peerchat", "open", {"node_id": alice.node_id}, timeout=30)
-    assert len(hist["messages"]) == total
-    assert sorted(m["text"] for m in hist["messages"]) == sorted(f"m{i}" for i in range(total))
+        page: dict[str, Any] = {"more": True}
+        while page["more"]:  # history comes in pages, newest first (SPEC 9)
+            before = {"before": messages[0]["seq"]} if messages else {}
+            page = await tab.request("peerchat", "open", {
+                "node_id": alice.node_id, "limit": 200, **before}, timeout=30)
+            messages = page["messages"] + messages
+    assert len(messages) == total
+    assert sorted(m["text"] for m in messages) == sorted(f"m{i}" for i in range(total))
     assert "tab dropped" not in alice.log_text()
 
 

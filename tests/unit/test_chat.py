@@ -325,7 +325,8 @@ def test_tab_open_answers_with_the_conversation_history() -> None:
     c.receive(P, chat("hello"), now=1)
     [reply] = c.tab_command("open", {"node_id": P}, now=2)
     assert reply == TabReply(
-        "peerchat", "history", {"node_id": P, "messages": [c.history(P)[0].tab_data()]}
+        "peerchat", "history",
+        {"node_id": P, "messages": [c.history(P)[0].tab_data()], "more": False},
     )
 
 

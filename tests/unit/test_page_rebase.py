@@ -24,10 +24,9 @@ TEXT = st.text(alphabet=st.sampled_from("ab c\n\u00e9\u2603"), max_size=12)
 
 
 def _page_js() -> str:
-    html = resources.files("hd_node").joinpath("static/index.html").read_text()
-    script = html.split("<script>", 1)[1].split("</script>", 1)[0]
-    m = re.search(r"function changeBetween[\s\S]*?\n}\nfunction rebase[\s\S]*?\n}\n", script)
-    assert m is not None, "the page defines changeBetween and rebase"
+    js = resources.files("hd_node").joinpath("static/rebase.js").read_text()
+    m = re.search(r"function changeBetween[\s\S]*?\n}\nfunction rebase[\s\S]*?\n}\n", js)
+    assert m is not None, "static/rebase.js defines changeBetween and rebase"
     return m.group(0)
 
 
