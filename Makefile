@@ -109,6 +109,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_link.py
 	$(BIN)/python bench/bench_chat.py
 	$(BIN)/python bench/bench_relay.py
+	$(BIN)/python bench/bench_ladder.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache mutants
