@@ -75,8 +75,22 @@ class NodeMetrics:
         self.peers = PeerCollector()
         r.register(self.peers)
 
-    def render(self) -> bytes:
-        return generate_latest(self.registry)
+    def render(self, with_peers: bool = True) -> bytes:
+        """The Prometheus text. ``with_peers=False`` leaves out the ``hd_peer_*``
+        families: their labels name the peers, which is for the token holder only."""
+        if with_peers:
+            return generate_latest(self.registry)
+        return generate_latest(_WithoutPeers(self.registry))
+
+
+class _WithoutPeers:
+    """A registry's families minus the per-peer ones (what ``generate_latest`` reads)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+
+    def collect(self) -> Iterable[Metric]:
+        return (m for m in self.registry.collect() if not m.name.startswith("hd_peer_"))
 
 
 @dataclass(frozen=True)

@@ -142,8 +142,9 @@ class LocalApp:
             return _static(path[len("/static/"):])
         if path == "/healthz":
             return json_response(200, self._healthz(req))
-        if path == "/metrics":
-            return Response(200, self.metrics.render(), "text/plain; version=0.0.4")
+        if path == "/metrics":  # per-peer series only with the token: they name peers
+            return Response(200, self.metrics.render(with_peers=self._token_ok(req)),
+                            "text/plain; version=0.0.4")
         if path.startswith("/api/"):
             if not self._origin_ok(req) or not self._token_ok(req):
                 self.metrics.refused.labels("api_auth").inc()

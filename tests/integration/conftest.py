@@ -320,14 +320,15 @@ class NodeProcess:
         return None
 
     async def metric(self, name: str, **labels: str) -> float | None:
-        """One sample from /metrics (Prometheus text format); None if absent."""
-        r = await self.http("GET", "/metrics", token=False)
+        """One sample from /metrics (Prometheus text format, with the token: the
+        per-peer series too); None if absent."""
+        r = await self.http("GET", "/metrics")
         assert r.status_code == 200
         return sample(r.text, name, **labels)
 
     async def metric_sum(self, name: str, **labels: str) -> float:
         """The sum of every sample of ``name`` whose labels include ``labels``."""
-        r = await self.http("GET", "/metrics", token=False)
+        r = await self.http("GET", "/metrics")
         return sum(v for lab, v in samples(r.text, name) if labels.items() <= lab.items())
 
     async def invite(self, *args: str) -> str:

@@ -34,9 +34,9 @@ async def _rows(tab: NodeClient) -> list[dict[str, Any]]:
 
 
 async def _families(node: NodeProcess) -> dict[str, Any]:
-    """``/metrics`` (no token: local listener, Host-checked), parsed by the reference
-    parser; a format error raises here."""
-    r = await node.http("GET", "/metrics", token=False)
+    """``/metrics`` with the token (the per-peer series need it), parsed by the
+    reference parser; a format error raises here."""
+    r = await node.http("GET", "/metrics")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
     return {f.name: f for f in text_string_to_metric_families(r.text)}
 
@@ -148,6 +148,17 @@ async def test_metrics_endpoint_parses_and_has_the_per_peer_rtt_and_counters(
     # Only the one peer has series; the node-wide counters are still there.
     assert {s.labels["peer"] for s in fams["hd_peer_rtt_ms"].samples} == {peer}
     assert "hd_envelopes_in" in fams and "hd_sessions" in fams
+    # Without the token (anyone on this machine may ask): the node-wide series, but no
+    # per-peer family and no peer id anywhere in the text.
+    r = await alice.http("GET", "/metrics", token=False)
+    assert r.status_code == 200
+    public = {f.name for f in text_string_to_metric_families(r.text)}
+    assert "hd_envelopes_in" in public and "hd_sessions" in public
+    assert not {n for n in public if n.startswith("hd_peer_")}
+    assert peer not in r.text
+    wrong = await alice.http("GET", "/metrics", token=False,
+                             headers={"Authorization": "Bearer " + "x" * 43})
+    assert peer not in wrong.text
 
 
 async def test_a_sigkilled_peer_stays_visible_as_lost_with_its_last_figures(
