@@ -3,7 +3,7 @@
 // one; the actions on a peer (chat, share the open pane, details, block, forget); and
 // the per-peer details dialog (SPEC 9 PeerInfo; contract: rename, forget, richer rows).
 
-import {$, el, avatar, rebuild, shortId, fmtAgo, fmtMs, fmtTime, copyText, announce, logLine, srOnly} from "./dom.js";
+import {$, el, avatar, rebuild, findKey, shortId, fmtAgo, fmtMs, fmtTime, copyText, announce, logLine, srOnly} from "./dom.js";
 import {store, on, act, provide, setSelf, setPeers, putPeer, removePeer, displayName} from "./store.js";
 
 const TRANSPORTS = {direct: "direct", relay: "relay", webrtc: "WebRTC", lan: "LAN"};
@@ -312,7 +312,7 @@ export function init(s) {
   s.on("network", "self", (d) => setSelf(d));
   s.on("network", "peer_removed", (d) => { if (d.node_id) forgotten(d.node_id); });
   s.on("network", "error", (d) => logLine("network error " + d.code + ": " + (d.message || "")));
-  s.on("network", "lan_peers", (d) => logLine("LAN: " + ((d.peers || []).length) + " node(s) seen"));
+  s.on("network", "lan_peers", (d) => setLan(true, d.peers));
 
   $("rename-open").addEventListener("click", openRename);
   $("rename-cancel").addEventListener("click", closeRename);
@@ -324,7 +324,16 @@ export function init(s) {
   $("pd-close").addEventListener("click", closeDetails);
   dialog.addEventListener("close", () => {
     detailsId = null;
-    if (detailsFrom && document.contains(detailsFrom)) detailsFrom.focus();
+    // The browser gives the focus back itself when it can; the close event comes a
+    // moment later, when the person may already be elsewhere: only a focus left on
+    // nothing (or in the closed dialog) is moved. The row may have been re-rendered
+    // while the dialog was open (an RTT every few seconds): then its new button with
+    // the same data-key takes the focus.
+    const a = document.activeElement;
+    const lost = !a || a === document.body || dialog.contains(a);
+    const back = detailsFrom && !document.contains(detailsFrom) && detailsFrom.dataset
+      ? findKey(document, detailsFrom.dataset.key || "") : detailsFrom;
+    if (lost && back && document.contains(back)) back.focus();
     detailsFrom = null;
   });
   dialog.addEventListener("click", (e) => {  // a click on the backdrop (outside the box) closes it
@@ -334,7 +343,7 @@ export function init(s) {
   });
 
   provide("peerDetails", openDetails);
-  on("peers", render);
+  on("peers", () => { render(); renderLan(); });
   on("unread", render);
   on("self", renderSelf);
   on("pane", render);
@@ -348,8 +357,42 @@ export async function load() {
     const {data} = await socket.request("network", "list_peers", {});
     setSelf(data.self);
     setPeers(data.peers);
+    const lan = await socket.request("network", "lan_peers", {});
+    setLan(!!lan.data.enabled, lan.data.peers);
   } catch (err) {
     if (err.code !== "offline") peopleError("Could not list the peers: " + err.message);
   }
+}
+
+// --- nodes seen on the LAN (mDNS, when the node runs with --lan) -------------------------
+
+let lanEnabled = false;
+let lanPeers = [];
+
+function setLan(enabled, peers) {
+  lanEnabled = enabled;
+  lanPeers = Array.isArray(peers) ? peers : [];
+  renderLan();
+}
+
+function lanState(p) {
+  if (p.connected) return "connected over this network";
+  if (p.known && p.level === "trusted") return "paired · reconnecting over this network";
+  if (p.known) return "known, not trusted: not dialled";
+  return "not paired: send an invite to talk";
+}
+
+function renderLan() {
+  // Peers already in the list above show there; this lists the others this node saw.
+  const rows = lanPeers.filter((p) => p && p.node_id && !(p.connected && store.peers.has(p.node_id)));
+  $("lan").hidden = !lanEnabled || rows.length === 0;
+  rebuild($("lan-list"), rows.map((p) => {
+    const name = String(p.node_name || shortId(p.node_id));
+    return el("li", {class: "lan-peer", dataset: {nodeId: p.node_id}},
+      avatar(name, p.node_id),
+      el("div", {class: "peer-main"},
+        el("div", {class: "peer-name"}, name, " ", el("code", {class: "id"}, shortId(p.node_id))),
+        el("div", {class: "peer-status muted"}, lanState(p))));
+  }));
 }
 

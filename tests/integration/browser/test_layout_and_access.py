@@ -115,7 +115,12 @@ def test_every_control_is_reachable_with_the_keyboard(
     page.keyboard.press("Enter")
     expect(peer_row(page, bob).locator("[data-action='copy-id']")).to_be_visible()
     page.keyboard.press("Tab")
-    expect(peer_row(page, bob).locator("[data-action='copy-id']")).to_be_focused()
+    try:
+        expect(peer_row(page, bob).locator("[data-action='copy-id']")).to_be_focused()
+    except AssertionError as exc:  # say where the focus went instead
+        focused = page.evaluate("() => { const e = document.activeElement; return e ? "
+                                "e.outerHTML.slice(0, 300) : 'nothing' }")
+        raise AssertionError(f"Tab from the open menu's summary went to {focused}") from exc
     more.focus()
     page.keyboard.press("Enter")
     expect(peer_row(page, bob).locator("[data-action='copy-id']")).to_be_hidden()
