@@ -115,8 +115,10 @@ class NodeProcess:
         peer_port: int = 0,
         config: str | None = None,
         extra_args: Sequence[str] = (),
+        extra_env: dict[str, str] | None = None,
     ) -> None:
         self.name = name
+        self.extra_env = dict(extra_env or {})
         self.data_dir = root / name
         self.log_path = root / f"{name}.log"
         self.ui_port_arg = ui_port
@@ -199,7 +201,8 @@ class NodeProcess:
         self._stopping = False
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the process
         self.proc = subprocess.Popen(self.command(), stdout=self._log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, env=_clean_env())
+                                     stdin=subprocess.DEVNULL,
+                                     env={**_clean_env(), **self.extra_env})
         node_json = self.data_dir / "node.json"
         deadline = time.monotonic() + timeout
         while True:

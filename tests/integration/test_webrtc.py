@@ -6,7 +6,10 @@ aiortc on each node's own asyncio thread, the same handshake and session as any 
   the relay;
 - with ``icePolicy = "relay"`` the channel runs through a real TURN server (coturn);
 - glare: two nodes that each join the other's room offer at once, and one channel and
-  one session result.
+  one session result;
+- a node without the ``webrtc`` extra (aiortc made unimportable) runs with
+  ``enableWebRtc`` set, says so once, and simply has no webrtc rung: it is joined
+  through the relay.
 """
 
 from __future__ import annotations
@@ -172,3 +175,25 @@ async def test_glare_two_nodes_offering_at_once_get_one_channel_and_one_session(
     waited = any("webrtc dial waits for the link under way" in n.log_text()
                  for n in (alice, bob))
     assert glare or waited  # the offers crossed, or the later one saw the first coming
+
+
+async def test_a_node_without_the_webrtc_extra_has_no_webrtc_rung_and_is_joined_by_relay(
+    cluster: Cluster, servers: Servers, tmp_path: Path,  # noqa: F811
+) -> None:
+    blocked = tmp_path / "no-aiortc"
+    (blocked / "aiortc").mkdir(parents=True)
+    (blocked / "aiortc" / "__init__.py").write_text(
+        'raise ImportError("aiortc is not installed (made so by the test)")\n')
+    lobby = await servers.lobby().astart()
+    alice = cluster.new("alice", config=NO_LISTENER,
+                        extra_env={"PYTHONPATH": str(blocked)})
+    bob = cluster.new("bob", config=WEBRTC)
+    await cluster.start(alice, bob)
+    assert "the webrtc extra (aiortc) is not installed" in alice.log_text()
+    for node in (alice, bob):
+        await _connected_to_lobby(node, lobby.url)
+    joined, steps = await _host_and_join(alice, bob)
+    assert joined["via"] == "relay"
+    assert "webrtc" not in {s["kind"] for s in steps}, steps  # no such rung for alice
+    await _chat(bob, alice, "without aiortc, through the relay")
+    assert _opened(alice) == [] and _opened(bob) == []
