@@ -15,6 +15,13 @@ Optional: it exists only when the ``webrtc`` extra (aiortc) imports and
 - **Accepting**: an offer takes a handshake slot from the hub (``reserve``) before any
   work, is answered, and once the channel is open the link goes to the hub
   (``accept``) under the same pre-authentication budget as a direct link.
+- **Replies have a budget.** What we signal because a peer signalled (an answer and the
+  ``bye`` that ends that attempt; a ``bye`` for an answer to no offer of ours, or for
+  an offer refused as busy) draws on token buckets well under the lobby's rate limit
+  for our connection (SPEC 7): room guests cannot make the lobby close it, and our
+  rooms with it. An offer past the budget is refused before any work; a ``bye`` past
+  it is not sent (the peer's attempt ends at its own deadline). Every signal refused
+  or ignored is logged and counted (``hd_connections_refused{why="webrtc_..."}``).
 - **A link** carries the same text envelopes and the same handshake as any other, so
   no path is less safe: envelopes over 60 000 bytes travel as fragments and are
   reassembled up to the envelope size limit; a violation closes the link. Closing
@@ -35,7 +42,8 @@ import trio
 
 from hd_protocol import DialCandidate, Identity
 from hd_protocol.errors import LocalProtocolError, RemoteProtocolError
-from hd_protocol.limits import Limits
+from hd_protocol.frames import TokenBucket
+from hd_protocol.limits import DEFAULT_LIMITS, Limits
 from hd_protocol.webrtc import (
     CAPABILITY,
     Accept,
@@ -67,6 +75,16 @@ CONNECT_TIMEOUT_S = 10.0  # ICE gathering + connectivity + the channel opening
 CLOSE_TIMEOUT_S = 2.0
 
 SendSignal = Callable[[str, str, str, str], bool]
+Rate = tuple[float, int]  # frames per second, burst
+
+
+def reply_budgets(limits: Limits = DEFAULT_LIMITS) -> tuple[Rate, Rate]:
+    """What we may signal in reply to peers, out of the lobby's rate limit per connection
+    (50/s, bursts of 200): answers and the byes ending those attempts (2 an offer), 2/5
+    of the rate and half the burst; byes for signals that opened nothing, a tenth. The
+    rest is our own (heartbeats, rooms, our offers)."""
+    rate, burst = limits.rate_per_s, limits.rate_burst
+    return (rate * 2 / 5, burst // 2), (rate / 10, burst // 10)
 
 
 def webrtc_available() -> bool:
@@ -91,7 +109,9 @@ def webrtc_transport(hub: PeerHub, settings: Settings, limits: Limits) -> WebRtc
         hub.identity, ice=settings.ice(), max_envelope_bytes=limits.max_envelope_bytes,
         # The same budget as a direct link's before its peer authenticated.
         preauth=Budget(PREAUTH.max_message_size, PREAUTH.max_fragments, PREAUTH.max_bytes),
-        rng=os.urandom, host_addresses=_loopback_only(settings.peer_host))
+        rng=os.urandom, host_addresses=_loopback_only(settings.peer_host),
+        budgets=reply_budgets(limits),
+        count=lambda why: hub.metrics.refused.labels(f"webrtc_{why}").inc())
     hub.transports.add(transport)
     transport.send_signal = hub.lobby.send_signal
     hub.lobby.on_signal = transport.on_signal
@@ -126,7 +146,9 @@ class WebRtcTransport:
     def __init__(self, identity: Identity, *, ice: IceConfig, max_envelope_bytes: int,
                  preauth: Budget, rng: Callable[[int], bytes],
                  host_addresses: list[str] | None = None,
-                 connect_timeout_s: float = CONNECT_TIMEOUT_S) -> None:
+                 connect_timeout_s: float = CONNECT_TIMEOUT_S,
+                 budgets: tuple[Rate, Rate] | None = None,
+                 count: Callable[[str], None] = lambda why: None) -> None:
         self.identity = identity
         self.ice = ice
         self.max_envelope_bytes = max_envelope_bytes
@@ -143,6 +165,10 @@ class WebRtcTransport:
         self._gate: InboundGate | None = None
         self._nursery: trio.Nursery | None = None
         self.to_trio: Callable[..., None] = lambda fn, *args: None
+        self.count = count  # a signal refused or ignored, by why
+        self.budgets = budgets or reply_budgets()
+        self._replies: TokenBucket | None = None  # made on the trio run (its clock)
+        self._courtesy: TokenBucket | None = None
 
     # --- life --------------------------------------------------------------------------------
 
@@ -156,6 +182,9 @@ class WebRtcTransport:
         try:
             async with trio.open_nursery() as n:
                 self._gate, self._nursery, self.to_trio = gate, n, trio_caller()
+                now = _now_ms()
+                self._replies = TokenBucket(*self.budgets[0], now)
+                self._courtesy = TokenBucket(*self.budgets[1], now)
                 log.info("webrtc transport ready ice_servers=%d policy=%s",
                          len(self.ice.servers), self.ice.policy)
                 task_status.started()
@@ -194,6 +223,7 @@ class WebRtcTransport:
             outs = self.signaling.receive(peer, sid, kind, sdp)
         except RemoteProtocolError as exc:
             log.info("webrtc signal dropped peer=%s code=%s", peer, exc.code)
+            self.count(exc.code)
             return
         for out in outs:
             key = (out.peer, out.sid)
@@ -208,8 +238,11 @@ class WebRtcTransport:
                         log.info("webrtc glare peer=%s kept=theirs sid=%s", peer, out.for_sid)
                         offer.lost_to = out.for_sid
                     offer.wake.set()
-            elif isinstance(out, SendBye):
-                self.send_signal(out.peer, out.sid, "bye", "")
+            elif isinstance(out, SendBye):  # an answer to no offer of ours (any more)
+                sent = self._courtesy_bye(out.peer, out.sid)
+                log.info("webrtc signal ignored peer=%s sid=%s reason=no_offer bye=%s", peer,
+                         sid, sent)
+                self.count("no_offer")
             elif isinstance(out, Closed):
                 link = self.links.get(key)
                 if link is not None:
@@ -219,14 +252,30 @@ class WebRtcTransport:
             elif isinstance(out, Ignored):
                 log.info("webrtc signal ignored peer=%s sid=%s reason=%s%s", peer, sid,
                          out.reason, " kept=ours" if out.reason == "glare" else "")
+                if out.reason != "glare":  # glare is the protocol at work, not a refusal
+                    self.count(out.reason)
+
+    def _courtesy_bye(self, peer: str, sid: str) -> bool:
+        """A bye for a signal that opened nothing, if the budget allows it."""
+        assert self._courtesy is not None
+        return self._courtesy.take(_now_ms()) and self.send_signal(peer, sid, "bye", "")
 
     def _accept(self, out: Accept) -> None:
         assert self._gate is not None and self._nursery is not None
+        assert self._replies is not None
         ticket = self._gate.reserve(address_for(out.peer))
         if ticket is None:  # SPEC 4: past the handshakes in flight
-            log.info("webrtc offer refused peer=%s reason=busy", out.peer)
+            sent = self._courtesy_bye(out.peer, out.sid)
+            log.info("webrtc offer refused peer=%s sid=%s reason=busy bye=%s", out.peer,
+                     out.sid, sent)
             self.signaling.ended(out.peer, out.sid)
-            self.send_signal(out.peer, out.sid, "bye", "")
+            self.count("busy")
+            return
+        if not self._replies.take(_now_ms(), 2):  # its answer, and the bye that ends it
+            log.info("webrtc offer refused peer=%s sid=%s reason=rate", out.peer, out.sid)
+            ticket.release()
+            self.signaling.ended(out.peer, out.sid)
+            self.count("rate")
             return
         link = self.links[(out.peer, out.sid)] = WebRtcLink(self, out.peer, out.sid, "answerer")
         self._nursery.start_soon(self._answer, link, out.sdp, ticket)
@@ -241,13 +290,16 @@ class WebRtcTransport:
                 with trio.fail_after(self.connect_timeout_s):
                     link.rtc = await self.thread.run(Peer.create, self.ice, link.events)
                     answer = await self.thread.run(link.rtc.answer, offer)
+                    if link.gone.is_set():  # the peer said bye meanwhile: nobody to answer
+                        raise LinkClosed(link.reason)
                     if not self.send_signal(link.peer, link.sid, "answer", answer):
                         raise LinkClosed("no lobby connection to answer through")
                     link.signalled = True
                     await link.wait_open()
             except Exception as exc:  # aiortc's errors, a timeout, the link gone
                 log.info("webrtc answer failed peer=%s sid=%s reason=%s", link.peer, link.sid,
-                         "timeout" if isinstance(exc, trio.TooSlowError) else exc)
+                         "timeout" if isinstance(exc, trio.TooSlowError)
+                         else str(exc) or type(exc).__name__)
                 return
             log.info("webrtc link open peer=%s sid=%s role=answerer ms=%d", link.peer,
                      link.sid, (trio.current_time() - t0) * 1000)
@@ -333,6 +385,10 @@ class WebRtcTransport:
         if inbound is not None:
             await inbound.settled.wait()
         raise DialFailed("duplicate", "the peer's simultaneous offer won (glare)")
+
+
+def _now_ms() -> int:
+    return int(trio.current_time() * 1000)
 
 
 def _gather_only(addresses: list[str]) -> None:

@@ -7,6 +7,11 @@ calls on its own run. Imported only when the ``webrtc`` extra is installed.
 
 The configuration is always explicit: the ICE servers the settings name, and none when
 they name none (aiortc's default would reach a public STUN server).
+
+A peer's description is checked (``remote``) before aiortc takes it: aiortc accepts some
+that it then fails on in tasks of its own, where no caller hears of it (an uncaught
+exception in the log, an attempt that lingers until its deadline) — one with no DTLS
+fingerprint, a candidate port out of range, no data-channel section at all.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from typing import Any
 
 import aiortc
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
+from aiortc.sdp import SessionDescription
 
 from hd_protocol.webrtc import LABEL, IceConfig, keep_candidates
 
@@ -35,6 +41,21 @@ def rtc_configuration(ice: IceConfig) -> RTCConfiguration:
     if ice.policy == "relay" and _POLICY is not None:
         return RTCConfiguration(iceServers=servers, iceTransportPolicy=_POLICY.RELAY)
     return RTCConfiguration(iceServers=servers)
+
+
+def remote(sdp: str) -> str:
+    """``sdp`` if it is a description to connect to: a data-channel section, and on
+    every section a DTLS fingerprint and candidates with ports in range; else
+    ``ValueError`` (or aiortc's own parse error) now, before aiortc starts on it."""
+    desc = SessionDescription.parse(sdp)
+    if not any(m.kind == "application" for m in desc.media):
+        raise ValueError("no data channel in the description")
+    for m in desc.media:
+        if m.dtls is None or not m.dtls.fingerprints:
+            raise ValueError("no DTLS fingerprint in the description")
+        if any(not 0 < c.port < 65536 for c in m.ice_candidates):
+            raise ValueError("a candidate port out of range")
+    return sdp
 
 
 class Peer:
@@ -64,12 +85,14 @@ class Peer:
 
     async def answer(self, sdp: str) -> str:
         self.pc.on("datachannel", self._datachannel)
-        await self.pc.setRemoteDescription(RTCSessionDescription(self._filter(sdp), "offer"))
+        await self.pc.setRemoteDescription(RTCSessionDescription(remote(self._filter(sdp)),
+                                                                 "offer"))
         await self.pc.setLocalDescription(await self.pc.createAnswer())
         return self._local()
 
     async def accept(self, sdp: str) -> None:
-        await self.pc.setRemoteDescription(RTCSessionDescription(self._filter(sdp), "answer"))
+        await self.pc.setRemoteDescription(RTCSessionDescription(remote(self._filter(sdp)),
+                                                                 "answer"))
 
     def _local(self) -> str:
         desc = self.pc.localDescription
