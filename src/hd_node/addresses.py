@@ -20,10 +20,11 @@ import ifaddr
 import trio
 
 from hd_protocol import make_candidate, sort_candidates
+from hd_protocol.stun import parse_server
 
 from .config import Settings
 from .metrics import NodeMetrics
-from .stun_client import Address, Mapped, StunOutcome, binding, parse_server
+from .stun_client import Address, Mapped, StunOutcome, binding
 
 log = logging.getLogger("hd_node.addresses")
 

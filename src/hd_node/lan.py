@@ -6,12 +6,16 @@ another kind), pinning the announced id and key on every dial.
 
 zeroconf runs its own threads (an asyncio loop, the browser's handler thread). Nothing
 of it ever runs on the trio thread and nothing of trio runs on its threads: the
-browser's handler only hands ``(state, name)`` to trio with ``run_sync_soon`` into a
-bounded channel (a full channel drops and counts: the periodic refresh catches up);
-every blocking call (start, resolve, register, rename, close) runs in a worker thread
-that a cancellation abandons (lookups and the close have deadlines). On shutdown the
-browser is cancelled and the service unregistered (the goodbye tells the others at
+browser's handler only hands ``(state, name)`` to trio (``mdns.Names``, which resolves
+them, every stage bounded: anyone on the LAN may announce anything, as fast as it
+likes); every blocking call (start, resolve, register, rename, close) runs in a worker
+thread that a cancellation abandons (lookups and the close have deadlines). On shutdown
+the browser is cancelled and the service unregistered (the goodbye tells the others at
 once) before the node says ``bye`` to its peers.
+
+The table (``hd_protocol.lan``) holds at most ``MAX_LAN_PEERS``: made-up nodes are free
+to make, so a trusted peer's announcement that finds it full takes the place of one we
+do not trust.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from typing import Any
 
 import trio
 from prometheus_client import Counter, Gauge
-from zeroconf import ServiceBrowser, ServiceInfo, ServiceStateChange, Zeroconf
+from zeroconf import ServiceBrowser, ServiceInfo, Zeroconf
 
 from hd_protocol import DialCandidate, ProtocolError
 from hd_protocol.lan import (
@@ -42,17 +46,13 @@ from .direct import DirectTransport
 from .errors import HubError
 from .hub import PeerHub
 from .linkdriver import LinkDriver
-from .mdns import Resolved, announced_addresses, lookup, open_zeroconf
+from .mdns import Names, Resolved, announced_addresses, open_zeroconf
 from .metrics import NodeMetrics
 from .trust import DialIntent
 
 log = logging.getLogger("hd_node.lan")
 
 KIND = "lan"
-EVENT_QUEUE = 256  # browser events waiting for trio; more are dropped (and counted)
-RESOLVE_TIMEOUT_MS = 3000
-RESOLVERS = 4  # lookups in flight at once (each may wait RESOLVE_TIMEOUT_MS)
-REFRESH_MS = 45_000  # re-confirm every entry from zeroconf's cache (entries live 150 s)
 CLOSE_TIMEOUT_S = 5.0
 
 
@@ -77,29 +77,25 @@ class LanDiscovery:
         self.table = LanTable()
         self.ignored = Counter("hd_lan_ignored", "LAN announcements not taken, by reason "
                                "(malformed, version, id_mismatch, own, no_address, full, "
-                               "overflow)", ["reason"], registry=metrics.registry)
+                               "overflow, unresolved; evicted: dropped for a trusted "
+                               "peer)", ["reason"], registry=metrics.registry)
         self.listed = Gauge("hd_lan_peers", "Announcements of other nodes seen on the LAN",
                             registry=metrics.registry)
         hub.transports.add(lan_transport(direct))
         hub.sessions.listen(self)
         hub.peers.on_rename.append(self._renamed)
         hub.commands.lan_peers = self.answer
-        self._token: trio.lowlevel.TrioToken | None = None
-        self._events: trio.MemorySendChannel[tuple[str, str]] | None = None
+        self.names = Names(found=self._take, gone=self._gone, held=self._held,
+                           count=lambda reason: self.ignored.labels(reason).inc())
         self._nursery: trio.Nursery | None = None
         self._scope: trio.CancelScope | None = None
         self._done = trio.Event()
         self._zc: Zeroconf | None = None
         self._browser: ServiceBrowser | None = None
         self._info: ServiceInfo | None = None
-        self._limiter = trio.CapacityLimiter(RESOLVERS)
-        self._resolving: set[str] = set()
-        self._again: set[str] = set()  # changed while being resolved: resolve once more
-        self._generation: dict[str, int] = {}  # bumped on removal: a late lookup is stale
         self._dialling: set[str] = set()
         self._wake = trio.Event()
         self._published: list[dict[str, Any]] | None = None
-        self._next_refresh = 0
 
     # --- lifecycle --------------------------------------------------------------------
 
@@ -107,9 +103,7 @@ class LanDiscovery:
                   task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Browse (and announce ``port``, our peer listener's, when there is one) until
         cancelled or ``aclose``; a zeroconf that cannot start only costs discovery."""
-        self._token = trio.lowlevel.current_trio_token()
-        send, recv = trio.open_memory_channel[tuple[str, str]](EVENT_QUEUE)
-        self._events = send
+        self.names.listen()
         try:
             with trio.CancelScope() as self._scope:
                 try:
@@ -121,19 +115,19 @@ class LanDiscovery:
                     return
                 zc = self._zc
                 self._browser = await trio.to_thread.run_sync(
-                    lambda: ServiceBrowser(zc, SERVICE_TYPE, handlers=[self._on_change]))
+                    lambda: ServiceBrowser(zc, SERVICE_TYPE, handlers=[self.names.on_change]))
                 log.info("lan discovery started host=%s announce=%s", self.host,
                          port if port else "-")
                 async with trio.open_nursery() as n:
                     self._nursery = n
-                    n.start_soon(self._receive, recv)
+                    n.start_soon(self.names.run, zc)
                     n.start_soon(self._timers)
                     if port:
                         n.start_soon(self._announce, zc, port)
                     task_status.started()
         finally:
             self._nursery = None
-            send.close()
+            self.names.close()
             with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_TIMEOUT_S):
                 await trio.to_thread.run_sync(self._close_zeroconf, abandon_on_cancel=True)
             self._done.set()
@@ -183,70 +177,42 @@ class LanDiscovery:
         n.start_soon(partial(trio.to_thread.run_sync, lambda: zc.update_service(info),
                              abandon_on_cancel=True))
 
-    # --- zeroconf's thread -> trio ------------------------------------------------------
+    # --- what zeroconf resolved ---------------------------------------------------------
 
-    def _on_change(self, zeroconf: Zeroconf, service_type: str, name: str,
-                   state_change: ServiceStateChange) -> None:
-        """Called on zeroconf's browser thread: hand over, never block."""
-        token = self._token
-        if token is None:
-            return
+    def _held(self) -> list[str]:
+        return [a.service for a in self.table.announcements()]
+
+    def _gone(self, name: str) -> None:
+        if self.table.removed(name):
+            log.info("lan peer gone service=%s", name)
+            self._changed()
+
+    def _trusted(self, ann: LanAnnouncement) -> bool:
+        """Whether ``ann`` names a peer we trust, under the key we pinned for it."""
+        stored = self.hub.store.get_peer(ann.node_id)
+        return (stored is not None and stored.trusted and not stored.blocked
+                and stored.public_key == ann.public_key)
+
+    def _see(self, ann: LanAnnouncement) -> bool:
+        """``table.seen``; a trusted peer's announcement that finds the table full (of
+        nodes anyone on the LAN can make up) takes the place of one we do not trust."""
+        keep, now = self._trusted(ann), mono_ms()
         try:
-            token.run_sync_soon(self._enqueue, state_change.name, name)
-        except trio.RunFinishedError:
-            pass
-
-    def _enqueue(self, state: str, name: str) -> None:  # trio thread
-        if self._events is None:
-            return
-        try:
-            self._events.send_nowait((state, name))
-        except trio.WouldBlock:
-            self.ignored.labels("overflow").inc()
-        except trio.ClosedResourceError:
-            pass
-
-    async def _receive(self, recv: trio.MemoryReceiveChannel[tuple[str, str]]) -> None:
-        async for state, name in recv:
-            if state == ServiceStateChange.Removed.name:
-                self._generation[name] = self._generation.get(name, 0) + 1
-                self._again.discard(name)
-                if self.table.removed(name):
-                    log.info("lan peer gone service=%s", name)
-                    self._changed()
-            else:
-                self._resolve_soon(name)
-
-    def _resolve_soon(self, name: str) -> None:
-        if name in self._resolving:
-            self._again.add(name)
-        elif self._nursery is not None:
-            self._resolving.add(name)
-            self._nursery.start_soon(self._resolve, name)
-
-    async def _resolve(self, name: str) -> None:
-        try:
-            while True:
-                self._again.discard(name)
-                generation = self._generation.get(name, 0)
-                got = await trio.to_thread.run_sync(self._lookup, name, limiter=self._limiter,
-                                                    abandon_on_cancel=True)
-                if got is not None and self._generation.get(name, 0) == generation:
-                    self._take(name, got)
-                if name not in self._again:
-                    return
-        finally:
-            self._resolving.discard(name)
-
-    def _lookup(self, name: str) -> Resolved | None:  # worker thread
-        zc = self._zc
-        return lookup(zc, name, RESOLVE_TIMEOUT_MS) if zc is not None else None
+            return self.table.seen(ann, now, keep=keep)
+        except ProtocolError as exc:
+            victim = self.table.evict_for(ann) if keep and exc.code == "full" else None
+            if victim is None:
+                raise
+        log.info("lan peer dropped for a trusted peer peer=%s service=%s for=%s",
+                 victim.node_id, victim.service, ann.node_id)
+        self.ignored.labels("evicted").inc()
+        return self.table.seen(ann, now, keep=True)
 
     def _take(self, name: str, got: Resolved) -> None:
         try:
             ann = parse_announcement(name, got.properties, got.addresses, got.port,
                                      own_id=self.own_id)
-            changed = self.table.seen(ann, mono_ms())
+            changed = self._see(ann)
         except ProtocolError as exc:
             self.ignored.labels(exc.code).inc()
             (log.debug if exc.code == "own" else log.info)(
@@ -270,15 +236,8 @@ class LanDiscovery:
                 self._changed()
             for ann in self.table.due(now, busy=self._dialling):
                 self._consider(ann)
-            if now >= self._next_refresh:
-                self._next_refresh = now + REFRESH_MS
-                for ann in self.table.announcements():
-                    self._resolve_soon(ann.service)
-            table_due = self.table.next_deadline()
-            deadline = self._next_refresh if table_due is None else min(table_due,
-                                                                        self._next_refresh)
             self._wake = trio.Event()
-            with trio.move_on_at(trio_deadline(deadline)):
+            with trio.move_on_at(trio_deadline(self.table.next_deadline())):
                 await self._wake.wait()
 
     def _consider(self, ann: LanAnnouncement) -> None:

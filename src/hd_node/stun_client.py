@@ -22,11 +22,10 @@ from typing import Any, Protocol, Self
 
 import trio
 
-from hd_protocol.stun import (  # noqa: F401 (parse_server: re-exported for the shell)
+from hd_protocol.stun import (
     MAX_MESSAGE_BYTES,
     StunClient,
     StunResult,
-    parse_server,
 )
 
 from . import __version__

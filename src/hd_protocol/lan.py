@@ -27,6 +27,7 @@ SERVICE_TYPE = "_hd-peer._tcp.local."
 TXT_VERSION = "1"
 PEER_PATH = "/peer-ws"
 MAX_LAN_PEERS = 256
+MAX_SERVICES_PER_NODE = 4  # one node's announcements we hold (a name clash renames one)
 MAX_URLS = 4  # addresses of one announcement we try (a host may list many interfaces)
 MAX_TXT_KEYS = 16
 MAX_NAME_CHARS = 64
@@ -237,16 +238,22 @@ class _Entry:
     expires: int
     due: int | None  # when to consider dialling it; None: not until something changes
     failures: int = 0
+    keep: bool = False  # a peer we trust: it may take the place of one we do not
 
 
 @dataclass
 class LanTable:
-    """Discovered announcements by service name: bounded (``max_entries``), each
-    expiring ``ttl_ms`` after it was last confirmed, each with the time it is due for a
-    dial decision (at once when new or changed, after backoff when a dial failed or its
-    session ended)."""
+    """Discovered announcements by service name: bounded (``max_entries``, and
+    ``max_per_node`` of any one node id), each expiring ``ttl_ms`` after it was last
+    confirmed, each with the time it is due for a dial decision (at once when new or
+    changed, after backoff when a dial failed or its session ended).
+
+    Anyone on the LAN can fill the table with fresh identities; the announcements of
+    peers we trust (``keep``) are never shut out by them: ``evict_for`` gives such an
+    announcement the place of one that is not kept."""
 
     max_entries: int = MAX_LAN_PEERS
+    max_per_node: int = MAX_SERVICES_PER_NODE
     ttl_ms: int = ENTRY_TTL_MS
     retry_min_ms: int = RETRY_MIN_MS
     retry_max_ms: int = RETRY_MAX_MS
@@ -266,16 +273,22 @@ class LanTable:
     def by_node(self, node_id: str) -> list[LanAnnouncement]:
         return [e.ann for e in self._entries.values() if e.ann.node_id == node_id]
 
-    def seen(self, ann: LanAnnouncement, now: int) -> bool:
+    def seen(self, ann: LanAnnouncement, now: int, *, keep: bool = False) -> bool:
         """An announcement was (re)confirmed. True when what it says changed (new, or
-        another id, key, address or name); ``full`` when the table has no room."""
+        another id, key, address or name); ``full`` when the table, or the room for
+        one node's announcements, has no place for a new one (see ``evict_for``).
+        ``keep``: it names a peer we trust (the shell knows; it says so every time)."""
         e = self._entries.get(ann.service)
         if e is None:
+            if len(self.by_node(ann.node_id)) >= self.max_per_node:
+                raise RemoteProtocolError(
+                    "full", f"over {self.max_per_node} LAN announcements of one node")
             if len(self._entries) >= self.max_entries:
                 raise RemoteProtocolError("full", f"over {self.max_entries} LAN peers")
-            self._entries[ann.service] = _Entry(ann, now + self.ttl_ms, now)
+            self._entries[ann.service] = _Entry(ann, now + self.ttl_ms, now, keep=keep)
             return True
         e.expires = now + self.ttl_ms
+        e.keep = keep
         if e.ann == ann:
             return False
         identity_changed = (e.ann.node_id, e.ann.public_key, e.ann.urls) != (
@@ -284,6 +297,21 @@ class LanTable:
         if identity_changed:
             e.due, e.failures = now, 0
         return True
+
+    def evict_for(self, ann: LanAnnouncement) -> LanAnnouncement | None:
+        """Make room for ``ann``, the announcement of a peer we trust, that ``seen``
+        found no place for: drop the entry not kept that was confirmed longest ago
+        (ties: the first service name) and return it. None when ``ann`` is in already,
+        the table is not full, its node has all the announcements it may have (an
+        eviction would not let it in), or every entry is kept."""
+        if ann.service in self._entries or len(self._entries) < self.max_entries:
+            return None
+        if len(self.by_node(ann.node_id)) >= self.max_per_node:
+            return None
+        victims = [(e.expires, s) for s, e in self._entries.items() if not e.keep]
+        if not victims:
+            return None
+        return self._entries.pop(min(victims)[1]).ann
 
     def removed(self, service: str) -> bool:
         return self._entries.pop(service, None) is not None

@@ -18,7 +18,6 @@ from hd_node.stun_client import (
     Mapped,
     StunFailed,
     binding,
-    parse_server,
 )
 from hd_protocol.stun import (
     BINDING,
@@ -30,6 +29,7 @@ from hd_protocol.stun import (
     decode_message,
     encode_xor_address,
     message_type,
+    parse_server,
 )
 
 SERVER = ("192.0.2.10", 3478)
