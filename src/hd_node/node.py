@@ -244,7 +244,6 @@ class Node:
             "token": self.token,
             "nonce": self.nonce,
         }
-        files.write_node_json(s.data_dir, self.info)
         log.info("node listening node_id=%s ui=%s peer=%s", self.identity.node_id,
                  self.info["ui_url"], hub.peers.peer_url or "-")
         # Logged only now: a start that fails says so in one line on stderr.
@@ -257,6 +256,9 @@ class Node:
             log.info("open file limit nofile=%s hard=%s", nofile, hard)
         else:
             log.warning("open file limit could not be raised nofile=%s hard=%s", nofile, hard)
+        # Last: node.json is what the CLI and `make run` wait for, so every start-up line
+        # above is in the log by the time anyone reads it.
+        files.write_node_json(s.data_dir, self.info)
 
     def relay_url(self) -> str | None:
         return relay_url_for(self.settings.relay_url, self.hub.lobby.url)
