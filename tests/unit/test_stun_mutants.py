@@ -58,7 +58,7 @@ def _with_fingerprint(msg: bytes) -> bytes:
 # --- the header ------------------------------------------------------------------------
 
 
-METHODS = [0x001, 0x00F, 0x070, 0xF80, 0x0F0, 0xF0F, 0xABC, 0xFFF]
+METHODS = [0x001, 0x002, 0x004, 0x00F, 0x070, 0xF80, 0x0F0, 0xF0F, 0xABC, 0xFFF]
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -270,7 +270,20 @@ def test_bad_servers_are_refused(text: str) -> None:
 
 
 def test_an_ipv6_address_without_brackets_is_told_to_use_them() -> None:
-    with pytest.raises(ValueError, match=r"host:port \(an IPv6 address in brackets"):
+    form = r"must be host:port \(an IPv6 address in brackets: \[2001:db8::1\]:3478\)"
+    with pytest.raises(ValueError, match=form):
         parse_server("2001:db8::1")
-    with pytest.raises(ValueError, match=r"host:port \(an IPv6 address in brackets"):
+    with pytest.raises(ValueError, match=form):
         parse_server("h st")
+
+
+@pytest.mark.parametrize("value", [
+    b"\x00\x01\x00\x50" + bytes(16),  # IPv4 family, IPv6 length
+    b"\x00\x02\x00\x50" + bytes(4),  # IPv6 family, IPv4 length
+    b"\x00\x01\x00\x50" + bytes(3),  # too short for either
+])
+@pytest.mark.parametrize("attr", [XOR_MAPPED_ADDRESS, 0x0001])
+def test_an_address_whose_length_does_not_fit_its_family_is_refused(value: bytes,
+                                                                    attr: int) -> None:
+    with pytest.raises(StunError):
+        decode_message(_msg((attr, value)))
