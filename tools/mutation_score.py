@@ -31,6 +31,7 @@ MESSAGE_ARGS: dict[str, set[int]] = {
     "_bad": {0, 1}, "_int": {1}, "_check_rev": {1}, "b64decode_strict": {2},
     "Failed": {1}, "Dropped": {1}, "HandshakeFailed": {1}, "_fail": {1}, "_failure": {1},
     "_error_reply": {1}, "reply_error": {1}, "PeerErrorReply": {3},
+    "StunError": {0}, "_text": {1},
 }
 # ... of which these may also be left out (the argument has a default), when last
 DROPPABLE = {"RemoteProtocolError", "LocalProtocolError", "ProtocolError", "CanonicalError",
@@ -69,13 +70,16 @@ def _in_message_slot(path: list[tuple[ast.AST, str]], a: Any, b: Any) -> bool:
         if isinstance(node, ast.Call):
             slots = MESSAGE_ARGS.get(_name(node))
             if slots is None:
-                return False
+                if isinstance(a, list) and i == len(path) - 1:
+                    return False  # an argument of this (non-message) call was dropped
+                continue  # a call inside an argument: the outer call decides
             if field == "keywords":
                 kw = path[i + 1][0] if i + 1 < len(path) else None
                 return isinstance(kw, ast.keyword) and kw.arg == "message"
             if field != "args":
                 return False
-            if isinstance(a, list):  # an argument was dropped: was it a trailing message?
+            if isinstance(a, list) and i == len(path) - 1:  # an argument was dropped:
+                # was it a trailing message?
                 return (_name(node) in DROPPABLE and len(a) == len(b) + 1
                         and len(a) - 1 in slots
                         and [ast.dump(x) for x in a[:-1]] == [ast.dump(y) for y in b])

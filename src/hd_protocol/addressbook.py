@@ -46,7 +46,7 @@ def check_peer_url(url: object) -> str:
     Scheme ws or wss, a host (name, IPv4 or bracketed IPv6), an explicit port in
     1..65535, the path ``/peer-ws``, nothing else (no user info, query or fragment),
     printable ASCII, at most 256 characters."""
-    if type(url) is not str or not 0 < len(url) <= MAX_URL_CHARS:
+    if type(url) is not str or len(url) > MAX_URL_CHARS:  # "" fails the scheme check
         raise RemoteProtocolError("bad_address", "an address is a string of 1..256 chars")
     if not url.isascii() or not url.isprintable() or " " in url:
         raise RemoteProtocolError("bad_address", "an address is printable ASCII")
@@ -59,7 +59,7 @@ def check_peer_url(url: object) -> str:
         raise RemoteProtocolError("bad_address", "the scheme is ws or wss")
     if not parts.hostname or parts.username is not None or parts.password is not None:
         raise RemoteProtocolError("bad_address", "an address names a host, nothing else")
-    if port is None or not 0 < port <= 65535:
+    if not port:  # None or 0; urlsplit itself refuses a port over 65535
         raise RemoteProtocolError("bad_address", "an address has a port in 1..65535")
     if parts.path != PEER_PATH or parts.query or parts.fragment or "#" in url:
         raise RemoteProtocolError("bad_address", f"the path is {PEER_PATH}, with no query")
@@ -77,7 +77,8 @@ def learn(book: Book, urls: Iterable[str], source: Source, *, limit: int = 16) -
     peers = [a for a in book if a.source == "peer"]
     if source == "user":
         known = {a.url: a for a in book}
-        fresh = [replace(known.get(u, KnownAddress(u, "user")), source="user") for u in urls]
+        fresh = [replace(known[u], source="user") if u in known else KnownAddress(u, "user")
+                 for u in urls]
         users = fresh + [a for a in users if a.url not in urls]
         peers = [a for a in peers if a.url not in urls]
     else:
@@ -96,8 +97,7 @@ def record(book: Book, url: str, ok: bool) -> Book:
 def dial_order(book: Book) -> list[str]:
     """User addresses before peer-learned ones; within each, those that failed least
     first (a stable sort keeps the most recent first among equals)."""
-    rank = {"user": 0, "peer": 1}
-    return [a.url for a in sorted(book, key=lambda a: (rank[a.source], a.fails))]
+    return [a.url for a in sorted(book, key=lambda a: (a.source == "peer", a.fails))]
 
 
 def to_json(book: Book) -> list[dict[str, Any]]:
@@ -113,8 +113,8 @@ def from_json(value: object) -> Book:
             out.append(KnownAddress(item, "user"))
         elif (isinstance(item, dict) and type(item.get("url")) is str
               and item.get("source") in ("user", "peer")
-              and type(item.get("fails", 0)) is int):
-            out.append(KnownAddress(item["url"], item["source"], max(0, item.get("fails", 0))))
+              and type(fails := item.get("fails", 0)) is int):
+            out.append(KnownAddress(item["url"], item["source"], max(0, fails)))
     return tuple(out)
 
 

@@ -347,8 +347,8 @@ class Connection:
                 self.monitor.ping_timed_out()
             if isinstance(out, Closed):
                 self._set_closed(out)
-                continue
-            self._events.append(out)
+            else:
+                self._events.append(out)
 
     def _set_closed(self, closed: Closed) -> None:
         if self.state is State.CLOSED:

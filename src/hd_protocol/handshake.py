@@ -9,8 +9,7 @@ Every frame is signed and every signature verified; the two ``auth`` frames are 
 with the keys derived from an ephemeral X25519 exchange bound to the transcript. The
 admission decision itself is the pure ``admission.admit``/``dialer_view``: the machine
 asks for it (``NeedAdmission``) because only the shell can read the store.
-Time only enters as ``now`` (ms); randomness only through the injected ``rng``.
-"""
+Time only enters as ``now`` (ms); randomness only through the injected ``rng``."""
 
 from __future__ import annotations
 
@@ -72,6 +71,11 @@ class _Machine:
     """What dialer and acceptor share: identity, deadline, failure and decoding."""
 
     role = ""
+    # Set by the key exchange; nothing reads them before (class defaults, not per run).
+    _tx: ChaCha20Poly1305 | None = None
+    _rx: ChaCha20Poly1305 | None = None
+    _keys: tuple[bytes, bytes] = (b"", b"")
+    _th = b""
 
     def __init__(
         self,
@@ -101,10 +105,6 @@ class _Machine:
         self._nonce = b64encode(rng(32))
         self._eph_seed = rng(32)
         self._eph = X25519PrivateKey.from_private_bytes(self._eph_seed)
-        self._tx: ChaCha20Poly1305 | None = None
-        self._rx: ChaCha20Poly1305 | None = None
-        self._keys: tuple[bytes, bytes] = (b"", b"")
-        self._th = b""
 
     # public surface ---------------------------------------------------------------
 
@@ -118,7 +118,7 @@ class _Machine:
     def on_timer(self, now: int, *, wall: int | None = None) -> list[Output]:
         del wall  # a timeout sends nothing
         if not self.done and now >= self.deadline:
-            return self._fail("timeout", "handshake did not finish in time", send=False)
+            return self._fail("timeout", "handshake did not finish in time", quiet=True)
         return []
 
     def receive(
@@ -131,7 +131,7 @@ class _Machine:
         if self.done:
             return []
         if now >= self.deadline:
-            return self._fail("timeout", "handshake did not finish in time", send=False)
+            return self._fail("timeout", "handshake did not finish in time", quiet=True)
         self._last_now = now if wall is None else wall
         try:
             env = frame if isinstance(frame, Envelope) else decode_envelope(
@@ -147,9 +147,10 @@ class _Machine:
     def _on_envelope(self, env: Envelope, now: int) -> list[Output]:
         raise NotImplementedError
 
-    def _fail(self, reason: str, message: str, *, send: bool = True) -> list[Output]:
+    def _fail(self, reason: str, message: str, *, quiet: bool = False) -> list[Output]:
+        """Fail; an acceptor tells the peer (``auth_result``) unless ``quiet`` (timeout)."""
         out: list[Output] = []
-        if send and self._can_send_auth_result():
+        if not quiet and self._can_send_auth_result():
             out.append(Send(self._auth_result(False, None, reason, self._last_now)))
         self.state = State.FAILED
         self.failure = Failed(reason, message)
@@ -218,6 +219,10 @@ class Dialer(_Machine):
     """The side that opened the link. Pins ``expected_node_id`` when it knows whom it dials."""
 
     role = "dialer"
+    _hello: Envelope | None = None  # these four are set as the exchange goes
+    _hello_ack: Envelope | None = None
+    _auth_msg_id = ""
+    _level = ""
 
     def __init__(
         self,
@@ -236,10 +241,6 @@ class Dialer(_Machine):
         self.expected_node_id = expected_node_id
         self.token = token
         self.attest = attest
-        self._hello: Envelope | None = None
-        self._hello_ack: Envelope | None = None
-        self._auth_msg_id = ""
-        self._level = ""
 
     def start(self, now: int, *, wall: int | None = None) -> list[Output]:
         if self.state is not State.START:
@@ -261,9 +262,9 @@ class Dialer(_Machine):
             raise LocalProtocolError("state", "no admission is pending")
         now = now if wall is None else wall  # only the ts of auth needs a time
         if not decision.ok:
-            return self._fail(decision.reason or "pairing_required", "we refused the peer",
-                              send=False)
-        assert decision.level is not None and self._hello_ack is not None
+            return self._fail(decision.reason or "pairing_required", "we refused the peer")
+        assert decision.level is not None
+        assert self._hello_ack is not None
         self._level = decision.level
         env = make_envelope(
             "auth", msg_id=new_msg_id(self.rng), re=self._hello_ack.msg_id,
@@ -325,12 +326,12 @@ class Acceptor(_Machine):
     """The side that accepted the link."""
 
     role = "acceptor"
+    _hello: Envelope | None = None  # set when the hello is answered; read only after
+    _ack_msg_id = ""
 
     def __init__(self, identity: Identity, *, rng: Rng, now: int, **kw: Any) -> None:
         super().__init__(identity, rng=rng, now=now, **kw)
         self.state = State.WAIT_HELLO
-        self._hello: Envelope | None = None
-        self._ack_msg_id = ""
         self._auth: Envelope | None = None
 
     def admit(self, decision: Decision, now: int, *, wall: int | None = None) -> list[Output]:
@@ -349,7 +350,9 @@ class Acceptor(_Machine):
         return self._tx is not None and self._auth is not None
 
     def _auth_result(self, ok: bool, level: str | None, reason: str | None, now: int) -> str:
-        assert self._tx is not None and self._auth is not None and self._hello is not None
+        assert self._tx is not None
+        assert self._auth is not None
+        assert self._hello is not None
         env = make_envelope(
             "auth_result", msg_id=new_msg_id(self.rng), re=self._auth.msg_id,
             src=self.identity.node_id, dst=self._hello.src, ts=now, seq=0,

@@ -39,7 +39,7 @@ def b64encode(raw: bytes) -> str:
     return binascii.b2a_base64(raw, newline=False).decode("ascii")
 
 
-def b64decode_strict(text: object, length: int | None = None, what: str = "base64") -> bytes:
+def b64decode_strict(text: object, length: int | None, what: str) -> bytes:
     """Standard base64 with padding, canonical form only (SPEC 1.2)."""
     if type(text) is not str or not text.isascii():
         raise RemoteProtocolError("bad_field", f"{what} must be a base64 string")
@@ -50,7 +50,7 @@ def b64decode_strict(text: object, length: int | None = None, what: str = "base6
         raw = binascii.a2b_base64(text, strict_mode=True)
     except (binascii.Error, ValueError):
         raise RemoteProtocolError("bad_field", f"{what} is not valid base64") from None
-    if binascii.b2a_base64(raw, newline=False).decode("ascii") != text:
+    if binascii.b2a_base64(raw, newline=False).decode() != text:
         raise RemoteProtocolError("bad_field", f"{what} is not canonical base64")
     if length is not None and len(raw) != length:
         raise RemoteProtocolError("bad_field", f"{what} must be {length} bytes")
@@ -59,7 +59,7 @@ def b64decode_strict(text: object, length: int | None = None, what: str = "base6
 
 def node_id_for_raw(raw_public_key: bytes) -> str:
     digest = hashlib.sha256(raw_public_key).digest()
-    return base64.b32encode(digest).decode("ascii").lower()[:16]
+    return base64.b32encode(digest).decode().lower()[:16]
 
 
 def node_id_for(public_key: str) -> str:

@@ -18,6 +18,7 @@ import re
 import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 from .admission import PeerRecord, Policy, is_private_address
 from .errors import ProtocolError, RemoteProtocolError
@@ -75,7 +76,7 @@ def _text(value: bytes | str | None) -> str:
     if value is None:
         raise RemoteProtocolError("malformed", "a TXT key without a value")
     try:
-        return value.decode("utf-8")
+        return value.decode()
     except UnicodeDecodeError:
         raise RemoteProtocolError("malformed", "a TXT value is not UTF-8") from None
 
@@ -112,18 +113,17 @@ def _url_host(ip: str) -> str:
     return f"[{ip}]" if ":" in ip else ip
 
 
-def _address_rank(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> int:
+def _address_rank(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> tuple[bool, bool]:
     # Private IPv4 first (what a LAN is), then other IPv4, then IPv6; loopback last
     # among its family unless it is all there is.
-    family = 0 if ip.version == 4 else 2
-    return family + (1 if ip.is_loopback else 0)
+    return ip.version == 6, ip.is_loopback
 
 
 def candidate_urls(addresses: Sequence[str], port: int, path: str) -> tuple[str, ...]:
     """``ws://`` URLs for an announcement's addresses, best first, at most ``MAX_URLS``.
     Unusable addresses (multicast, unspecified, IPv6 link-local: it needs a scope we
     cannot carry in a URL) are skipped."""
-    found: list[tuple[int, int, str]] = []
+    found: list[tuple[tuple[bool, bool], int, str]] = []
     seen: set[str] = set()
     for i, text in enumerate(addresses):
         try:
@@ -156,10 +156,12 @@ def parse_announcement(service: str, properties: Mapping[bytes, bytes | None],
     if txt.get("v") != TXT_VERSION:
         raise RemoteProtocolError("version" if "v" in txt else "malformed",
                                   f"TXT v is {txt.get('v')!r}, not {TXT_VERSION}")
-    node_id, key, path = txt.get("id"), txt.get("pk"), txt.get("path", "")
-    if node_id is None or key is None or not is_node_id(node_id):
-        raise RemoteProtocolError("malformed", "TXT id and pk are required")
-    if _PATH_RE.match(path) is None:
+    node_id, key, path = txt.get("id"), txt.get("pk"), txt.get("path")
+    if node_id is None or not is_node_id(node_id):
+        raise RemoteProtocolError("malformed", "TXT id is required")
+    if key is None:
+        raise RemoteProtocolError("malformed", "TXT pk is required")
+    if path is None or _PATH_RE.match(path) is None:
         raise RemoteProtocolError("malformed", "TXT path must be a short absolute path")
     try:
         derived = node_id_for(key)
@@ -215,18 +217,11 @@ def decide_lan_dial(ann: LanAnnouncement, *, policy: Policy, record: PeerRecord 
     if record is not None and record.trusted:
         return LanDecision(True, "reconnect", ann.urls, record.public_key)
     if policy.trust_mode == "open-lan":
-        private = tuple(u for u in ann.urls if is_private_address(_host_of(u)))
+        private = tuple(u for u in ann.urls if is_private_address(urlsplit(u).hostname))
         if not private:
             return LanDecision(False, "not_private")
         return LanDecision(True, "open_lan", private, ann.public_key)
     return LanDecision(False, "pairing_required")
-
-
-def _host_of(url: str) -> str:
-    rest = url.split("://", 1)[-1]
-    if rest.startswith("["):
-        return rest[1:].split("]", 1)[0]
-    return rest.split(":", 1)[0].split("/", 1)[0]
 
 
 # --- the table of what was seen ------------------------------------------------------

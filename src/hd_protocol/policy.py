@@ -28,9 +28,7 @@ def keep_new_session(
     """
     del self_id  # the rule only depends on who dialled; kept for call-site clarity
     close_in_time = abs(new_opened_at - existing_opened_at) <= handshake_timeout_ms
-    if close_in_time and existing_dialer != new_dialer:
-        return new_dialer < existing_dialer
-    return True
+    return not (close_in_time and new_dialer > existing_dialer)
 
 
 def reconnect_delay_ms(
@@ -43,7 +41,7 @@ def reconnect_delay_ms(
     """
     step = min(cap_ms, base_ms * (2 ** min(max(attempt, 0), 30)))
     half = step // 2
-    r = int.from_bytes(rng(4), "big") / 2**32
+    r = int.from_bytes(rng(4)) / 2**32  # big-endian
     return int(half + int(r * (step - half)))
 
 

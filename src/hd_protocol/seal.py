@@ -29,7 +29,7 @@ from .identity import Identity, b64decode_strict
 
 
 def box_nonce(seq: int) -> bytes:
-    return b"\x00\x00\x00\x00" + seq.to_bytes(8, "big")
+    return b"\x00\x00\x00\x00" + seq.to_bytes(8)
 
 
 def box_aad(env: Envelope) -> bytes:
@@ -55,7 +55,7 @@ def seal_with(aead: ChaCha20Poly1305, env: Envelope, payload: dict[str, Any]) ->
         raise LocalProtocolError("bad_field", "payload must be an object")
     _check_local(payload)
     ct = aead.encrypt(box_nonce(env.seq), dumps_trusted(payload), box_aad(env))
-    return _with(env, {}, binascii.b2a_base64(ct, newline=False).decode("ascii"), "")
+    return _with(env, {}, binascii.b2a_base64(ct, newline=False).decode(), "")
 
 
 def open_with(aead: ChaCha20Poly1305, env: Envelope) -> dict[str, Any]:
@@ -93,7 +93,7 @@ def seal_sign_encode(aead: ChaCha20Poly1305, identity: Identity, env: Envelope,
     aad = BOX_PREFIX + (f'{{"dst":{dst},"msg_id":{mid},"re":{r},"seq":{seq},"src":{src},'
                         f'"ts":{ts},"type":{t}}}').encode()
     ct = aead.encrypt(box_nonce(seq), dumps_trusted(payload), aad)
-    box = binascii.b2a_base64(ct, newline=False).decode("ascii")
+    box = binascii.b2a_base64(ct, newline=False).decode()
     signing = SIGN_PREFIX + (
         f'{{"box":"{box}","data":{{}},"dst":{dst},"msg_id":{mid},"re":{r},"seq":{seq},'
         f'"src":{src},"ts":{ts},"type":{t},"v":{env.v}}}').encode()

@@ -43,6 +43,10 @@ FINGERPRINT_XOR: Final = 0x5354554E
 _FAMILY_V4, _FAMILY_V6 = 0x01, 0x02
 
 Address = tuple[str, int]
+_HEADER = struct.Struct("!HHI")  # type, length, magic cookie
+_ATTR = struct.Struct("!HH")  # type, length
+_U16 = struct.Struct("!H")
+_U32 = struct.Struct("!I")
 
 
 class StunError(ProtocolError):
@@ -93,7 +97,7 @@ def long_term_key(username: str, realm: str, password: str) -> bytes:
 
 
 def _attr(t: int, value: bytes) -> bytes:
-    return struct.pack("!HH", t, len(value)) + value + b"\x00" * (-len(value) % 4)
+    return _ATTR.pack(t, len(value)) + value + b"\x00" * (-len(value) % 4)
 
 
 def encode_binding_request(txid: bytes, *, software: str | None = None,
@@ -105,10 +109,9 @@ def encode_binding_request(txid: bytes, *, software: str | None = None,
         raise StunError("a transaction id is 12 bytes")
     body = b""
     if software is not None:
-        raw = software.encode()
-        if len(software) >= 128 or len(raw) > 763:
+        if len(software) >= 128:  # 127 characters are at most 508 bytes (RFC: 763)
             raise StunError("SOFTWARE is under 128 characters")
-        body += _attr(SOFTWARE, raw)
+        body = _attr(SOFTWARE, software.encode())
     if username is not None:
         raw = username.encode()
         if len(raw) > 512:
@@ -116,22 +119,27 @@ def encode_binding_request(txid: bytes, *, software: str | None = None,
         body += _attr(USERNAME, raw)
     msg_type = message_type(BINDING, REQUEST)
     if key is not None:
-        head = struct.pack("!HHI", msg_type, len(body) + 24, MAGIC_COOKIE) + txid
+        head = _HEADER.pack(msg_type, len(body) + 24, MAGIC_COOKIE) + txid
         body += _attr(MESSAGE_INTEGRITY, hmac.new(key, head + body, hashlib.sha1).digest())
     if fingerprint:
-        head = struct.pack("!HHI", msg_type, len(body) + 8, MAGIC_COOKIE) + txid
+        head = _HEADER.pack(msg_type, len(body) + 8, MAGIC_COOKIE) + txid
         crc = (zlib.crc32(head + body) ^ FINGERPRINT_XOR) & 0xFFFFFFFF
-        body += _attr(FINGERPRINT, struct.pack("!I", crc))
-    return struct.pack("!HHI", msg_type, len(body), MAGIC_COOKIE) + txid + body
+        body += _attr(FINGERPRINT, _U32.pack(crc))
+    return _HEADER.pack(msg_type, len(body), MAGIC_COOKIE) + txid + body
 
 
 def encode_xor_address(host: str, port: int, txid: bytes) -> bytes:
     """An XOR-MAPPED-ADDRESS value (a server's side; used by tests and fakes)."""
     ip = ipaddress.ip_address(host)
     x_port = port ^ (MAGIC_COOKIE >> 16)
-    mask = struct.pack("!I", MAGIC_COOKIE) + (txid if ip.version == 6 else b"")
-    raw = bytes(a ^ b for a, b in zip(ip.packed, mask, strict=False))
-    return struct.pack("!BBH", 0, _FAMILY_V4 if ip.version == 4 else _FAMILY_V6, x_port) + raw
+    family = _FAMILY_V4 if ip.version == 4 else _FAMILY_V6
+    return bytes((0, family)) + _U16.pack(x_port) + _xor(ip.packed, txid)
+
+
+def _xor(data: bytes, txid: bytes) -> bytes:
+    """``data`` XOR the magic cookie and the transaction id (RFC 5389 §15.2)."""
+    mask = (_U32.pack(MAGIC_COOKIE) + txid)[:len(data)]
+    return (int.from_bytes(data) ^ int.from_bytes(mask)).to_bytes(len(data))
 
 
 # --- decoding -------------------------------------------------------------------------------
@@ -147,7 +155,7 @@ def decode_message(data: bytes, *, key: bytes | None = None,
         raise StunError(f"a STUN message of at most {max_bytes} bytes")
     if len(data) < HEADER_BYTES:
         raise StunError("shorter than a STUN header")
-    msg_type, length, cookie = struct.unpack_from("!HHI", data)
+    msg_type, length, cookie = _HEADER.unpack_from(data)
     if msg_type & 0xC000:
         raise StunError("the first two bits of a STUN message are zero")
     if cookie != MAGIC_COOKIE:
@@ -159,16 +167,14 @@ def decode_message(data: bytes, *, key: bytes | None = None,
     attrs: list[tuple[int, bytes]] = []
     fingerprint_ok: bool | None = None
     integrity_ok: bool | None = None
-    after_integrity = False
+    integrity: bytes | None = None  # the MESSAGE-INTEGRITY value, once seen
     pos = HEADER_BYTES
-    while pos < len(data):
+    while pos < len(data):  # pos and len(data) are multiples of 4: a header fits
         if fingerprint_ok is not None:
             raise StunError("FINGERPRINT is the last attribute")
-        if pos + 4 > len(data):
-            raise StunError("a truncated attribute header")
-        t, n = struct.unpack_from("!HH", data, pos)
+        t, n = _ATTR.unpack_from(data, pos)
         end = pos + 4 + n
-        if end + (-n % 4) > len(data):
+        if end > len(data):  # then its padding fits too: len(data) is a multiple of 4
             raise StunError("an attribute runs past the end")
         value = data[pos + 4:end]
         if t == FINGERPRINT:
@@ -176,18 +182,18 @@ def decode_message(data: bytes, *, key: bytes | None = None,
                 raise StunError("FINGERPRINT is 4 bytes")
             crc = (zlib.crc32(_with_length(data[:pos], end - HEADER_BYTES))
                    ^ FINGERPRINT_XOR) & 0xFFFFFFFF
-            fingerprint_ok = struct.unpack("!I", value)[0] == crc
-        elif after_integrity:
+            fingerprint_ok = _U32.unpack(value)[0] == crc
+        elif integrity is not None:
             pass  # RFC 5389 §15.4: only FINGERPRINT may follow MESSAGE-INTEGRITY
         elif t == MESSAGE_INTEGRITY:
             if n != 20:
                 raise StunError("MESSAGE-INTEGRITY is 20 bytes")
-            after_integrity = True
+            integrity = value
             if key is not None:
                 mac = hmac.new(key, _with_length(data[:pos], end - HEADER_BYTES),
                                hashlib.sha1).digest()
                 integrity_ok = hmac.compare_digest(mac, value)
-        if not after_integrity or t in (MESSAGE_INTEGRITY, FINGERPRINT):
+        if integrity is None or t in (MESSAGE_INTEGRITY, FINGERPRINT):
             attrs.append((t, value))
         pos = end + (-n % 4)
     return _message(method, cls, txid, tuple(attrs), fingerprint_ok, integrity_ok)
@@ -195,7 +201,7 @@ def decode_message(data: bytes, *, key: bytes | None = None,
 
 def _with_length(head_and_body: bytes, length: int) -> bytes:
     """The message so far with its header length set as MI and FINGERPRINT need."""
-    return head_and_body[:2] + struct.pack("!H", length) + head_and_body[4:]
+    return head_and_body[:2] + _U16.pack(length) + head_and_body[4:]
 
 
 def _message(method: int, cls: int, txid: bytes, attrs: tuple[tuple[int, bytes], ...],
@@ -206,13 +212,13 @@ def _message(method: int, cls: int, txid: bytes, attrs: tuple[tuple[int, bytes],
     unknown: list[int] = []
     for t, v in attrs:
         if t == XOR_MAPPED_ADDRESS and xor_mapped is None:
-            xor_mapped = _address(v, txid, xor=True)
+            xor_mapped = _address(v, txid)
         elif t == MAPPED_ADDRESS and mapped is None:
-            mapped = _address(v, txid, xor=False)
+            mapped = _address(v, None)
         elif t == SOFTWARE and software is None:
             software = _text(v, "SOFTWARE")
         elif t == ERROR_CODE and error is None:
-            if len(v) < 4 or v[0] or v[1] or v[2] >> 3 or not 3 <= v[2] <= 6 or v[3] > 99:
+            if len(v) < 4 or v[0] or v[1] or not 3 <= v[2] <= 6 or v[3] > 99:
                 raise StunError("a malformed ERROR-CODE")
             error = (v[2] * 100 + v[3], _text(v[4:], "ERROR-CODE reason"))
         elif t < 0x8000 and t not in (USERNAME, MESSAGE_INTEGRITY, UNKNOWN_ATTRIBUTES,
@@ -224,23 +230,23 @@ def _message(method: int, cls: int, txid: bytes, attrs: tuple[tuple[int, bytes],
 
 def _text(v: bytes, what: str) -> str:
     try:
-        return v.decode("utf-8")
+        return v.decode()
     except UnicodeDecodeError:
         raise StunError(f"{what} is not UTF-8") from None
 
 
-def _address(v: bytes, txid: bytes, *, xor: bool) -> Address:
-    if len(v) < 4 or v[0] != 0:
+def _address(v: bytes, txid: bytes | None) -> Address:
+    """A (XOR-)MAPPED-ADDRESS value; ``txid`` given: XOR-MAPPED-ADDRESS."""
+    if len(v) not in (8, 20) or v[0] != 0:
         raise StunError("a malformed address attribute")
-    family, port = v[1], struct.unpack_from("!H", v, 2)[0]
+    family, port = v[1], _U16.unpack_from(v, 2)[0]
     size = {_FAMILY_V4: 4, _FAMILY_V6: 16}.get(family)
     if size is None or len(v) != 4 + size:
         raise StunError("an address is IPv4 (8 bytes) or IPv6 (20 bytes)")
     raw = v[4:]
-    if xor:
+    if txid is not None:
         port ^= MAGIC_COOKIE >> 16
-        mask = struct.pack("!I", MAGIC_COOKIE) + txid
-        raw = bytes(a ^ b for a, b in zip(raw, mask, strict=False))
+        raw = _xor(raw, txid)
     ip = ipaddress.IPv4Address(raw) if size == 4 else ipaddress.IPv6Address(raw)
     return str(ip), port
 
@@ -268,7 +274,6 @@ class StunClient:
         self.request = encode_binding_request(txid, software=software, key=key)
         self.txid = txid
         self.key = key
-        self.rto_ms = rto_ms
         self.max_sends = max_sends
         self.last_wait_ms = last_wait_rtos * rto_ms
         self.sends = 0

@@ -48,9 +48,9 @@ _SID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 def fragment(message: str | bytes, limit: int = MAX_MESSAGE) -> list[str | bytes]:
     """What to put on the channel for one envelope: itself (as text) when it fits in
     ``limit`` bytes, else binary fragments ``flag ‖ slice`` of at most ``limit`` bytes."""
-    data = message.encode("utf-8") if isinstance(message, str) else bytes(message)
+    data = message.encode() if isinstance(message, str) else bytes(message)
     if len(data) <= limit:
-        return [message if isinstance(message, str) else data.decode("utf-8")]
+        return [data.decode()]
     step = limit - 1
     out: list[str | bytes] = []
     for start in range(0, len(data), step):
@@ -93,7 +93,7 @@ class Reassembler:
         return self._size
 
     def receive(self, message: str | bytes) -> str | None:
-        size = len(message.encode("utf-8")) if isinstance(message, str) else len(message)
+        size = len(message.encode()) if isinstance(message, str) else len(message)
         self.bytes_in += size
         budget = self._preauth
         limit = self._max if budget is None else min(self._max, budget.max_message_size)
@@ -118,7 +118,7 @@ class Reassembler:
         data = b"".join(self._parts)
         self._parts, self._size = [], 0
         try:
-            return data.decode("utf-8")
+            return data.decode()
         except UnicodeDecodeError:
             raise RemoteProtocolError("bad_fragment", "an envelope is UTF-8 text") from None
 
@@ -131,8 +131,8 @@ def address_for(node_id: str) -> str:
 
 def peer_of(address: str) -> str:
     """The node id a ``webrtc:<node id>`` address signals to."""
-    node_id = address[len(ADDRESS_PREFIX):] if address.startswith(ADDRESS_PREFIX) else ""
-    if not is_node_id(node_id):
+    node_id = address[len(ADDRESS_PREFIX):]
+    if not address.startswith(ADDRESS_PREFIX) or not is_node_id(node_id):
         raise LocalProtocolError("bad_address", f"not a webrtc:<node id> address: {address!r}")
     return node_id
 
@@ -289,7 +289,7 @@ SignalOutput = Accept | Answered | Dropped | SendBye | Closed | Ignored
 
 @dataclass(slots=True)
 class _Attempt:
-    offerer: bool  # we sent the offer
+    offerer: bool = False  # we sent the offer
     answered: bool = False  # an offer of ours got its answer (no glare any more)
 
 
@@ -353,6 +353,6 @@ class Signaling:
         for own_sid in mine:
             del self._attempts[(peer, own_sid)]
             out.append(Dropped(peer, own_sid, sid))
-        self._attempts[key] = _Attempt(offerer=False)
+        self._attempts[key] = _Attempt()
         out.append(Accept(peer, sid, sdp))
         return out
