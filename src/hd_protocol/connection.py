@@ -84,6 +84,8 @@ Event = (
 class Connection:
     """One link (direct, relay, WebRTC or LAN) from the first frame to the last."""
 
+    _next_ping: int | None = None  # when the next ping goes (set once the session opens)
+
     def __init__(
         self,
         identity: Identity,
@@ -116,7 +118,6 @@ class Connection:
         self._out: deque[str] = deque()
         self._out_bytes = 0
         self._events: deque[Event] = deque()
-        self._next_ping: int | None = None
         hs_kw: dict[str, Any] = {
             "rng": rng, "now": now, "node_name": node_name,
             "capabilities": list(capabilities),
@@ -200,10 +201,8 @@ class Connection:
             return self.handshake.next_deadline()
         if self.state is State.CLOSED or self.session is None:
             return None
-        dl = self.session.next_deadline()
-        if self._next_ping is not None and (dl is None or self._next_ping < dl):
-            return self._next_ping
-        return dl
+        times = [t for t in (self.session.next_deadline(), self._next_ping) if t is not None]
+        return min(times) if times else None
 
     # --- what the shell feeds in ----------------------------------------------------------
 
