@@ -128,7 +128,7 @@ class Connection:
         if role == "dialer":
             self.handshake = Dialer(identity, expected_node_id=expected_node_id, token=token,
                                     attest=attest, **hs_kw)
-            self._absorb_handshake(self.handshake.start(now, wall=wall), now)
+            self._absorb_handshake(self.handshake.start(now, wall=wall))
         elif role == "acceptor":
             self.handshake = Acceptor(identity, **hs_kw)
         else:
@@ -202,7 +202,7 @@ class Connection:
         if self.state is State.CLOSED or self.session is None:
             return None
         times = [t for t in (self.session.next_deadline(), self._next_ping) if t is not None]
-        return min(times) if times else None
+        return min(times, default=None)
 
     # --- what the shell feeds in ----------------------------------------------------------
 
@@ -281,7 +281,7 @@ class Connection:
         """Fire whatever is due at ``now``: the handshake deadline, request deadlines
         (their ``Timeout``), the ping-miss rule, the next ping."""
         if self.state is State.HANDSHAKE:
-            self._absorb_handshake(self.handshake.on_timer(now, wall=wall), now)
+            self._absorb_handshake(self.handshake.on_timer(now, wall=wall))
             return
         if self.state is not State.OPEN:
             return
@@ -308,11 +308,14 @@ class Connection:
         self._out.append(wire)
         self._out_bytes += wire_size(wire)
 
-    def _absorb_handshake(self, outs: list[_HsOutput], now: int) -> None:
+    def _absorb_handshake(self, outs: list[_HsOutput], now: int | None = None) -> None:
+        """``now`` is needed only where the handshake can end (``receive``, ``admit``):
+        ``start`` and the deadline never establish a session."""
         for out in outs:
             if isinstance(out, Send):
                 self._queue(out.wire)
             elif isinstance(out, Established):
+                assert now is not None
                 self.session = Session(
                     self.identity, out.result, rng=self.rng, now=now, link=self.link,
                     limits=self.limits, known_types=self.known_types,
@@ -353,8 +356,7 @@ class Connection:
         if self.state is State.CLOSED:
             return
         self.state = State.CLOSED
-        self.closed = closed
-        self._next_ping = None
+        self.closed = closed  # no ping after this: next_deadline and handle_timer see CLOSED
         self._events.append(closed)
 
 
