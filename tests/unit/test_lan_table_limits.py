@@ -142,3 +142,24 @@ def test_a_full_table_of_strangers_refuses_strangers_and_admits_trusted_peers(
     assert len(t) == MAX_LAN_PEERS
     assert t.get(anns[0].service) is None and t.get(anns[1].service) is None
     assert t.get(anns[2].service) == anns[2]
+
+
+
+def test_a_peer_trusted_after_it_was_first_seen_is_kept_from_then_on() -> None:
+    # Seen while unknown, then paired: the next confirmation says keep, and from then on
+    # no trusted newcomer may take its place, though it is the entry confirmed longest ago.
+    t = LanTable(max_entries=2)
+    later_trusted, other = ann(Identity.generate(), "paired"), ann(Identity.generate(), "o")
+    assert refused(t, later_trusted, 0) is None
+    assert refused(t, later_trusted, 1, keep=True) is None  # re-confirmed, now trusted
+    assert refused(t, other, 2) is None
+    newcomer = ann(Identity.generate(), "newcomer")
+    assert refused(t, newcomer, 3, keep=True) == "full"
+    assert t.evict_for(newcomer) == other  # not the older, but kept, entry
+    assert t.get(later_trusted.service) == later_trusted
+    # A trust withdrawn at the next confirmation makes it evictable again.
+    assert refused(t, later_trusted, 4) is None
+    assert refused(t, newcomer, 5, keep=True) is None
+    third = ann(Identity.generate(), "third")
+    assert refused(t, third, 6, keep=True) == "full"
+    assert t.evict_for(third) == later_trusted
