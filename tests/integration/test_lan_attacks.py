@@ -32,7 +32,8 @@ import trio
 from hd_protocol import Identity
 from hd_protocol.lan import MAX_LAN_PEERS
 
-from .conftest import Cluster, NodeProcess, connected, eventually
+from .conftest import Cluster, NodeProcess, eventually
+from .test_lan import lan_peers, lan_row, over_lan
 
 LAN = "[network]\nenableLanDiscovery = true\n"
 FLOODER = Path(__file__).with_name("lan_flooder.py")
@@ -159,28 +160,12 @@ def forged(port: int, per_kind: int) -> tuple[list[dict[str, Any]], dict[str, in
 # --- what the node shows -------------------------------------------------------------------
 
 
-async def lan_peers(node: NodeProcess) -> list[dict[str, Any]]:
-    async with node.client() as tab:
-        data = await tab.request("network", "lan_peers")
-    assert data["enabled"] is True
-    return list(data["peers"])
-
-
-async def lan_row(node: NodeProcess, other_id: str) -> dict[str, Any] | None:
-    return next((p for p in await lan_peers(node) if p["node_id"] == other_id), None)
-
-
 async def ignored(node: NodeProcess, reason: str) -> float:
     return await node.metric("hd_lan_ignored_total", reason=reason) or 0.0
 
 
 async def listed(node: NodeProcess) -> float:
     return await node.metric("hd_lan_peers") or 0.0
-
-
-async def over_lan(node: NodeProcess, other: NodeProcess) -> bool:
-    p = await connected(node, other)
-    return p is not None and p["transport"] == "lan"
 
 
 def proc_status(node: NodeProcess) -> dict[str, int]:
