@@ -32,7 +32,7 @@ import trio
 from bench_link import Node, ed25519_bound  # same directory
 
 from hd_node.client import NodeClient
-from hd_node.wslink import dial_ws
+from hd_shell.ws.link import dial_ws
 
 TARGET = 0.45
 

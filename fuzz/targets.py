@@ -40,7 +40,6 @@ from wsproto.events import AcceptConnection, CloseConnection, Ping, TextMessage
 from wsproto.events import Request as WsRequest
 
 from hd_node.direct import PREAUTH
-from hd_node.wsinbound import Inbound
 from hd_protocol import (
     Acceptor,
     CanonicalError,
@@ -91,6 +90,7 @@ from hd_protocol.session import (
 )
 from hd_protocol.session import Send as SessionSend
 from hd_protocol.stun import StunClient, decode_message, encode_binding_request
+from hd_shell.ws.inbound import Inbound
 
 NOW = 1_764_000_000_000
 TOKEN = "fuzz-invite-token-0123456789abcdef"
@@ -1022,7 +1022,7 @@ def _open_ws_pair() -> tuple[WSConnection, Any]:
 
 def preauth_ws(data: bytes) -> str:
     """What a client sends right after the upgrade, read by a peer listener that has
-    not yet seen a handshake (``hd_node.wsinbound.Inbound`` with the peer listener's
+    not yet seen a handshake (``hd_shell.ws.inbound.Inbound`` with the peer listener's
     pre-authentication budget). ``data[0]`` sets the read size; the rest is the bytes.
 
     Invariants: parsing never raises; no message over the budget's size comes out; no

@@ -9,19 +9,33 @@ from pathlib import Path
 import pytest
 
 SRC = Path(__file__).resolve().parent.parent / "src"
-PACKAGES = ("hd_node", "hd_protocol")
+PACKAGES = ("hd_node", "hd_protocol", "hd_shell")
 MAX_LINES = 420  # "about 400": a file much longer is usually two concerns
 
 # The modules that make up the hub: they may know links, candidates and transports
 # only through the seam (hd_node.transport), never one by name.
 HUB_MODULES = ("hub", "sessions", "connector", "linkdriver", "features", "peers", "pairing",
                "reconnect", "commands", "tabs", "tabbus", "trust", "bench")
-TRANSPORT_MODULES = {"direct", "wslink", "wsdial", "wsinbound", "httpserver", "httpconn", "httpapi"}
+TRANSPORT_MODULES = {"direct"}
+# The carriers the shell kit provides: the hub never imports them either.
+SHELL_CARRIERS = ("hd_shell.ws", "hd_shell.http")
 TRANSPORT_KINDS = {"direct", "lan", "relay", "webrtc"}
 
 
 def _modules(package: str) -> dict[str, Path]:
     return {p.stem: p for p in sorted((SRC / package).glob("*.py")) if p.stem != "__main__"}
+
+
+def _absolute_imports(path: Path) -> set[str]:
+    """The dotted names of every absolute import in ``path`` (TYPE_CHECKING ones too)."""
+    out: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            out.add(node.module)
+            out.update(f"{node.module}.{a.name}" for a in node.names)
+        elif isinstance(node, ast.Import):
+            out.update(a.name for a in node.names)
+    return out
 
 
 def _imports(package: str, path: Path) -> set[str]:
@@ -100,6 +114,8 @@ def test_the_hub_never_names_a_transport(module: str) -> None:
     tree = ast.parse(path.read_text())
     imported = _imports("hd_node", path)
     assert not imported & TRANSPORT_MODULES, f"{module} imports {imported & TRANSPORT_MODULES}"
+    carriers = {m for m in _absolute_imports(path) if m.startswith(SHELL_CARRIERS)}
+    assert not carriers, f"{module} imports the shell's carriers {carriers}"
     docstrings = {id(n.body[0].value) for n in ast.walk(tree)
                   if isinstance(n, ast.Module | ast.ClassDef | ast.FunctionDef
                                 | ast.AsyncFunctionDef)
@@ -109,3 +125,61 @@ def test_the_hub_never_names_a_transport(module: str) -> None:
              if isinstance(n, ast.Constant) and isinstance(n.value, str)
              and id(n) not in docstrings and n.value in TRANSPORT_KINDS}
     assert not named, f"{module} names transport kinds {named}"
+
+
+# The package graph: hd_protocol < hd_shell < {hd_node, hd_lobby, hd_relay}. Each
+# package may import only the packages listed for it. KNOWN_DEBT lists the upward
+# imports that remain from before hd_shell existed (issue 18): the list may only shrink.
+ALLOWED = {
+    "hd_protocol": set(),
+    "hd_shell": {"hd_protocol"},
+    "hd_node": {"hd_protocol", "hd_shell"},
+    "hd_relay": {"hd_protocol", "hd_shell"},
+    "hd_lobby": {"hd_protocol", "hd_shell", "hd_relay"},
+}
+KNOWN_DEBT = {
+    ("hd_relay", "hd_node.dbfile"), ("hd_relay", "hd_node.files"),
+}
+OURS = tuple(ALLOWED)
+
+
+def _package_imports(package: str) -> set[tuple[str, str]]:
+    """(package, imported module) for every import of one of our packages but its own."""
+    out: set[tuple[str, str]] = set()
+    for path in sorted((SRC / package).rglob("*.py")):
+        for name in _absolute_imports(path):
+            top = name.split(".")[0]
+            if top in OURS and top != package:
+                out.add((package, name))
+    return out
+
+
+def _covered(package: str, name: str) -> bool:
+    """``name`` is a known-debt module, a name inside one, or the package that
+    ``from hd_node import files`` records next to ``hd_node.files``."""
+    return any(pkg == package and (name == mod or name.startswith(mod + ".")
+                                   or mod.startswith(name + "."))
+               for pkg, mod in KNOWN_DEBT)
+
+
+def _upward(package: str) -> set[tuple[str, str]]:
+    return {(pkg, name) for pkg, name in _package_imports(package)
+            if name.split(".")[0] not in ALLOWED[package] and not _covered(pkg, name)}
+
+
+@pytest.mark.parametrize("package", OURS)
+def test_the_package_graph_has_only_the_allowed_arrows(package: str) -> None:
+    assert not _upward(package), f"{package} imports upward: {sorted(_upward(package))}"
+
+
+def test_the_known_debt_is_still_debt() -> None:
+    """An entry that no longer holds must leave KNOWN_DEBT (the list only shrinks)."""
+    present = set().union(*(_package_imports(p) for p in OURS))
+    assert present >= KNOWN_DEBT, f"no longer imported: {sorted(KNOWN_DEBT - present)}"
+
+
+def test_the_layer_check_sees_an_upward_import(tmp_path: Path) -> None:
+    bad = tmp_path / "m.py"
+    bad.write_text("from hd_node.hub import Hub\nimport hd_lobby.cli\n")
+    names = _absolute_imports(bad)
+    assert {"hd_node.hub", "hd_node.hub.Hub", "hd_lobby.cli"} <= names

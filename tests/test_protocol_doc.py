@@ -422,7 +422,7 @@ def _prose_claims() -> Iterator[str]:
     yield (f"runs at most {lim.handshakes_in_flight} handshakes at once, at most "
            f"{lim.handshakes_per_address} of them from one remote address, and keeps at most "
            f"{lim.sessions_per_node} sessions")
-    from hd_node.direct import PREAUTH, peer_listener_limits
+    from hd_shell.listener import PREAUTH, peer_listener_limits
 
     yield (f"messages of at most {PREAUTH.max_message_size // 1024} KiB, at most "
            f"{PREAUTH.max_fragments} fragments per message, at most {PREAUTH.max_pings} pings "

@@ -44,6 +44,7 @@ from hd_protocol.agent import (
     error_code,
 )
 from hd_protocol.connection import Message, PeerError
+from hd_shell.clock import mono_ms, trio_deadline
 
 from .agent_backends import (
     AgentBackend,
@@ -53,7 +54,6 @@ from .agent_backends import (
     ToolResult,
     Turn,
 )
-from .clock import mono_ms, trio_deadline
 from .errors import HubError
 from .features import Features
 from .linkdriver import LinkDriver

@@ -22,8 +22,8 @@ from hd_protocol.addressbook import learn, record
 from hd_protocol.candidates import LadderOutput, StartDial
 from hd_protocol.handshake import State as HsState
 from hd_protocol.limits import Limits
+from hd_shell.clock import mono_ms, trio_deadline, wall_ms
 
-from .clock import mono_ms, trio_deadline, wall_ms
 from .errors import HubError
 from .linkdriver import LinkDriver, LinkLimits
 from .metrics import NodeMetrics

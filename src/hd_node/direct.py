@@ -1,6 +1,6 @@
 """The direct transport: WebSocket (``ws://…/peer-ws``) between two nodes' peer listeners.
 
-Dialling is ``wslink.dial_ws``; accepting is the peer listener, an ``httpserver`` that
+Dialling is ``hd_shell.ws.link.dial_ws``; accepting is the peer listener, an HTTP server that
 serves ``/peer-ws`` and nothing else (SPEC 9). The LAN transport is the same thing with
 another ``kind`` (its candidates come from mDNS instead of invites and presence).
 """
@@ -14,30 +14,16 @@ from typing import Any
 import trio
 
 from hd_protocol import DialCandidate
+from hd_shell.http.server import Request, Response, ServerLimits, serve
+from hd_shell.listener import PREAUTH, peer_listener_limits
+from hd_shell.ws.link import DialError, WsLink, dial_ws
 
-from .httpserver import Request, Response, ServerLimits, serve
 from .metrics import NodeMetrics
 from .transport import DialFailed, InboundGate, Link, Ticket
-from .wslink import DialError, WsBudget, WsLink, dial_ws
 
 log = logging.getLogger("hd_node.direct")
 
 PATH = "/peer-ws"
-
-
-# What a peer may send on /peer-ws before its handshake completes: a hello and an auth.
-PREAUTH = WsBudget(max_message_size=32 * 1024, max_fragments=4, max_pings=2,
-                   max_bytes=64 * 1024)
-
-
-def peer_listener_limits(max_message_bytes: int) -> ServerLimits:
-    """The peer listener's budgets: it faces the internet, unlike the local one."""
-    return ServerLimits(
-        ws_max_message_bytes=max_message_bytes, ws_preauth=PREAUTH,
-        max_connections=512, max_connections_per_address=32,
-        new_connections_per_address_per_s=100.0, new_connections_per_address_burst=200,
-        head_timeout_s=5.0,
-    )
 
 
 class DirectTransport:

@@ -38,8 +38,8 @@ from hd_protocol.effects import (
     TabReply,
 )
 from hd_protocol.limits import Limits
+from hd_shell.clock import mono_ms, trio_deadline, wall_ms
 
-from .clock import mono_ms, trio_deadline, wall_ms
 from .linkdriver import LinkBusy, LinkDriver
 from .metrics import NodeMetrics
 from .sessions import SessionRegistry

@@ -23,12 +23,12 @@ import trio
 
 from hd_protocol import Connection, Identity, Policy, sort_candidates
 from hd_protocol.limits import Limits
+from hd_shell.clock import mono_ms, wall_ms
 
 from . import bench
 from .addresses import FIRST_GATHER_WAIT_S, own_candidates, reflexive_for
 from .agent_backends import backend_from_spec
 from .agents import AgentRuntime
-from .clock import mono_ms, wall_ms
 from .commands import Commands
 from .config import Settings
 from .connector import Connector

@@ -40,8 +40,8 @@ from hd_protocol.lan import (
     parse_announcement,
     service_name,
 )
+from hd_shell.clock import mono_ms, trio_deadline
 
-from .clock import mono_ms, trio_deadline
 from .direct import DirectTransport
 from .errors import HubError
 from .hub import PeerHub

@@ -40,8 +40,8 @@ from hd_protocol.connection import (
     State,
     Timeout,
 )
+from hd_shell.clock import mono_ms, trio_deadline, wall_ms
 
-from .clock import mono_ms, trio_deadline, wall_ms
 from .transport import Link, LinkClosed
 
 log = logging.getLogger("hd_node.link")

@@ -33,15 +33,15 @@ from hd_protocol.candidates import dial_candidates
 from hd_protocol.effects import Send
 from hd_protocol.errors import RemoteProtocolError
 from hd_protocol.limits import Limits
+from hd_shell.clock import mono_ms, trio_deadline
+from hd_shell.ws.link import DialError, WsLink, dial_ws
 
-from .clock import mono_ms, trio_deadline
 from .connector import Connector
 from .errors import HubError
 from .peers import Peers
 from .tabbus import TabBus
 from .transport import LinkClosed
 from .trust import DialIntent, Trust
-from .wslink import DialError, WsLink, dial_ws
 
 log = logging.getLogger("hd_node.lobby")
 

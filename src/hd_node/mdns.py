@@ -24,9 +24,9 @@ from zeroconf import (
 )
 
 from hd_protocol.lan import MAX_LAN_PEERS, SERVICE_TYPE
+from hd_shell.clock import mono_ms, trio_deadline
 
 from .addresses import interface_addresses
-from .clock import mono_ms, trio_deadline
 
 log = logging.getLogger("hd_node.lan")
 

@@ -27,8 +27,8 @@ import trio
 
 from hd_protocol.connection import Connection, PeerError
 from hd_protocol.limits import Limits
+from hd_shell.clock import mono_ms
 
-from .clock import mono_ms
 from .linkdriver import LinkDriver
 from .metrics import NodeMetrics, PeerSeries
 from .sessions import SessionRegistry

@@ -23,17 +23,17 @@ import trio
 
 from hd_protocol import Identity, make_candidate
 from hd_protocol.limits import Limits
+from hd_shell.http.server import ServerLimits, serve
+from hd_shell.rlimits import raise_open_file_limit
 
 from . import files
 from .config import Settings, limits_for
 from .dbfile import stored_peer_count
 from .direct import DirectTransport
-from .httpserver import ServerLimits, serve
 from .hub import PeerHub
 from .lan import LanDiscovery
 from .metrics import NodeMetrics
 from .relay_transport import RelayTransport
-from .rlimits import raise_open_file_limit
 from .store import NodeStore
 from .web import LocalApp
 from .webrtc import webrtc_transport

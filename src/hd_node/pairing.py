@@ -22,8 +22,8 @@ from hd_protocol import (
 )
 from hd_protocol.candidates import dial_candidates
 from hd_protocol.limits import Limits
+from hd_shell.clock import wall_ms
 
-from .clock import wall_ms
 from .connector import Connector
 from .errors import HubError
 from .peers import Peers

@@ -21,8 +21,8 @@ from hd_protocol.connection import Message, PeerError
 from hd_protocol.limits import Limits
 from hd_protocol.presence import parse_presence, presence_data
 from hd_protocol.ws import check_node_name
+from hd_shell.clock import mono_ms, wall_ms
 
-from .clock import mono_ms, wall_ms
 from .errors import HubError
 from .linkdriver import LinkBusy, LinkDriver
 from .metrics import NodeMetrics

@@ -28,9 +28,9 @@ from hd_protocol.envelope import envelope_from_obj
 from hd_protocol.errors import RemoteProtocolError
 from hd_protocol.frames import decode_frame, parse_challenge
 from hd_protocol.relay import ack_frame, attach_frame, relay_frame
+from hd_shell.ws.link import DialError, WsLink, dial_ws
 
 from .transport import DialFailed, InboundGate, Link, LinkClosed
-from .wslink import DialError, WsLink, dial_ws
 
 log = logging.getLogger("hd_node.relay")
 

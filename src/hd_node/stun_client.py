@@ -27,9 +27,9 @@ from hd_protocol.stun import (
     StunClient,
     StunResult,
 )
+from hd_shell.clock import mono_ms, trio_deadline
 
 from . import __version__
-from .clock import mono_ms, trio_deadline
 
 log = logging.getLogger("hd_node.stun")
 

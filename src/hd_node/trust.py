@@ -23,8 +23,8 @@ from hd_protocol import (
 )
 from hd_protocol.admission import reject
 from hd_protocol.handshake import NeedAdmission
+from hd_shell.clock import wall_ms
 
-from .clock import wall_ms
 from .store import NodeStore
 
 log = logging.getLogger("hd_node.trust")

@@ -16,17 +16,17 @@ from importlib import resources
 from typing import Any
 
 from hd_protocol import ProtocolError
+from hd_shell.http.server import Request, Response
+from hd_shell.ws.link import WsLink
 
 from . import __version__
 from .commands import Commands
 from .errors import HubError
 from .files import healthz_proof
-from .httpserver import Request, Response
 from .metrics import NodeMetrics
 from .sessions import SessionRegistry
 from .tabbus import TabBus
 from .tabs import TabSession
-from .wslink import WsLink
 
 log = logging.getLogger("hd_node.web")
 

@@ -59,10 +59,10 @@ from hd_protocol.webrtc import (
     new_sid,
     peer_of,
 )
+from hd_shell.listener import PREAUTH
 
 from .aiothread import AsyncioThread, trio_caller
 from .config import Settings
-from .direct import PREAUTH
 from .transport import DialFailed, InboundGate, Link, LinkClosed, Ticket
 from .webrtc_link import WebRtcLink
 

@@ -24,10 +24,10 @@ from typing import Any, Protocol
 
 import trio
 
-from hd_node.clock import mono_ms, trio_deadline, wall_ms
-from hd_node.transport import LinkClosed
-from hd_node.wslink import WsLink
 from hd_protocol.relay import CloseConn, ToConn
+from hd_shell.clock import mono_ms, trio_deadline, wall_ms
+from hd_shell.link import LinkClosed
+from hd_shell.ws.link import WsLink
 
 log = logging.getLogger("hd_relay.frames")
 

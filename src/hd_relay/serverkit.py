@@ -21,11 +21,11 @@ import trio
 from prometheus_client import CollectorRegistry, generate_latest
 
 from hd_node import files
-from hd_node.direct import peer_listener_limits
-from hd_node.httpserver import Request, Response, ServerLimits, serve
-from hd_node.rlimits import raise_open_file_limit
-from hd_node.wslink import WsLink
 from hd_protocol import Identity
+from hd_shell.http.server import Request, Response, ServerLimits, serve
+from hd_shell.listener import peer_listener_limits
+from hd_shell.rlimits import raise_open_file_limit
+from hd_shell.ws.link import WsLink
 
 log = logging.getLogger("hd_relay.server")
 

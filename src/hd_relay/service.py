@@ -14,8 +14,6 @@ from typing import Any
 import trio
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from hd_node.clock import wall_ms
-from hd_node.wslink import WsLink
 from hd_protocol import Identity
 from hd_protocol.limits import Limits
 from hd_protocol.relay import (
@@ -25,6 +23,8 @@ from hd_protocol.relay import (
     StoreQueued,
     ToConn,
 )
+from hd_shell.clock import wall_ms
+from hd_shell.ws.link import WsLink
 
 from .frameserver import FrameServer
 from .queue import QueueStore

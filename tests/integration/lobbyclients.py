@@ -34,7 +34,6 @@ from urllib.parse import urlsplit
 
 import trio
 
-from hd_node.wslink import LinkClosed, WsLink, dial_ws
 from hd_protocol import (
     Envelope,
     Identity,
@@ -47,6 +46,7 @@ from hd_protocol import (
 from hd_protocol.frames import encode_frame, parse_challenge
 from hd_protocol.lobby_client import LobbyClient
 from hd_protocol.relay import ack_frame, attach_frame, relay_frame
+from hd_shell.ws.link import LinkClosed, WsLink, dial_ws
 
 from .attackers import upgrade
 

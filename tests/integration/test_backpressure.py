@@ -19,9 +19,9 @@ import trio
 from websockets.sync.client import connect as ws_connect
 
 from hd_node.client import NodeError
-from hd_node.wslink import dial_ws
 from hd_protocol import Connection, Decision, Identity, decode_invite
 from hd_protocol.connection import NeedAdmission
+from hd_shell.ws.link import dial_ws
 
 from .conftest import Cluster, connected, eventually
 

@@ -1,4 +1,4 @@
-"""hd_node.httpserver against real clients on 127.0.0.1.
+"""hd_shell.http.server against real clients on 127.0.0.1.
 
 httpx (sync, in a worker thread) and the ``websockets`` client are what a user would
 point at the listener; a small h11 client over a trio stream is used where a test needs
@@ -26,8 +26,8 @@ import trio
 import websockets.exceptions as wse
 from websockets.sync.client import connect as ws_connect
 
-from hd_node.httpserver import Request, Response, ServerLimits, serve
-from hd_node.wslink import LinkClosed, WsLink, dial_ws
+from hd_shell.http.server import Request, Response, ServerLimits, serve
+from hd_shell.ws.link import LinkClosed, WsLink, dial_ws
 
 
 @pytest.fixture(autouse=True)

@@ -8,10 +8,10 @@ from typing import Any
 
 import trio
 
-from hd_node.wslink import WsLink, dial_ws
 from hd_protocol import Identity, encode_envelope, make_envelope, new_msg_id, sign_envelope
 from hd_protocol.frames import decode_frame, parse_challenge
 from hd_protocol.relay import ack_frame, attach_frame, relay_frame
+from hd_shell.ws.link import WsLink, dial_ws
 
 from .conftest import Cluster, connected, eventually, free_port
 from .servers import Servers, servers  # noqa: F401 - the fixture

@@ -37,9 +37,9 @@ from typing import Any
 import pytest
 import trio
 
-from hd_node.wslink import LinkClosed
 from hd_protocol.frames import encode_frame
 from hd_protocol.webrtc import MAX_ATTEMPTS_PER_PEER, MAX_SDP
+from hd_shell.ws.link import LinkClosed
 
 from .conftest import Cluster, NodeProcess, eventually
 from .lobbyclients import ATTACKER_HOST, Fleet, Frame, LobbyNode, fleet, is_error, is_type

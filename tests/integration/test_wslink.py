@@ -1,6 +1,6 @@
 """WsLink and dial_ws against real sockets on 127.0.0.1.
 
-The server side is hd_node.httpserver.serve; the clients are the third-party
+The server side is hd_shell.http.server.serve; the clients are the third-party
 ``websockets`` library (sync client, run in a worker thread) where a user would use one,
 and our own dial_ws. Every test runs with ``filterwarnings = error``, so a leaked socket
 (ResourceWarning) fails it; the autouse fixture forces a collection to make sure.
@@ -27,8 +27,8 @@ from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, CloseConnection
 from wsproto.events import Request as WsRequest
 
-from hd_node.httpserver import Request, Response, ServerLimits, serve
-from hd_node.wslink import MAX_EVENTS_PER_PASS, DialError, LinkClosed, WsLink, dial_ws
+from hd_shell.http.server import Request, Response, ServerLimits, serve
+from hd_shell.ws.link import MAX_EVENTS_PER_PASS, DialError, LinkClosed, WsLink, dial_ws
 
 MiB = 1 << 20
 

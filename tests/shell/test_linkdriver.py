@@ -16,7 +16,6 @@ import pytest
 import trio
 import trio.testing
 
-from hd_node.clock import mono_ms, wall_ms
 from hd_node.linkdriver import LinkBusy, LinkDriver, LinkLimits
 from hd_protocol import Connection, Decision, Identity
 from hd_protocol.connection import (
@@ -29,6 +28,7 @@ from hd_protocol.connection import (
     Timeout,
 )
 from hd_protocol.limits import DEFAULT_LIMITS, Limits
+from hd_shell.clock import mono_ms, wall_ms
 
 from .memlink import MemoryLink, memory_link_pair
 

@@ -21,8 +21,8 @@ network has a deadline except the caller's own ``receive_some`` and ``send_many`
 caller decides how long it waits for a peer).
 
 This module does the I/O, the write lock and the close handshake. What the bytes read
-mean (reassembly and the limits) is decided in :mod:`hd_node.wsinbound`, opening a client
-connection in :mod:`hd_node.wsdial`; ``DialError`` stays importable from here.
+mean (reassembly and the limits) is decided in :mod:`hd_shell.ws.inbound`, opening a client
+connection in :mod:`hd_shell.ws.dial`; ``DialError`` stays importable from here.
 """
 
 from __future__ import annotations
@@ -35,11 +35,11 @@ from wsproto import WSConnection
 from wsproto.connection import Connection, ConnectionState
 from wsproto.events import BytesMessage, CloseConnection, TextMessage
 
-from . import transport
-from .wsdial import DialError, open_ws, peer_ip
-from .wsinbound import MAX_EVENTS_PER_PASS, Inbound, WsBudget
+from hd_shell import link as transport
+from hd_shell.ws.dial import DialError, open_ws, peer_ip
+from hd_shell.ws.inbound import MAX_EVENTS_PER_PASS, Inbound, WsBudget
 
-log = logging.getLogger("hd_node.wslink")
+log = logging.getLogger("hd_shell.ws.link")
 
 LINGER_S = 0.3  # after a violation: time to let our close frame reach the peer
 LINGER_BYTES = 256 * 1024
@@ -393,7 +393,7 @@ async def dial_ws(
 
     The whole dial (DNS, connect, handshake) runs under one deadline. Every failure is a
     DialError, with the stream closed first. The dial itself is
-    :func:`hd_node.wsdial.open_ws`; wrapping its result cannot fail.
+    :func:`hd_shell.ws.dial.open_ws`; wrapping its result cannot fail.
     """
     stream, conn, host = await open_ws(url, timeout_s=timeout_s, extra_headers=extra_headers)
     return WsLink(stream, conn, peer_ip(stream) or host, kind=kind,

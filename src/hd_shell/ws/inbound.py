@@ -1,7 +1,7 @@
 """The reading half of one WebSocket, without I/O: wsproto events in, whole messages and
 the control frames to answer with out.
 
-Why apart from :class:`~hd_node.wslink.WsLink`: everything a remote party can abuse by
+Why apart from :class:`~hd_shell.ws.link.WsLink`: everything a remote party can abuse by
 what it sends (message size, fragments per message, pings per 10 s, malformed frames) is
 decided here, in plain synchronous code that never waits; WsLink only moves bytes
 between the socket and this state and owns the write lock and the close handshake.
@@ -23,7 +23,7 @@ from wsproto.connection import Connection, ConnectionState
 from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
 
 # The link's own logger: these lines are about the link, whichever module decides them.
-log = logging.getLogger("hd_node.wslink")
+log = logging.getLogger("hd_shell.ws.link")
 
 MAX_EVENTS_PER_PASS = 2048
 """wsproto events parsed before giving other tasks a turn: 256 KiB of minimal frames is

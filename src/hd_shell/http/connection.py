@@ -1,11 +1,11 @@
 """One HTTP connection of the listener: its h11 request loop and the WebSocket upgrade.
 
-Why apart from :mod:`hd_node.httpserver`: the listener decides which connections to take
+Why apart from :mod:`hd_shell.http.server`: the listener decides which connections to take
 (budgets, accept errors); everything a connection's client can do wrong once taken is
 handled here, where every wait has a deadline: the request head, the body, writing a
 response, the idle time between keep-alive requests. A request that breaks a rule gets
 a small JSON error and the connection ends; a WebSocket upgrade hands the app a
-:class:`~hd_node.wslink.WsLink` it owns until it returns.
+:class:`~hd_shell.ws.link.WsLink` it owns until it returns.
 """
 
 from __future__ import annotations
@@ -24,11 +24,11 @@ from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection
 from wsproto.events import Request as WsRequest
 
-from .httpapi import App, Request, Response, ServerLimits
-from .wslink import WsLink
+from hd_shell.http.api import App, Request, Response, ServerLimits
+from hd_shell.ws.link import WsLink
 
 # The server's logger: these lines are about the listener's connections.
-log = logging.getLogger("hd_node.http")
+log = logging.getLogger("hd_shell.http")
 
 HTTP_CHUNK = 64 * 1024
 LINGER_S = 1.0

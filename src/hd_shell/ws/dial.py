@@ -1,9 +1,9 @@
 """The client side of a WebSocket's opening: URL checks, TCP connect, the HTTP handshake.
 
-Why apart from :mod:`hd_node.wslink`: dialing is all about a remote party that is not a
+Why apart from :mod:`hd_shell.ws.link`: dialing is all about a remote party that is not a
 WebSocket yet (bad URLs, unreachable hosts, HTTP errors, servers that answer garbage),
 and every one of those ends as a :class:`DialError`; once the handshake is done the open
-wsproto connection is handed to :func:`hd_node.wslink.dial_ws`, which wraps it in a
+wsproto connection is handed to :func:`hd_shell.ws.link.dial_ws`, which wraps it in a
 WsLink. This module knows nothing of WsLink, so wslink can import it without a cycle.
 """
 

@@ -4,7 +4,7 @@ Why not hypercorn: an exception in one connection's task ended the whole server
 (node.py had to restart it in a loop), it had no per-address connection budget, and the
 ASGI message queues cost a task switch per frame. This server does only what the node
 needs: small JSON/HTML responses with keep-alive, and WebSocket upgrades handed to the
-app as a :class:`~hd_node.wslink.WsLink` it owns until it returns.
+app as a :class:`~hd_shell.ws.link.WsLink` it owns until it returns.
 
 Robustness rules, all enforced here rather than left to the app:
 
@@ -16,7 +16,7 @@ Robustness rules, all enforced here rather than left to the app:
   per remote address (refused before any parsing), head and body sizes.
 
 This module is the listener (accept loop, budgets); one connection's request loop and
-upgrade are :mod:`hd_node.httpconn`. The app-facing types live in :mod:`hd_node.httpapi`
+upgrade are :mod:`hd_shell.http.connection`. The app-facing types live in :mod:`hd_shell.http.api`
 (shared by both without a cycle) and are importable from here.
 """
 
@@ -28,11 +28,11 @@ from collections.abc import Callable
 
 import trio
 
-from .httpapi import DEFAULT_LIMITS, App, Request, Response, ServerLimits
-from .httpconn import HttpConnection
-from .wsdial import peer_ip
+from hd_shell.http.api import DEFAULT_LIMITS, App, Request, Response, ServerLimits
+from hd_shell.http.connection import HttpConnection
+from hd_shell.ws.dial import peer_ip
 
-log = logging.getLogger("hd_node.http")
+log = logging.getLogger("hd_shell.http")
 
 ACCEPT_RETRY_S = 0.1
 BACKLOG = 1024

@@ -1,10 +1,10 @@
 """What the HTTP listener and an app agree on: the request it gets, the response it
 gives, the interface it implements, and the limits the server enforces for it.
 
-Why a module of its own: both :mod:`hd_node.httpserver` (the listener) and
-:mod:`hd_node.httpconn` (one connection) need these types, and the listener imports the
+Why a module of its own: both :mod:`hd_shell.http.server` (the listener) and
+:mod:`hd_shell.http.connection` (one connection) need these types, and the listener imports the
 connection; keeping them here avoids an import cycle. Import them from
-``hd_node.httpserver``, which re-exports them.
+``hd_shell.http.server``, which re-exports them.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from .wsinbound import WsBudget
-from .wslink import WsLink
+from hd_shell.ws.inbound import WsBudget
+from hd_shell.ws.link import WsLink
 
 
 @dataclass(frozen=True)

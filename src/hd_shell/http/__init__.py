@@ -1,0 +1,1 @@
+"""HTTP/1.1 on h11: request/response types, one connection, the listener."""

@@ -1,0 +1,1 @@
+"""WebSocket on wsproto: the inbound budget, the dialler and the link."""
