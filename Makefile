@@ -83,7 +83,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests fuzz examples bench tools
 
 typecheck: $(STAMP)
-	$(BIN)/mypy --strict src/hd_protocol src/hd_shell
+	$(BIN)/mypy --strict src
 
 unit: $(STAMP) browser-deps coturn webrtc-deps
 	$(BIN)/python -m pytest -q

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 SRC = Path(__file__).resolve().parent.parent / "src"
-PACKAGES = ("hd_node", "hd_protocol", "hd_shell")
+PACKAGES = ("hd_node", "hd_protocol", "hd_shell", "hd_relay", "hd_lobby")
 MAX_LINES = 420  # "about 400": a file much longer is usually two concerns
 
 # The modules that make up the hub: they may know links, candidates and transports
@@ -23,7 +23,18 @@ TRANSPORT_KINDS = {"direct", "lan", "relay", "webrtc"}
 
 
 def _modules(package: str) -> dict[str, Path]:
-    return {p.stem: p for p in sorted((SRC / package).glob("*.py")) if p.stem != "__main__"}
+    """Every module of ``package`` by its dotted name inside it (``ws.link``); a
+    subpackage's ``__init__`` is the subpackage's own name."""
+    out: dict[str, Path] = {}
+    root = SRC / package
+    for p in sorted(root.rglob("*.py")):
+        parts = list(p.relative_to(root).with_suffix("").parts)
+        if parts[-1] == "__main__":
+            continue
+        if parts[-1] == "__init__":
+            parts = parts[:-1] or ["__init__"]
+        out[".".join(parts)] = p
+    return out
 
 
 def _absolute_imports(path: Path) -> set[str]:
@@ -39,27 +50,38 @@ def _absolute_imports(path: Path) -> set[str]:
 
 
 def _imports(package: str, path: Path) -> set[str]:
-    """Every module of ``package`` that ``path`` imports, TYPE_CHECKING imports included."""
+    """Every module of ``package`` that ``path`` imports, by dotted name inside the
+    package (relative and absolute imports, TYPE_CHECKING ones too). ``from .x import
+    y`` names ``x.y`` when that is a module, else ``x``."""
+    root = SRC / package
+    mods = _modules(package)
+    here = list(path.relative_to(root).with_suffix("").parts)
+    base = here[:-1]  # the package the module is in (its own, for an __init__)
     out: set[str] = set()
+
+    def add(parts: list[str], names: list[str]) -> None:
+        for n in names:
+            if ".".join([*parts, n]) in mods:
+                out.add(".".join([*parts, n]))
+            elif parts:
+                out.add(".".join(parts))
+
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom):
-            if node.level == 1:
-                if node.module:
-                    out.add(node.module.split(".")[0])
-                else:
-                    out.update(a.name for a in node.names)
+            if node.level:
+                parts = base[:len(base) - (node.level - 1)] if node.level > 1 else list(base)
+                parts += node.module.split(".") if node.module else []
             elif node.module and node.module.split(".")[0] == package:
-                parts = node.module.split(".")
-                if len(parts) > 1:
-                    out.add(parts[1])
-                else:
-                    out.update(a.name for a in node.names)
+                parts = node.module.split(".")[1:]
+            else:
+                continue
+            add(parts, [a.name for a in node.names])
         elif isinstance(node, ast.Import):
             for a in node.names:
                 parts = a.name.split(".")
                 if parts[0] == package and len(parts) > 1:
-                    out.add(parts[1])
-    return out
+                    out.add(".".join(parts[1:]))
+    return {m for m in out if m in mods}
 
 
 def _find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
@@ -128,8 +150,8 @@ def test_the_hub_never_names_a_transport(module: str) -> None:
 
 
 # The package graph: hd_protocol < hd_shell < {hd_node, hd_lobby, hd_relay}. Each
-# package may import only the packages listed for it. KNOWN_DEBT lists the upward
-# imports that remain from before hd_shell existed (issue 18): the list may only shrink.
+# package may import only the packages listed for it; hd_lobby uses the relay it
+# bundles only through hd_relay's package face (``hd_relay.__all__``).
 ALLOWED = {
     "hd_protocol": set(),
     "hd_shell": {"hd_protocol"},
@@ -137,10 +159,18 @@ ALLOWED = {
     "hd_relay": {"hd_protocol", "hd_shell"},
     "hd_lobby": {"hd_protocol", "hd_shell", "hd_relay"},
 }
-KNOWN_DEBT = {
-    ("hd_relay", "hd_node.dbfile"), ("hd_relay", "hd_node.files"),
-}
+FACES = {"hd_relay"}
 OURS = tuple(ALLOWED)
+
+
+def _face(package: str) -> set[str]:
+    tree = ast.parse((SRC / package / "__init__.py").read_text())
+    for node in tree.body:
+        if (isinstance(node, ast.Assign) and isinstance(node.value, ast.List)
+                and any(isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets)):
+            return {package, *(f"{package}.{e.value}" for e in node.value.elts
+                               if isinstance(e, ast.Constant))}
+    return {package}
 
 
 def _package_imports(package: str) -> set[tuple[str, str]]:
@@ -154,17 +184,12 @@ def _package_imports(package: str) -> set[tuple[str, str]]:
     return out
 
 
-def _covered(package: str, name: str) -> bool:
-    """``name`` is a known-debt module, a name inside one, or the package that
-    ``from hd_node import files`` records next to ``hd_node.files``."""
-    return any(pkg == package and (name == mod or name.startswith(mod + ".")
-                                   or mod.startswith(name + "."))
-               for pkg, mod in KNOWN_DEBT)
-
-
 def _upward(package: str) -> set[tuple[str, str]]:
+    """Imports of another package that ``package`` may not make: a package it may not
+    import at all, or a module behind the face of one it may use only by its face."""
     return {(pkg, name) for pkg, name in _package_imports(package)
-            if name.split(".")[0] not in ALLOWED[package] and not _covered(pkg, name)}
+            if name.split(".")[0] not in ALLOWED[package]
+            or (name.split(".")[0] in FACES and name not in _face(name.split(".")[0]))}
 
 
 @pytest.mark.parametrize("package", OURS)
@@ -172,14 +197,17 @@ def test_the_package_graph_has_only_the_allowed_arrows(package: str) -> None:
     assert not _upward(package), f"{package} imports upward: {sorted(_upward(package))}"
 
 
-def test_the_known_debt_is_still_debt() -> None:
-    """An entry that no longer holds must leave KNOWN_DEBT (the list only shrinks)."""
-    present = set().union(*(_package_imports(p) for p in OURS))
-    assert present >= KNOWN_DEBT, f"no longer imported: {sorted(KNOWN_DEBT - present)}"
-
-
 def test_the_layer_check_sees_an_upward_import(tmp_path: Path) -> None:
     bad = tmp_path / "m.py"
     bad.write_text("from hd_node.hub import Hub\nimport hd_lobby.cli\n")
     names = _absolute_imports(bad)
     assert {"hd_node.hub", "hd_node.hub.Hub", "hd_lobby.cli"} <= names
+    assert _face("hd_relay") >= {"hd_relay", "hd_relay.RelayService", "hd_relay.PATH"}
+    assert "hd_relay.queue" not in _face("hd_relay")
+
+
+def test_module_names_resolve_inside_subpackages() -> None:
+    mods = _modules("hd_shell")
+    assert {"ws.link", "http.server", "server.frames", "datadir"} <= set(mods)
+    assert {"link", "clock", "ws.link"} <= _imports("hd_shell", mods["server.frames"])
+    assert "datadir" in _imports("hd_shell", mods["sqlitefile"])

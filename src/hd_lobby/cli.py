@@ -26,27 +26,26 @@ from pathlib import Path
 import trio
 from prometheus_client import CollectorRegistry, Gauge
 
+import hd_relay
 from hd_protocol import node_id_for
 from hd_protocol.errors import ProtocolError
 from hd_protocol.limits import DEFAULT_LIMITS
 from hd_protocol.lobby import LobbyServer
-from hd_relay.frameserver import FrameServer
-from hd_relay.queue import QueueStore
-from hd_relay.serverkit import (
-    ServerApp,
-    ServerProcess,
+from hd_shell.server.app import ServerApp
+from hd_shell.server.frames import FrameServer
+from hd_shell.server.process import ServerProcess, run_main
+from hd_shell.server.settings import (
     ServerSettings,
     UsageError,
     common_parser,
     load_settings,
-    run_main,
     server_limits,
 )
-from hd_relay.service import PATH as RELAY_PATH
-from hd_relay.service import RelayService, relay_frame_limit
 
 PROG = "hd-lobby"
 PATH = "/lobby-ws"
+RELAY_PATH = hd_relay.PATH
+log = logging.getLogger("hd_lobby")
 
 
 def load_directory(path: str | None) -> dict[str, str]:
@@ -72,11 +71,12 @@ def load_directory(path: str | None) -> dict[str, str]:
 
 async def run(settings: ServerSettings) -> None:
     directory = load_directory(settings.extra.get("directory"))
-    proc = ServerProcess(settings, "lobby.json")
-    store = QueueStore(settings.data_dir / "relay-queue.db")
+    proc = ServerProcess(settings, "lobby.json", log)
+    store = hd_relay.QueueStore(settings.data_dir / "relay-queue.db")
     try:
         registry = CollectorRegistry(auto_describe=True)
-        relay = RelayService(proc.identity, store, DEFAULT_LIMITS, registry)
+        relay = hd_relay.RelayService(proc.identity, store, DEFAULT_LIMITS, registry,
+                                      log.getChild("relay"))
         heartbeat = settings.extra.get("heartbeat")
         if heartbeat is None:  # not `or 15`: --heartbeat 0 is a mistake, not the default
             heartbeat = 15
@@ -85,7 +85,7 @@ async def run(settings: ServerSettings) -> None:
         machine = LobbyServer(proc.identity, rng=os.urandom, limits=DEFAULT_LIMITS,
                               directory=directory, heartbeat_s=heartbeat)
         lobby = FrameServer(machine, "lobby", timer=machine.on_timer,
-                            next_deadline=machine.next_deadline)
+                            next_deadline=machine.next_deadline, log=log)
         Gauge("hd_lobby_nodes", "Registered nodes", registry=registry).set_function(
             lambda: machine.registered)
         Gauge("hd_lobby_rooms", "Open rooms", registry=registry).set_function(
@@ -94,7 +94,7 @@ async def run(settings: ServerSettings) -> None:
               registry=registry).set_function(lambda: lobby.connections)
         app = ServerApp(proc.identity.node_id, registry,
                         {PATH: lobby.serve, RELAY_PATH: relay.serve})
-        await proc.run(app, server_limits(relay_frame_limit(DEFAULT_LIMITS), settings),
+        await proc.run(app, server_limits(hd_relay.relay_frame_limit(DEFAULT_LIMITS), settings),
                        lambda base: {"url": f"{base}{PATH}", "relay_url": f"{base}{RELAY_PATH}"},
                        [relay.run, lobby.run_timer], "lobby",
                        log_fields={"directory_entries": len(directory)})

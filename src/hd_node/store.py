@@ -26,8 +26,9 @@ from hd_protocol import InviteRecord, PeerRecord
 from hd_protocol.addressbook import Book, dial_order, from_json, to_json
 from hd_protocol.chat import ChatMessage
 from hd_protocol.collab import Pane
+from hd_shell.sqlitefile import Transactions, connect, open_checked, read_only
 
-from .dbfile import _read_only, damaged, open_checked
+from .dbfile import EMPTY_IS_DAMAGE, LOST
 
 log = logging.getLogger("hd_node.store")
 
@@ -124,20 +125,11 @@ class NodeStore:
         """Open ``path``, creating it if missing. ``empty_is_damage``: a 0-byte file is
         a truncated database (the node passes it when an identity exists)."""
         self.path = path
-        self.check_ms = open_checked(path, SCHEMA, empty_is_damage=empty_is_damage)  # None: new
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        try:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("PRAGMA foreign_keys=ON")
-            self._db.executescript(SCHEMA)
-        except sqlite3.Error as exc:
-            self._db.close()
-            raise damaged(path, str(exc)) from None
-        self._depth = 0
-        self._in_tx = False
-        self._durable = False
-        self._full_sync = False
+        self.check_ms = open_checked(path, SCHEMA, lost=LOST,  # None: new
+                                     empty_is_damage=EMPTY_IS_DAMAGE if empty_is_damage else None)
+        self._db = connect(path, SCHEMA, LOST, ("foreign_keys=ON",))
+        self._tx_kit = Transactions(self._db, full=False)
+        self._tx = self._tx_kit.tx
 
     def close(self) -> None:
         self._db.close()
@@ -156,49 +148,8 @@ class NodeStore:
         batch ends, across an OS crash — for what we answer a peer about, such as the
         chat message we are about to ack. Other commits survive a crash of the process,
         not of the machine (WAL with ``synchronous=NORMAL``), and cost no fsync."""
-        if self._depth == 0:
-            self._durable = durable
-        else:
-            self._durable = self._durable or durable
-        self._depth += 1
-        try:
+        with self._tx_kit.batch(durable=durable):
             yield
-        except BaseException:
-            self._depth -= 1
-            if self._depth == 0 and self._in_tx:
-                self._in_tx = False
-                self._db.execute("ROLLBACK")
-                self._sync(False)
-            raise
-        self._depth -= 1
-        if self._depth == 0 and self._in_tx:
-            self._in_tx = False
-            self._db.execute("COMMIT")
-            self._sync(False)
-
-    def _sync(self, full: bool) -> None:
-        """Set the fsync policy for the next commit (never inside a transaction)."""
-        if full != self._full_sync:
-            self._db.execute("PRAGMA synchronous=FULL" if full else "PRAGMA synchronous=NORMAL")
-            self._full_sync = full
-
-    @contextmanager
-    def _tx(self) -> Iterator[None]:
-        """One logical write: its own transaction, or a part of the open batch."""
-        if self._depth > 0:
-            if not self._in_tx:
-                self._sync(self._durable)
-                self._db.execute("BEGIN IMMEDIATE")
-                self._in_tx = True
-            yield
-            return
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
 
     # --- peers ------------------------------------------------------------------------
 
@@ -412,7 +363,7 @@ def stored_setting(path: Path, key: str) -> str | None:
     """One of our settings, read-only without opening the store (``hd-node id``, while
     the node may run); None without a database, the row, or a readable file."""
     try:
-        with _read_only(path) as db:
+        with read_only(path) as db:
             row = db.execute("SELECT value FROM node_settings WHERE key = ?", (key,)).fetchone()
     except (OSError, sqlite3.Error):
         return None

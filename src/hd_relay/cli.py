@@ -20,24 +20,19 @@ import trio
 from prometheus_client import CollectorRegistry
 
 from hd_protocol.limits import DEFAULT_LIMITS
+from hd_shell.server.app import ServerApp
+from hd_shell.server.process import ServerProcess, run_main
+from hd_shell.server.settings import ServerSettings, common_parser, load_settings, server_limits
 
 from .queue import QueueStore
-from .serverkit import (
-    ServerApp,
-    ServerProcess,
-    ServerSettings,
-    common_parser,
-    load_settings,
-    run_main,
-    server_limits,
-)
 from .service import PATH, RelayService, relay_frame_limit
 
 PROG = "hd-relay"
+log = logging.getLogger("hd_relay")
 
 
 async def run(settings: ServerSettings) -> None:
-    proc = ServerProcess(settings, "relay.json")
+    proc = ServerProcess(settings, "relay.json", log)
     store = QueueStore(settings.data_dir / "queue.db")
     try:
         registry = CollectorRegistry(auto_describe=True)

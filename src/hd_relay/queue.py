@@ -10,13 +10,11 @@ until the destination acks them or they expire.
 from __future__ import annotations
 
 import json
-import sqlite3
-from collections.abc import Collection, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Collection, Sequence
 from pathlib import Path
 
-from hd_node.dbfile import damaged, open_checked
 from hd_protocol.relay import QueuedEnvelope, StoreQueued
+from hd_shell.sqlitefile import Transactions, connect, open_checked
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS queued (
@@ -32,57 +30,23 @@ CREATE INDEX IF NOT EXISTS queued_by_dst ON queued (dst, qid);
 """
 
 
+# What starting with an empty mailbox costs (the end of a "damaged" error line).
+LOST = "the envelopes queued for offline nodes are lost"
+
+
 class QueueStore:
     def __init__(self, path: Path) -> None:
         self.path = path
-        open_checked(path, SCHEMA, empty_is_damage=False)
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        try:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.executescript(SCHEMA)
-        except sqlite3.Error as exc:
-            self._db.close()
-            raise damaged(path, str(exc)) from None
-        self._depth = 0
-        self._in_tx = False
+        open_checked(path, SCHEMA, lost=LOST)
+        self._db = connect(path, SCHEMA, LOST, ())
+        tx = Transactions(self._db, full=True)
+        # Writes inside one batch share one commit, made when the outermost batch ends
+        # (before anything queued meanwhile reaches the wire: no await happens inside).
+        self.batch = tx.batch
+        self._tx = tx.tx
 
     def close(self) -> None:
         self._db.close()
-
-    @contextmanager
-    def batch(self) -> Iterator[None]:
-        """Writes inside share one commit, made when the outermost batch ends (before
-        anything queued meanwhile reaches the wire: no await happens inside)."""
-        self._depth += 1
-        try:
-            yield
-        except BaseException:
-            self._depth -= 1
-            if self._depth == 0 and self._in_tx:
-                self._in_tx = False
-                self._db.execute("ROLLBACK")
-            raise
-        self._depth -= 1
-        if self._depth == 0 and self._in_tx:
-            self._in_tx = False
-            self._db.execute("COMMIT")
-
-    @contextmanager
-    def _tx(self) -> Iterator[None]:
-        if self._depth > 0:
-            if not self._in_tx:
-                self._db.execute("BEGIN IMMEDIATE")
-                self._in_tx = True
-            yield
-            return
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
 
     def put(self, item: StoreQueued) -> None:
         with self._tx():

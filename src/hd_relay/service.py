@@ -24,12 +24,12 @@ from hd_protocol.relay import (
     ToConn,
 )
 from hd_shell.clock import wall_ms
+from hd_shell.server.frames import FrameServer
 from hd_shell.ws.link import WsLink
 
-from .frameserver import FrameServer
 from .queue import QueueStore
 
-log = logging.getLogger("hd_relay")
+LOG = logging.getLogger("hd_relay")
 
 PURGE_EVERY_S = 60.0
 PATH = "/relay-ws"
@@ -51,12 +51,15 @@ class RelayMetrics:
 
 class RelayService:
     def __init__(self, identity: Identity, store: QueueStore, limits: Limits,
-                 registry: CollectorRegistry) -> None:
+                 registry: CollectorRegistry, log: logging.Logger = LOG) -> None:
+        """``log``: the logger of the binary it runs in (``hd-lobby`` bundles one)."""
         self.store = store
+        self.log = log
         self.machine = RelayServer(identity, rng=os.urandom, limits=limits,
                                    queued=store.counts())
         self.frames = FrameServer(_Counted(self), "relay", effect=self._effect,
-                                  batch=store.batch, on_congestion=self.machine.congested)
+                                  batch=store.batch, on_congestion=self.machine.congested,
+                                  log=log)
         self.metrics = RelayMetrics(registry, self)
 
     def _effect(self, out: Any) -> Sequence[Any]:
@@ -82,7 +85,7 @@ class RelayService:
             for node, (count, size) in self.store.purge_expired(
                     wall_ms(), keep=self.machine.in_flight()).items():
                 self.machine.expired(node, count, size)
-                log.info("expired queued envelopes dst=%s count=%d", node, count)
+                self.log.info("expired queued envelopes dst=%s count=%d", node, count)
 
 
 class _Counted:

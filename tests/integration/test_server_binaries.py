@@ -376,3 +376,65 @@ def test_a_busy_port_is_one_line_exit_1_and_leaves_no_info_file(
     line = _one_line_error(kind, res, 1)
     assert "in use" in line, line
     assert not (data_dir / f"{kind}.json").exists()
+
+
+# --- its own words: files, errors and loggers ------------------------------------------
+
+QUEUE_FILE = {"lobby": "relay-queue.db", "relay": "queue.db"}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_damaged_mailbox_is_one_line_naming_the_servers_file_and_loss_and_is_kept(
+    tmp_path: Path, kind: str,
+) -> None:
+    data_dir = tmp_path / "data"
+    data_dir.mkdir(mode=0o700)
+    queue = data_dir / QUEUE_FILE[kind]
+    queue.write_bytes(b"SQLite format 3\x00" + b"\xff" * 4000)  # a header, then garbage
+    os.chmod(queue, 0o600)
+    before = queue.read_bytes()
+    line = _one_line_error(kind, _run(kind, "run", "--data-dir", str(data_dir)), 2)
+    assert str(queue) in line and "queued for offline nodes are lost" in line, line
+    assert "peers, panes and chats" not in line and "node" not in line.split("(")[0], line
+    assert queue.read_bytes() == before  # kept byte for byte
+    assert not (data_dir / f"{kind}.json").exists()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_damaged_server_key_is_one_line_in_the_servers_words_and_is_kept(
+    tmp_path: Path, kind: str,
+) -> None:
+    data_dir = tmp_path / "data"
+    data_dir.mkdir(mode=0o700)
+    key = data_dir / "identity.key"
+    key.write_bytes(b"\x01" * 5)
+    os.chmod(key, 0o600)
+    line = _one_line_error(kind, _run(kind, "run", "--data-dir", str(data_dir)), 2)
+    assert str(key) in line and "a new server key" in line, line
+    assert "pairing" not in line and "node id" not in line, line
+    assert key.read_bytes() == b"\x01" * 5
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_log_line_names_the_servers_own_logger_or_the_shared_kit(
+    servers: Servers, kind: str,  # noqa: F811
+) -> None:
+    p = _server(servers, kind, ["--log-level", "DEBUG"])
+    p.data_dir.mkdir(mode=0o755)  # warned about at start, by the data directory kit
+    p.start()
+    with ws_connect(p.url, open_timeout=5, close_timeout=5) as ws:  # a frame it refuses
+        ws.send("{not json")
+        with contextlib.suppress(wse.ConnectionClosed, TimeoutError):
+            ws.recv(timeout=5)
+    with contextlib.suppress(httpx.HTTPError):
+        _http(p, "/nowhere")
+    assert p.stop(signal.SIGTERM) == 0
+    lines = [ln for ln in p.log_text().splitlines() if ln[:2] == "20"]  # our format
+    names = {ln.split()[3] for ln in lines}
+    own = MODULE[kind]
+    assert own in names or any(n.startswith(own + ".") for n in names), names
+    text = p.log_text()
+    assert "listening" in text and "shutting down" in text and "open to other" in text, text
+    foreign = {n for n in names if n.split(".")[0] not in {own, "hd_shell"}
+               and not (kind == "lobby" and n == "hd_lobby.relay")}
+    assert not foreign, f"lines under other loggers: {foreign}"

@@ -1,12 +1,16 @@
 """The relay's SQLite queue on its own: order, acks, expiry around in-flight envelopes,
-and a reopen that finds what was committed."""
+a reopen that finds what was committed, batches, and a damaged file refused in the
+relay's own words."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from hd_protocol.relay import StoreQueued
-from hd_relay.queue import QueueStore
+from hd_relay import QueueStore
+from hd_shell.datadir import DataError
 
 A, B = "a" * 16, "b" * 16
 
@@ -47,4 +51,30 @@ def test_a_reopened_queue_has_what_was_committed(tmp_path: Path) -> None:
     q.close()
     q2 = QueueStore(tmp_path / "q.db")
     assert [e.envelope["msg_id"] for e in q2.load(B, 10)] == [f"{n:032x}" for n in (1, 2)]
+    q2.close()
+
+
+def test_a_damaged_queue_is_refused_in_the_relays_words_and_kept(tmp_path: Path) -> None:
+    path = tmp_path / "queue.db"
+    path.write_bytes(b"not a database, not even close" * 200)
+    before = path.read_bytes()
+    with pytest.raises(DataError) as refused:
+        QueueStore(path)
+    msg = str(refused.value)
+    assert str(path) in msg and "queued for offline nodes are lost" in msg, msg
+    assert "peers" not in msg and "chats" not in msg and "node" not in msg.split("(")[0]
+    assert path.read_bytes() == before
+
+
+def test_a_batch_that_raises_commits_nothing_and_the_queue_goes_on(tmp_path: Path) -> None:
+    q = QueueStore(tmp_path / "q.db")
+    with pytest.raises(RuntimeError), q.batch():
+        q.put(item(B, 1, 1000))
+        raise RuntimeError("the reader failed")
+    assert q.counts() == {}
+    with q.batch(), q.batch():  # nested: one commit at the outer end
+        q.put(item(B, 2, 1000))
+    q.close()
+    q2 = QueueStore(tmp_path / "q.db")
+    assert [e.envelope["msg_id"] for e in q2.load(B, 10)] == [f"{2:032x}"]
     q2.close()

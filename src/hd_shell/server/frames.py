@@ -29,8 +29,6 @@ from hd_shell.clock import mono_ms, trio_deadline, wall_ms
 from hd_shell.link import LinkClosed
 from hd_shell.ws.link import WsLink
 
-log = logging.getLogger("hd_relay.frames")
-
 
 class FrameMachine(Protocol):
     def connect(self, conn: int, now: int) -> list[Any]: ...
@@ -64,9 +62,12 @@ class FrameServer:
         stall_s: float = 10.0,
         timer: Callable[[int, int], Sequence[Any]] | None = None,
         next_deadline: Callable[[], int | None] | None = None,
+        log: logging.Logger,
     ) -> None:
+        """``name`` starts each log line; ``log`` is the binary's own logger."""
         self.machine = machine
         self.name = name
+        self.log = log
         self.effect = effect
         self.batch = batch
         self.on_congestion = on_congestion
@@ -107,7 +108,7 @@ class FrameServer:
         box.bytes += len(frame)
         box.wake.set()
         if box.bytes > self.hard_limit:
-            log.info("%s connection dropped: not reading conn=%d queued=%d", self.name, conn,
+            self.log.info("%s connection dropped: not reading conn=%d queued=%d", self.name, conn,
                      box.bytes)
             box.close = (1008, "not reading")
         elif box.bytes > self.soft_limit and not box.congested:
@@ -164,7 +165,7 @@ class FrameServer:
                     with trio.move_on_after(self.stall_s) as cs:
                         await link.send_many(frames)
                     if cs.cancelled_caught:
-                        log.info("%s connection stalled conn=%d", self.name, conn)
+                        self.log.info("%s connection stalled conn=%d", self.name, conn)
                         box.close = (1008, "stalled")
                         break
                     if box.congested and box.bytes < self.soft_limit // 2:

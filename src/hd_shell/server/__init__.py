@@ -1,0 +1,1 @@
+"""The kit of the server binaries: settings, the HTTP face, the process, frames."""
