@@ -39,7 +39,7 @@ from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, CloseConnection, Ping, TextMessage
 from wsproto.events import Request as WsRequest
 
-from hd_node.direct import PREAUTH
+from hd_node.transports.direct import PREAUTH
 from hd_protocol import (
     Acceptor,
     CanonicalError,

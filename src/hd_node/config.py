@@ -6,6 +6,8 @@ Names follow the spec's ``network.*`` keys. No default ever reaches a public ser
 from __future__ import annotations
 
 import os
+import re
+import shlex
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -77,10 +79,8 @@ class Settings:
             if url and not url.startswith(("ws://", "wss://")):
                 raise ConfigError(f"{name} must be a ws:// or wss:// URL")
         if self.agent_backend:
-            from .agent_backends import backend_from_spec
-
             try:
-                backend_from_spec(self.agent_backend, node_id="a" * 16)
+                parse_backend_spec(self.agent_backend)
             except ValueError as exc:
                 raise ConfigError(f"agentBackend: {exc}") from None
         elif self.allow_remote_agent:
@@ -232,3 +232,38 @@ def limits_for(settings: Settings) -> Limits:
         ping_timeout_ms=int(settings.ping_timeout_s * 1000),
         chat_ack_timeout_ms=int(settings.chat_ack_timeout_s * 1000),
     )
+
+
+_URL = re.compile(r"https?://(\[[0-9a-fA-F:.]+\]|[^\s/?#@:\[\]]+)(:[0-9]{1,5})?(/\S*)?")
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    """``agentBackend`` read: ``demo``, ``openai`` (``url``, ``model``) or ``command``
+    (``argv``). ``features.agent_backends`` builds the backend from it."""
+
+    kind: str
+    url: str = ""
+    model: str = ""
+    argv: tuple[str, ...] = ()
+
+
+def parse_backend_spec(spec: str) -> BackendSpec:
+    """``demo`` | ``openai:URL[#model]`` | ``command:CMD`` (CMD split as a shell would,
+    not run by one). A bad spec raises ValueError with a one-line message."""
+    kind, colon, rest = spec.strip().partition(":")
+    if spec.strip() == "demo":
+        return BackendSpec("demo")
+    if kind == "openai" and colon:
+        url, _, model = (part.strip() for part in rest.partition("#"))
+        if not _URL.fullmatch(url):
+            raise ValueError("agent backend openai needs an http(s) URL: openai:URL[#model]")
+        return BackendSpec("openai", url=url, model=model)
+    if kind == "command" and colon:
+        try:
+            argv = shlex.split(rest)
+        except ValueError as e:
+            raise ValueError(f"agent backend command: {e}") from None
+        return BackendSpec("command", argv=tuple(argv))
+    raise ValueError(f"unknown agent backend {kind[:40]!r}: use demo, openai:URL[#model] "
+                     "or command:CMD")

@@ -98,7 +98,7 @@ class PeerSeries:
     """One peer's row as Prometheus sees it."""
 
     peer: str  # node id
-    up: bool  # False: the session ended and the row lingers (see hd_node.monitor)
+    up: bool  # False: the session ended and the row lingers (see hd_node.hub.monitor)
     figures: LinkFigures
 
 

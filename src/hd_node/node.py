@@ -29,14 +29,14 @@ from hd_shell.rlimits import raise_open_file_limit
 from . import files
 from .config import Settings, limits_for
 from .dbfile import stored_peer_count
-from .direct import DirectTransport
-from .hub import PeerHub
-from .lan import LanDiscovery
+from .discovery.lan import LanDiscovery
+from .hub.peerhub import PeerHub
 from .metrics import NodeMetrics
-from .relay_transport import RelayTransport
 from .store import NodeStore
-from .web import LocalApp
-from .webrtc import webrtc_transport
+from .transports.direct import DirectTransport
+from .transports.relay import RelayTransport
+from .transports.webrtc import webrtc_transport
+from .web.app import LocalApp
 
 log = logging.getLogger("hd_node")
 

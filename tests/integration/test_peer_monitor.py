@@ -19,7 +19,7 @@ ROW_FIELDS = {"node_id", "rtt_ms", "srtt_ms", "rttvar_ms", "timeouts", "bytes_in
               "bytes_out", "msgs_in", "msgs_out", "rate_in_bps", "rate_out_bps",
               "rate_msgs_in", "rate_msgs_out", "status"}
 PUSH_S = 5.0  # SPEC 6.4: every 5 s
-LOST_ROW_INTERVALS = 12  # hd_node.monitor: how long a lost row lingers, in ping intervals
+LOST_ROW_INTERVALS = 12  # hd_node.hub.monitor: how long a lost row lingers, in ping intervals
 
 
 def _row(rows: list[dict[str, Any]], node_id: str) -> dict[str, Any] | None:

@@ -18,7 +18,7 @@ from typing import Any
 
 import trio
 
-from hd_node.transport import DialFailed, InboundGate, Link, LinkClosed
+from hd_node.transports.seam import DialFailed, InboundGate, Link, LinkClosed
 from hd_protocol import DialCandidate, Envelope
 
 

@@ -20,7 +20,7 @@ import pytest
 import trio
 from integration.openai_stub import OpenAIStub, running_stub
 
-from hd_node.agent_backends import (
+from hd_node.features.agent_backends import (
     AgentBackend,
     BackendError,
     CommandBackend,

@@ -14,10 +14,10 @@ from typing import Any
 import trio
 
 from hd_node.config import Settings
-from hd_node.hub import PeerHub
+from hd_node.hub.peerhub import PeerHub
+from hd_node.hub.trust import DialIntent
 from hd_node.metrics import NodeMetrics
 from hd_node.store import NodeStore
-from hd_node.trust import DialIntent
 from hd_protocol import DialCandidate, Identity
 from hd_protocol.limits import DEFAULT_LIMITS
 

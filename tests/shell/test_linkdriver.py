@@ -16,7 +16,7 @@ import pytest
 import trio
 import trio.testing
 
-from hd_node.linkdriver import LinkBusy, LinkDriver, LinkLimits
+from hd_node.hub.linkdriver import LinkBusy, LinkDriver, LinkLimits
 from hd_protocol import Connection, Decision, Identity
 from hd_protocol.connection import (
     Closed,

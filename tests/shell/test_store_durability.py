@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from hd_node.hub.sessions import SessionRegistry
+from hd_node.hub.trust import Trust
 from hd_node.metrics import NodeMetrics
-from hd_node.sessions import SessionRegistry
 from hd_node.store import NodeStore
-from hd_node.trust import Trust
 from hd_protocol import Identity, Policy
 from hd_protocol.limits import DEFAULT_LIMITS
 

@@ -9,7 +9,7 @@ import stat
 from pathlib import Path
 
 from hd_node.config import Settings
-from hd_node.hub import node_name_for
+from hd_node.hub.peerhub import node_name_for
 from hd_node.store import NodeStore, stored_setting
 from hd_protocol import Identity
 from hd_protocol.chat import ChatMessage

@@ -17,7 +17,7 @@ import httpx
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 
-from hd_node.web import STATIC_FILES
+from hd_node.web.app import STATIC_FILES
 
 from ..conftest import Cluster, NodeProcess
 from .helpers import ARGS, CHROMIUM, TIMEOUT_MS, launch, open_page, pair, peer_action, peer_row

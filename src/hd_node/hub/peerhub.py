@@ -25,27 +25,27 @@ from hd_protocol import Connection, Identity, Policy, sort_candidates
 from hd_protocol.limits import Limits
 from hd_shell.clock import mono_ms, wall_ms
 
+from ..config import Settings
+from ..discovery.addresses import FIRST_GATHER_WAIT_S, own_candidates, reflexive_for
+from ..discovery.lobby import LobbyLink
+from ..features.agent_backends import backend_from_spec
+from ..features.agents import AgentRuntime
+from ..features.collab import Features
+from ..metrics import NodeMetrics
+from ..store import NodeStore
+from ..transports.seam import Link, Ticket, Transports
+from ..web.commands import Commands
 from . import bench
-from .addresses import FIRST_GATHER_WAIT_S, own_candidates, reflexive_for
-from .agent_backends import backend_from_spec
-from .agents import AgentRuntime
-from .commands import Commands
-from .config import Settings
 from .connector import Connector
-from .features import Features
 from .linkdriver import LinkDriver, LinkLimits
-from .lobbylink import LobbyLink
-from .metrics import NodeMetrics
 from .pairing import Pairing
 from .peers import Peers
 from .reconnect import Reconnector
 from .sessions import SessionRegistry
-from .store import NodeStore
 from .tabbus import TabBus, TabLimits
-from .transport import Link, Ticket, Transports
 from .trust import Trust
 
-log = logging.getLogger("hd_node.hub")
+log = logging.getLogger("hd_node.hub.peerhub")
 
 CAPABILITIES = ["collab", "peerchat"]
 

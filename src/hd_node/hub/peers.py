@@ -23,15 +23,15 @@ from hd_protocol.presence import parse_presence, presence_data
 from hd_protocol.ws import check_node_name
 from hd_shell.clock import mono_ms, wall_ms
 
-from .errors import HubError
+from ..errors import HubError
+from ..metrics import NodeMetrics
+from ..store import NodeStore
 from .linkdriver import LinkBusy, LinkDriver
-from .metrics import NodeMetrics
 from .monitor import PeerMonitor
 from .sessions import SessionRegistry
-from .store import NodeStore
 from .tabbus import TabBus
 
-log = logging.getLogger("hd_node.peers")
+log = logging.getLogger("hd_node.hub.peers")
 
 
 class Peers:
@@ -147,7 +147,7 @@ class Peers:
             self.peer_update(peer)
 
     def metrics_view(self) -> list[dict[str, Any]]:
-        """The ``peer_metrics`` rows (SPEC 6.4; see ``hd_node.monitor``)."""
+        """The ``peer_metrics`` rows (SPEC 6.4; see ``hd_node.hub.monitor``)."""
         return self.monitor.rows()
 
     # --- sessions (SessionListener) -----------------------------------------------------

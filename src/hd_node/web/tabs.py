@@ -18,13 +18,13 @@ import trio
 from hd_protocol import ProtocolError
 from hd_protocol.ws import WsFrame, decode_ws_frame
 
+from ..errors import HubError
+from ..hub.tabbus import Tab, TabBus
+from ..metrics import NodeMetrics
+from ..transports.seam import Link, LinkClosed
 from .commands import LONG, Answer, Commands
-from .errors import HubError
-from .metrics import NodeMetrics
-from .tabbus import Tab, TabBus
-from .transport import Link, LinkClosed
 
-log = logging.getLogger("hd_node.tabs")
+log = logging.getLogger("hd_node.web.tabs")
 
 
 class TabSession:

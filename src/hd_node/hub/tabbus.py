@@ -25,9 +25,9 @@ import trio
 
 from hd_protocol.ws import encode_ws_frame
 
-from .metrics import NodeMetrics
+from ..metrics import NodeMetrics
 
-log = logging.getLogger("hd_node.tabs")
+log = logging.getLogger("hd_node.web.tabs")
 
 
 @dataclass(frozen=True)

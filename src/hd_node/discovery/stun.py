@@ -29,7 +29,7 @@ from hd_protocol.stun import (
 )
 from hd_shell.clock import mono_ms, trio_deadline
 
-from . import __version__
+from .. import __version__
 
 log = logging.getLogger("hd_node.stun")
 

@@ -22,11 +22,11 @@ import trio
 from hd_protocol import make_candidate, sort_candidates
 from hd_protocol.stun import parse_server
 
-from .config import Settings
-from .metrics import NodeMetrics
-from .stun_client import Address, Mapped, StunOutcome, binding
+from ..config import Settings
+from ..metrics import NodeMetrics
+from .stun import Address, Mapped, StunOutcome, binding
 
-log = logging.getLogger("hd_node.addresses")
+log = logging.getLogger("hd_node.discovery.addresses")
 
 # A NAT may hand us another public address at any time; ask again every few minutes.
 REFRESH_S = 300.0

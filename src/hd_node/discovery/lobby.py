@@ -36,12 +36,12 @@ from hd_protocol.limits import Limits
 from hd_shell.clock import mono_ms, trio_deadline
 from hd_shell.ws.link import DialError, WsLink, dial_ws
 
-from .connector import Connector
-from .errors import HubError
-from .peers import Peers
-from .tabbus import TabBus
-from .transport import LinkClosed
-from .trust import DialIntent, Trust
+from ..errors import HubError
+from ..hub.connector import Connector
+from ..hub.peers import Peers
+from ..hub.tabbus import TabBus
+from ..hub.trust import DialIntent, Trust
+from ..transports.seam import LinkClosed
 
 log = logging.getLogger("hd_node.lobby")
 

@@ -30,7 +30,7 @@ from hd_protocol.frames import decode_frame, parse_challenge
 from hd_protocol.relay import ack_frame, attach_frame, relay_frame
 from hd_shell.ws.link import DialError, WsLink, dial_ws
 
-from .transport import DialFailed, InboundGate, Link, LinkClosed
+from .seam import DialFailed, InboundGate, Link, LinkClosed
 
 log = logging.getLogger("hd_node.relay")
 

@@ -24,12 +24,12 @@ from hd_protocol.handshake import State as HsState
 from hd_protocol.limits import Limits
 from hd_shell.clock import mono_ms, trio_deadline, wall_ms
 
-from .errors import HubError
+from ..errors import HubError
+from ..metrics import NodeMetrics
+from ..store import NodeStore
+from ..transports.seam import DialFailed, Transports
 from .linkdriver import LinkDriver, LinkLimits
-from .metrics import NodeMetrics
 from .sessions import SessionRegistry
-from .store import NodeStore
-from .transport import DialFailed, Transports
 from .trust import DialIntent
 
 log = logging.getLogger("hd_node.dial")

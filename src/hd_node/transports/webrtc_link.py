@@ -22,9 +22,9 @@ from hd_protocol.errors import RemoteProtocolError
 from hd_protocol.webrtc import Budget, Reassembler, address_for, fragment
 
 from .aiothread import AsyncioThread
-from .transport import LinkClosed
+from .seam import LinkClosed
 
-log = logging.getLogger("hd_node.webrtc")
+log = logging.getLogger("hd_node.transports.webrtc")
 
 QUEUE_BYTES = 8 << 20  # envelopes waiting for the link's reader before the link closes
 

@@ -42,15 +42,15 @@ from hd_protocol.lan import (
 )
 from hd_shell.clock import mono_ms, trio_deadline
 
-from .direct import DirectTransport
-from .errors import HubError
-from .hub import PeerHub
-from .linkdriver import LinkDriver
+from ..errors import HubError
+from ..hub.linkdriver import LinkDriver
+from ..hub.peerhub import PeerHub
+from ..hub.trust import DialIntent
+from ..metrics import NodeMetrics
+from ..transports.direct import DirectTransport
 from .mdns import Names, Resolved, announced_addresses, open_zeroconf
-from .metrics import NodeMetrics
-from .trust import DialIntent
 
-log = logging.getLogger("hd_node.lan")
+log = logging.getLogger("hd_node.discovery.lan")
 
 KIND = "lan"
 CLOSE_TIMEOUT_S = 5.0

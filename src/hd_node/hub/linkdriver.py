@@ -42,7 +42,7 @@ from hd_protocol.connection import (
 )
 from hd_shell.clock import mono_ms, trio_deadline, wall_ms
 
-from .transport import Link, LinkClosed
+from ..transports.seam import Link, LinkClosed
 
 log = logging.getLogger("hd_node.link")
 

@@ -18,10 +18,10 @@ from hd_shell.http.server import Request, Response, ServerLimits, serve
 from hd_shell.listener import PREAUTH, peer_listener_limits
 from hd_shell.ws.link import DialError, WsLink, dial_ws
 
-from .metrics import NodeMetrics
-from .transport import DialFailed, InboundGate, Link, Ticket
+from ..metrics import NodeMetrics
+from .seam import DialFailed, InboundGate, Link, Ticket
 
-log = logging.getLogger("hd_node.direct")
+log = logging.getLogger("hd_node.transports.direct")
 
 PATH = "/peer-ws"
 

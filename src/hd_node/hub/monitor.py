@@ -29,8 +29,8 @@ from hd_protocol.connection import Connection, PeerError
 from hd_protocol.limits import Limits
 from hd_shell.clock import mono_ms
 
+from ..metrics import NodeMetrics, PeerSeries
 from .linkdriver import LinkDriver
-from .metrics import NodeMetrics, PeerSeries
 from .sessions import SessionRegistry
 from .tabbus import TabBus
 

@@ -46,6 +46,11 @@ from hd_protocol.agent import (
 from hd_protocol.connection import Message, PeerError
 from hd_shell.clock import mono_ms, trio_deadline
 
+from ..errors import HubError
+from ..hub.linkdriver import LinkDriver
+from ..hub.peers import Peers
+from ..hub.sessions import SessionRegistry
+from ..hub.tabbus import Tab
 from .agent_backends import (
     AgentBackend,
     BackendError,
@@ -54,14 +59,9 @@ from .agent_backends import (
     ToolResult,
     Turn,
 )
-from .errors import HubError
-from .features import Features
-from .linkdriver import LinkDriver
-from .peers import Peers
-from .sessions import SessionRegistry
-from .tabbus import Tab
+from .collab import Features
 
-log = logging.getLogger("hd_node.agents")
+log = logging.getLogger("hd_node.features.agents")
 
 LIST_PEERS = Tool(
     "list_peers", "The peers this node knows: node id, name, level, status.",

@@ -1,7 +1,7 @@
 """Pluggable agent backends (SPEC 6.3): what answers one agent turn.
 
 A backend gets a ``Turn``, ``emit`` for text as it arrives and ``call_tool`` for each
-tool call (the runtime, ``hd_node.agents``, is the permission gate). It returns the
+tool call (the runtime, ``hd_node.features.agents``, is the permission gate). It returns the
 answer or raises ``BackendError``; a cancelled turn leaves nothing behind. Nothing waits
 forever: OpenAI gets ``connect_timeout`` (10 s) to connect and ``read_timeout`` (60 s)
 between two reads; a command has no clock of its own: the runtime's turn deadline
@@ -15,7 +15,6 @@ import json
 import logging
 import os
 import re
-import shlex
 import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -27,7 +26,9 @@ import trio
 
 from hd_protocol.identity import is_node_id
 
-log = logging.getLogger("hd_node.agent_backends")
+from ..config import parse_backend_spec
+
+log = logging.getLogger("hd_node.features.agent_backends")
 
 MAX_LINE = 1024 * 1024  # one JSON line of a command, one SSE line of a stream
 MAX_STREAM = 16 * 1024 * 1024  # bytes read from one response or one process
@@ -38,7 +39,6 @@ EXIT_GRACE = 2.0  # seconds a command may take to exit once its answer is in
 API_KEY_ENV = "HD_OPENAI_API_KEY"
 DEMO_LABEL = " (demo backend, no model)"
 T = TypeVar("T")
-_URL = re.compile(r"https?://(\[[0-9a-fA-F:.]+\]|[^\s/?#@:\[\]]+)(:[0-9]{1,5})?(/\S*)?")
 
 
 @dataclass(frozen=True, slots=True)
@@ -397,21 +397,11 @@ async def _send_line(stdin: trio.abc.SendStream, message: dict[str, Any]) -> Non
 
 
 def backend_from_spec(spec: str, *, node_id: str) -> AgentBackend:
-    """``demo`` | ``openai:URL[#model]`` | ``command:CMD`` (CMD split as a shell would,
-    not run by one). A bad spec raises ValueError with a one-line message."""
-    kind, colon, rest = spec.strip().partition(":")
-    if spec.strip() == "demo":
+    """The backend ``agentBackend`` names (``config.parse_backend_spec``: a bad spec
+    raises ValueError with a one-line message)."""
+    parsed = parse_backend_spec(spec)
+    if parsed.kind == "demo":
         return DemoBackend(node_id)
-    if kind == "openai" and colon:
-        url, _, model = (part.strip() for part in rest.partition("#"))
-        if not _URL.fullmatch(url):
-            raise ValueError("agent backend openai needs an http(s) URL: openai:URL[#model]")
-        return OpenAIBackend(url, model)
-    if kind == "command" and colon:
-        try:
-            argv = shlex.split(rest)
-        except ValueError as e:
-            raise ValueError(f"agent backend command: {e}") from None
-        return CommandBackend(argv)
-    raise ValueError(f"unknown agent backend {kind[:40]!r}: use demo, openai:URL[#model] "
-                     "or command:CMD")
+    if parsed.kind == "openai":
+        return OpenAIBackend(parsed.url, parsed.model)
+    return CommandBackend(list(parsed.argv))

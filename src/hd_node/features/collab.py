@@ -40,13 +40,13 @@ from hd_protocol.effects import (
 from hd_protocol.limits import Limits
 from hd_shell.clock import mono_ms, trio_deadline, wall_ms
 
-from .linkdriver import LinkBusy, LinkDriver
-from .metrics import NodeMetrics
-from .sessions import SessionRegistry
-from .store import NodeStore
-from .tabbus import Tab, TabBus
+from ..hub.linkdriver import LinkBusy, LinkDriver
+from ..hub.sessions import SessionRegistry
+from ..hub.tabbus import Tab, TabBus
+from ..metrics import NodeMetrics
+from ..store import NodeStore
 
-log = logging.getLogger("hd_node.features")
+log = logging.getLogger("hd_node.features.collab")
 
 
 class Features:

@@ -1,4 +1,4 @@
-"""zeroconf, as ``hd_node.lan`` uses it: where it listens, what we announce, lookups
+"""zeroconf, as ``hd_node.discovery.lan`` uses it: where it listens, what we announce, lookups
 (from its cache alone, or asking the network) turned into plain data, and ``Names``:
 the names its browser reports, resolved on trio's side.
 
@@ -28,7 +28,7 @@ from hd_shell.clock import mono_ms, trio_deadline
 
 from .addresses import interface_addresses
 
-log = logging.getLogger("hd_node.lan")
+log = logging.getLogger("hd_node.discovery.lan")
 
 EVENT_QUEUE = 256  # browser events waiting for trio; more are dropped (and counted)
 RESOLVE_TIMEOUT_MS = 3000

@@ -17,14 +17,14 @@ from hd_protocol import direct_candidates, reconnect_delay_ms, should_redial
 from hd_protocol.connection import PeerError
 from hd_protocol.limits import Limits
 
+from ..errors import HubError
+from ..store import NodeStore
 from .connector import Connector
-from .errors import HubError
 from .linkdriver import LinkDriver
 from .sessions import SessionRegistry
-from .store import NodeStore
 from .trust import DialIntent
 
-log = logging.getLogger("hd_node.reconnect")
+log = logging.getLogger("hd_node.hub.reconnect")
 
 
 class Reconnector:

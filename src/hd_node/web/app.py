@@ -19,16 +19,16 @@ from hd_protocol import ProtocolError
 from hd_shell.http.server import Request, Response
 from hd_shell.ws.link import WsLink
 
-from . import __version__
+from .. import __version__
+from ..errors import HubError
+from ..files import healthz_proof
+from ..hub.sessions import SessionRegistry
+from ..hub.tabbus import TabBus
+from ..metrics import NodeMetrics
 from .commands import Commands
-from .errors import HubError
-from .files import healthz_proof
-from .metrics import NodeMetrics
-from .sessions import SessionRegistry
-from .tabbus import TabBus
 from .tabs import TabSession
 
-log = logging.getLogger("hd_node.web")
+log = logging.getLogger("hd_node.web.app")
 
 # The page is static files only (no inline script or style): data from peers can never
 # run as code, even if a bug put it into markup.

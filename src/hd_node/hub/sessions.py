@@ -28,13 +28,13 @@ from hd_protocol.connection import (
 )
 from hd_protocol.limits import Limits
 
+from ..metrics import NodeMetrics
+from ..store import NodeStore
+from ..transports.seam import Ticket
 from .linkdriver import LinkBusy, LinkDriver
-from .metrics import NodeMetrics
-from .store import NodeStore
-from .transport import Ticket
 from .trust import DialIntent, Trust
 
-log = logging.getLogger("hd_node.sessions")
+log = logging.getLogger("hd_node.hub.sessions")
 
 MessageHandler = Callable[[LinkDriver, Message], None]
 

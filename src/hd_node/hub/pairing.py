@@ -24,13 +24,13 @@ from hd_protocol.candidates import dial_candidates
 from hd_protocol.limits import Limits
 from hd_shell.clock import wall_ms
 
+from ..errors import HubError
+from ..store import NodeStore
 from .connector import Connector
-from .errors import HubError
 from .peers import Peers
-from .store import NodeStore
 from .trust import DialIntent
 
-log = logging.getLogger("hd_node.pairing")
+log = logging.getLogger("hd_node.hub.pairing")
 MAX_TTL_MS = 30 * 24 * 3600 * 1000
 
 

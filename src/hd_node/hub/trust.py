@@ -25,9 +25,9 @@ from hd_protocol.admission import reject
 from hd_protocol.handshake import NeedAdmission
 from hd_shell.clock import wall_ms
 
-from .store import NodeStore
+from ..store import NodeStore
 
-log = logging.getLogger("hd_node.trust")
+log = logging.getLogger("hd_node.hub.trust")
 
 
 @dataclass(frozen=True)

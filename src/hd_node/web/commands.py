@@ -17,19 +17,20 @@ from hd_protocol import ProtocolError
 from hd_protocol.addressbook import check_peer_url
 from hd_protocol.ws import WsFrame, check_command
 
-from . import __version__, bench
-from .agents import AgentRuntime
-from .connector import Connector
-from .errors import HubError
-from .features import Features
-from .lobbylink import LobbyLink
-from .pairing import Pairing
-from .peers import Peers
-from .sessions import SessionRegistry
-from .tabbus import Tab
-from .trust import DialIntent
+from .. import __version__
+from ..discovery.lobby import LobbyLink
+from ..errors import HubError
+from ..features.agents import AgentRuntime
+from ..features.collab import Features
+from ..hub import bench
+from ..hub.connector import Connector
+from ..hub.pairing import Pairing
+from ..hub.peers import Peers
+from ..hub.sessions import SessionRegistry
+from ..hub.tabbus import Tab
+from ..hub.trust import DialIntent
 
-log = logging.getLogger("hd_node.commands")
+log = logging.getLogger("hd_node.web.commands")
 
 
 @dataclass(frozen=True)

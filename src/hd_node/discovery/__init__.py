@@ -1,0 +1,1 @@
+"""How peers find us and we them: the lobby link, LAN (mDNS), our own addresses and STUN."""

@@ -1,0 +1,1 @@
+"""What runs on the sessions: panes and chat (``collab``), agents and their backends."""
