@@ -35,7 +35,7 @@ from .metrics import NodeMetrics
 from .store import NodeStore
 from .transports.direct import DirectTransport
 from .transports.relay import RelayTransport
-from .transports.webrtc import webrtc_transport
+from .transports.webrtc.transport import webrtc_transport
 from .web.app import LocalApp
 
 log = logging.getLogger("hd_node")

@@ -9,7 +9,7 @@ import statistics
 
 import trio
 
-from hd_node.discovery.stun import Mapped, StunFailed, binding
+from hd_node.transports.stun import Mapped, StunFailed, binding
 from hd_protocol import priority
 from hd_protocol.stun import BINDING, REQUEST, decode_message
 

@@ -48,9 +48,10 @@ from .test_lobby import _chat, _connected_to_lobby
 
 WEBRTC = "[network]\nenableWebRtc = true\n"
 HOST = WEBRTC + "enableDirect = false\n"  # no listener: reached over WebRTC or the relay
-CONNECT_TIMEOUT_S = 10.0  # hd_node.transports.webrtc: how long an answered attempt may take
-# hd_node.transports.webrtc.reply_budgets with the default limits: answers and the byes ending
-# them (20/s, bursts of 100), byes for signals that opened nothing (5/s, bursts of 20).
+# hd_node.transports.webrtc.transport: how long an answered attempt may take
+CONNECT_TIMEOUT_S = 10.0
+# hd_node.transports.webrtc.transport.reply_budgets with the default limits: answers
+# and the byes ending them (20/s, bursts of 100), byes for signals that opened nothing (5/s, bursts of 20).
 REPLY_BURST, REPLY_RATE = 100 + 20, 20 + 5
 
 

@@ -14,16 +14,16 @@ import trio.testing
 
 from hd_node.cli import _parser, _settings
 from hd_node.config import ConfigError, Settings, load_settings
-from hd_node.discovery.addresses import (
+from hd_node.hub.peerhub import PeerHub
+from hd_node.metrics import NodeMetrics
+from hd_node.store import NodeStore
+from hd_node.transports.addresses import (
     FIRST_GATHER_WAIT_S,
     Reflexive,
     own_candidates,
     reflexive_for,
 )
-from hd_node.discovery.stun import Address, Mapped, StunFailed, StunOutcome
-from hd_node.hub.peerhub import PeerHub
-from hd_node.metrics import NodeMetrics
-from hd_node.store import NodeStore
+from hd_node.transports.stun import Address, Mapped, StunFailed, StunOutcome
 from hd_protocol import Identity, priority
 from hd_protocol.limits import DEFAULT_LIMITS
 

@@ -1,4 +1,4 @@
-"""The trio shell of the STUN client (hd_node.discovery.stun) over a fake socket, on trio's
+"""The trio shell of the STUN client (hd_node.transports.stun) over a fake socket, on trio's
 virtual clock: the machine's resend schedule is kept, only the server's address reaches
 the machine, and nothing a server sends (or a socket does) becomes an exception.
 The same shell against a real coturn: tests/integration/test_stun_coturn.py."""
@@ -13,7 +13,7 @@ import pytest
 import trio
 import trio.testing
 
-from hd_node.discovery.stun import (
+from hd_node.transports.stun import (
     RECV_BYTES,
     Mapped,
     StunFailed,

@@ -23,8 +23,8 @@ from hd_node.hub.trust import DialIntent
 from hd_node.metrics import NodeMetrics
 from hd_node.store import NodeStore
 from hd_node.transports.seam import DialFailed, Link, Ticket
-from hd_node.transports.webrtc import WebRtcTransport
-from hd_node.transports.webrtc_link import WebRtcLink
+from hd_node.transports.webrtc.link import WebRtcLink
+from hd_node.transports.webrtc.transport import WebRtcTransport
 from hd_protocol import DialCandidate, Identity
 from hd_protocol.limits import DEFAULT_LIMITS
 from hd_protocol.webrtc import Budget, IceConfig, address_for, fragment
@@ -177,7 +177,7 @@ def make_hub(tmp: Path, ident: Identity, other: Identity, name: str) -> PeerHub:
 async def test_glare_leaves_one_channel_and_one_session_and_both_dials_get_it(
     tmp_path: Path, caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.INFO, logger="hd_node.transports.webrtc")
+    caplog.set_level(logging.INFO, logger="hd_node.transports.webrtc.transport")
     bus = SignalBus()
     hubs = {A.node_id: make_hub(tmp_path, A, B, "a"), B.node_id: make_hub(tmp_path, B, A, "b")}
     ts = {}

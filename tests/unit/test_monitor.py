@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hd_node.hub.bench import percentiles
+from hd_node.features.bench import percentiles
 from hd_protocol import Identity, LocalProtocolError, decode_envelope
 from hd_protocol.admission import Decision
 from hd_protocol.connection import (

@@ -26,7 +26,7 @@ from zeroconf import (
 from hd_protocol.lan import MAX_LAN_PEERS, SERVICE_TYPE
 from hd_shell.clock import mono_ms, trio_deadline
 
-from .addresses import interface_addresses
+from ..transports.addresses import interface_addresses
 
 log = logging.getLogger("hd_node.discovery.lan")
 

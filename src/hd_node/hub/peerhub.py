@@ -26,16 +26,16 @@ from hd_protocol.limits import Limits
 from hd_shell.clock import mono_ms, wall_ms
 
 from ..config import Settings
-from ..discovery.addresses import FIRST_GATHER_WAIT_S, own_candidates, reflexive_for
 from ..discovery.lobby import LobbyLink
+from ..features import bench
 from ..features.agent_backends import backend_from_spec
 from ..features.agents import AgentRuntime
 from ..features.collab import Features
 from ..metrics import NodeMetrics
 from ..store import NodeStore
+from ..transports.addresses import FIRST_GATHER_WAIT_S, own_candidates, reflexive_for
 from ..transports.seam import Link, Ticket, Transports
 from ..web.commands import Commands
-from . import bench
 from .connector import Connector
 from .linkdriver import LinkDriver, LinkLimits
 from .pairing import Pairing

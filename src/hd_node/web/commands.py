@@ -22,7 +22,7 @@ from ..discovery.lobby import LobbyLink
 from ..errors import HubError
 from ..features.agents import AgentRuntime
 from ..features.collab import Features
-from ..hub import bench
+from ..features import bench
 from ..hub.connector import Connector
 from ..hub.pairing import Pairing
 from ..hub.peers import Peers

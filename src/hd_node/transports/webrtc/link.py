@@ -21,10 +21,10 @@ from hd_protocol import Envelope
 from hd_protocol.errors import RemoteProtocolError
 from hd_protocol.webrtc import Budget, Reassembler, address_for, fragment
 
+from ..seam import LinkClosed
 from .aiothread import AsyncioThread
-from .seam import LinkClosed
 
-log = logging.getLogger("hd_node.transports.webrtc")
+log = logging.getLogger("hd_node.transports.webrtc.transport")
 
 QUEUE_BYTES = 8 << 20  # envelopes waiting for the link's reader before the link closes
 

@@ -2,7 +2,7 @@
 
 Optional: it exists only when the ``webrtc`` extra (aiortc) imports and
 ``enableWebRtc`` is set. aiortc runs on its own asyncio loop in a dedicated thread
-(``hd_node.transports.aiothread``); this module is the trio side: links, attempts, deadlines.
+(``hd_node.transports.webrtc.aiothread``); this module is the trio side: links, attempts, deadlines.
 
 - **Signalling** goes through the lobby (``signal {to, sid, kind, sdp}``, SPEC 7.5),
   non-trickle: an offer and an answer each carry every candidate. What an inbound
@@ -61,15 +61,15 @@ from hd_protocol.webrtc import (
 )
 from hd_shell.listener import PREAUTH
 
-from ..config import Settings
+from ...config import Settings
+from ..seam import DialFailed, InboundGate, Link, LinkClosed, Ticket
 from .aiothread import AsyncioThread, trio_caller
-from .seam import DialFailed, InboundGate, Link, LinkClosed, Ticket
-from .webrtc_link import WebRtcLink
+from .link import WebRtcLink
 
 if TYPE_CHECKING:
-    from ..hub.peerhub import PeerHub
+    from ...hub.peerhub import PeerHub
 
-log = logging.getLogger("hd_node.transports.webrtc")
+log = logging.getLogger("hd_node.transports.webrtc.transport")
 
 CONNECT_TIMEOUT_S = 10.0  # ICE gathering + connectivity + the channel opening
 CLOSE_TIMEOUT_S = 2.0
@@ -177,7 +177,7 @@ class WebRtcTransport:
         if self.host_addresses is not None:
             _gather_only(self.host_addresses)
         # aiortc takes ~0.4 s to import: now, in a worker thread, not in the first dial.
-        await trio.to_thread.run_sync(importlib.import_module, "hd_node.transports.webrtc_peer")
+        await trio.to_thread.run_sync(importlib.import_module, "hd_node.transports.webrtc.peer")
         self.thread.start()
         try:
             async with trio.open_nursery() as n:
@@ -281,7 +281,7 @@ class WebRtcTransport:
         self._nursery.start_soon(self._answer, link, out.sdp, ticket)
 
     async def _answer(self, link: WebRtcLink, offer: str, ticket: Ticket) -> None:
-        from .webrtc_peer import Peer
+        from .peer import Peer
 
         t0 = trio.current_time()
         handed = False
@@ -363,7 +363,7 @@ class WebRtcTransport:
 
     async def _offer(self, link: WebRtcLink, offer: _Offer) -> None:
         """Make and send our offer, then wait for its answer (or the glare's end)."""
-        from .webrtc_peer import Peer
+        from .peer import Peer
 
         link.rtc = await self.thread.run(Peer.create, self.ice, link.events)
         sdp = await self.thread.run(link.rtc.offer)

@@ -20,7 +20,7 @@ import trio
 
 from hd_protocol.connection import Message, Reply, Timeout
 
-from .linkdriver import LinkDriver
+from ..hub.linkdriver import LinkDriver
 
 DEFAULT_COUNT = 1000
 DEFAULT_SIZE = 64
