@@ -51,7 +51,8 @@ HOST = WEBRTC + "enableDirect = false\n"  # no listener: reached over WebRTC or 
 # hd_node.transports.webrtc.transport: how long an answered attempt may take
 CONNECT_TIMEOUT_S = 10.0
 # hd_node.transports.webrtc.transport.reply_budgets with the default limits: answers
-# and the byes ending them (20/s, bursts of 100), byes for signals that opened nothing (5/s, bursts of 20).
+# and the byes ending them (20/s, bursts of 100), byes for signals that opened nothing
+# (5/s, bursts of 20).
 REPLY_BURST, REPLY_RATE = 100 + 20, 20 + 5
 
 

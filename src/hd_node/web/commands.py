@@ -20,9 +20,9 @@ from hd_protocol.ws import WsFrame, check_command
 from .. import __version__
 from ..discovery.lobby import LobbyLink
 from ..errors import HubError
+from ..features import bench
 from ..features.agents import AgentRuntime
 from ..features.collab import Features
-from ..features import bench
 from ..hub.connector import Connector
 from ..hub.pairing import Pairing
 from ..hub.peers import Peers
