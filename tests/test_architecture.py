@@ -268,3 +268,96 @@ def test_module_names_resolve_inside_subpackages() -> None:
     assert {"ws.link", "http.server", "server.frames", "datadir"} <= set(mods)
     assert {"link", "clock", "ws.link"} <= _imports("hd_shell", mods["server.frames"])
     assert "datadir" in _imports("hd_shell", mods["sqlitefile"])
+
+
+# --- one composition root: no wiring by assigning another object's attributes ---------
+
+# A library patched where it offers no setting (aioice gathers no loopback address).
+PATCHES = {"aioice.ice.get_host_addresses"}
+
+
+def _methods(package: str) -> set[str]:
+    """The names of the functions and methods defined in ``package`` (no properties)."""
+    names: set[str] = set()
+    for path in _modules(package).values():
+        for fn in ast.walk(ast.parse(path.read_text())):
+            if isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef) and not any(
+                    isinstance(d, ast.Name) and d.id == "property" for d in fn.decorator_list):
+                names.add(fn.name)
+    return names
+
+
+def _wiring(path: Path, methods: set[str]) -> list[str]:
+    """Assignments that wire parts together behind their constructors' backs: to an
+    attribute of an attribute (``self.peers.chat = ...``, ``hub.lobby.on_signal = ...``),
+    of a constructor's parameter (``trust.directory_listed = ...`` in ``__init__``), or
+    of a callable to another object's attribute (``transport.send_signal = f``)."""
+    bad: list[str] = []
+    tree = ast.parse(path.read_text())
+
+    def targets(node: ast.AST) -> list[ast.expr]:
+        if isinstance(node, ast.Assign):
+            found = []
+            for t in node.targets:
+                found += t.elts if isinstance(t, ast.Tuple) else [t]
+            return found
+        if isinstance(node, ast.AugAssign | ast.AnnAssign):
+            return [node.target]
+        return []
+
+    def check(node: ast.AST, params: set[str]) -> None:
+        for t in targets(node):
+            if not isinstance(t, ast.Attribute):
+                continue
+            name = ast.unparse(t)
+            if name in PATCHES:
+                continue
+            root = t.value
+            own = isinstance(root, ast.Name) and root.id == "self"
+            nested = isinstance(root, ast.Attribute)
+            private = nested and isinstance(root, ast.Attribute) and root.attr.startswith("_") \
+                and isinstance(root.value, ast.Name) and root.value.id == "self"
+            value = getattr(node, "value", None)
+            callable_value = isinstance(value, ast.Lambda) or (
+                isinstance(value, ast.Attribute) and value.attr in methods)
+            if nested and not private:
+                bad.append(f"{path.name}:{node.lineno} {name}")
+            elif isinstance(root, ast.Name) and root.id in params:
+                bad.append(f"{path.name}:{node.lineno} {name} (a parameter, in __init__)")
+            elif not own and not private and callable_value:
+                bad.append(f"{path.name}:{node.lineno} {name} = {ast.unparse(value)}")
+
+    for fn in ast.walk(tree):
+        if isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef):
+            params = ({a.arg for a in fn.args.args + fn.args.kwonlyargs} - {"self"}
+                      if fn.name == "__init__" else set())
+            for node in ast.walk(fn):
+                check(node, params)
+    return bad
+
+
+@pytest.mark.parametrize("package", ("hd_node", "hd_shell", "hd_relay", "hd_lobby"))
+def test_no_part_is_wired_by_assigning_another_objects_attributes(package: str) -> None:
+    methods = _methods(package)
+    bad = [b for path in _modules(package).values() for b in _wiring(path, methods)]
+    assert not bad, "wired by assignment:\n" + "\n".join(bad)
+
+
+def test_the_wiring_check_sees_each_kind(tmp_path: Path) -> None:
+    src = tmp_path / "m.py"
+    src.write_text(
+        "class A:\n"
+        "    def __init__(self, hub, trust):\n"
+        "        self.peers = hub.peers\n"  # fine: a reference kept
+        "        trust.directory_listed = self.listed\n"
+        "    def run(self, hub, t):\n"
+        "        self.peers.chat = 1\n"
+        "        hub.lobby.on_signal = t.on_signal\n"
+        "        t.send_signal = hub.send\n"
+        "        t.count = 3\n"  # state, not wiring
+        "        t.name = hub.name\n"
+        "        self._box.n = 1\n"  # its own record
+    )
+    found = _wiring(src, {"listed", "send", "on_signal"})
+    assert [b.split()[1] for b in found] == [
+        "trust.directory_listed", "self.peers.chat", "hub.lobby.on_signal", "t.send_signal"]

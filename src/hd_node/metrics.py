@@ -135,6 +135,10 @@ class PeerCollector(Collector):
     def __init__(self) -> None:
         self.source: Callable[[], Iterable[PeerSeries]] = list
 
+    def feed(self, source: Callable[[], Iterable[PeerSeries]]) -> None:
+        """Where the rows come from (the peer monitor)."""
+        self.source = source
+
     def describe(self) -> Iterable[Metric]:
         # Names only: the registry checks them without calling source() (which may
         # need the trio clock) at registration.

@@ -1,4 +1,10 @@
-"""Running a node: open the store, bind both listeners, run the hub, write node.json.
+"""The node's composition root, and running it: open the store, build the parts, bind
+both listeners, run them, write node.json.
+
+``compose`` is the one place the node's parts are made and joined: the hub (sessions,
+connector, peers, pairing, reconnecting), the transports under it, discovery and the
+features on it, the commands and the web on top. Each part gets what it uses when it is
+built; none reaches into another to wire it.
 
 Start-up refuses rather than guesses: a damaged key or database, or a missing key that
 stored peers pinned, stops the node with one line (``files.DataError``) and leaves every
@@ -13,30 +19,42 @@ import os
 import resource
 import secrets
 import signal
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import trio
 
-from hd_protocol import Identity, make_candidate
+from hd_protocol import ChatLog, Identity, make_candidate
 from hd_protocol.limits import Limits
+from hd_protocol.webrtc import CAPABILITY as WEBRTC
 from hd_shell.http.server import ServerLimits, serve
 from hd_shell.rlimits import raise_open_file_limit
 
 from . import files
 from .config import Settings, limits_for
 from .dbfile import stored_peer_count
-from .discovery.lan import LanDiscovery
-from .hub.peerhub import PeerHub
+from .discovery.lan import LanDiscovery, lan_transport
+from .discovery.lobby import LobbyLink
+from .features import bench
+from .features.agent_backends import backend_from_spec
+from .features.agents import AgentRuntime
+from .features.collab import Features
+from .hub.linkdriver import LinkLimits
+from .hub.peerhub import PeerHub, node_name_for
+from .hub.tabbus import TabLimits
+from .hub.tasks import Tasks
 from .metrics import NodeMetrics
 from .store import NodeStore
+from .transports.addresses import FIRST_GATHER_WAIT_S, Reflexive, reflexive_for
 from .transports.direct import DirectTransport
 from .transports.relay import RelayTransport
-from .transports.webrtc.transport import webrtc_transport
+from .transports.seam import Link, Ticket
+from .transports.webrtc.transport import WebRtcTransport, webrtc_transport
 from .web.app import LocalApp
+from .web.commands import Commands
 
 log = logging.getLogger("hd_node")
 
@@ -131,6 +149,182 @@ def relay_url_for(relay_url: str | None, lobby_url: str | None) -> str | None:
     return None
 
 
+CAPABILITIES = ["collab", "peerchat"]
+
+
+@dataclass
+class Parts:
+    """The node minus its listeners: what ``compose`` built, and how it runs."""
+
+    identity: Identity
+    store: NodeStore
+    tasks: Tasks
+    hub: PeerHub
+    direct: DirectTransport
+    relay: RelayTransport
+    webrtc: WebRtcTransport | None
+    reflexive: Reflexive | None
+    features: Features
+    agents: AgentRuntime
+    lobby: LobbyLink
+    lan: LanDiscovery | None
+    commands: Commands
+
+    # What tests and the web reach through the parts.
+    @property
+    def transports(self) -> Any:
+        return self.hub.transports
+
+    @property
+    def connector(self) -> Any:
+        return self.hub.connector
+
+    @property
+    def sessions(self) -> Any:
+        return self.hub.sessions
+
+    @property
+    def peers(self) -> Any:
+        return self.hub.peers
+
+    @property
+    def bus(self) -> Any:
+        return self.hub.bus
+
+    def own_candidates(self) -> list[dict[str, Any]]:
+        return self.hub.own_candidates()
+
+    def set_peer_url(self, url: str, bound_host: str) -> None:
+        self.hub.set_peer_url(url, bound_host)
+
+    def reserve(self, remote_addr: str | None) -> Ticket | None:
+        """The transports' ``InboundGate`` is the hub's."""
+        return self.hub.reserve(remote_addr)
+
+    async def accept(self, link: Link, ticket: Ticket) -> None:
+        await self.hub.accept(link, ticket)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Everything but the listeners, until ``shutdown``."""
+        async with trio.open_nursery() as n:
+            self._scope = n.cancel_scope
+            await n.start(self.tasks.run)
+            await n.start(self.hub.run)
+            n.start_soon(self.features.run_timers)
+            n.start_soon(self.agents.run_timers)
+            if self.reflexive is not None:
+                n.start_soon(self.reflexive.run)
+            n.start_soon(self._run_lobby)
+            await n.start(partial(self.relay.serve, self.hub))
+            if self.webrtc is not None:
+                await n.start(partial(self.webrtc.serve, self.hub))
+            task_status.started()
+
+    async def _run_lobby(self) -> None:
+        """The lobby connection; the first registration waits a moment for our srflx
+        address, so that it carries it (SPEC 8.1)."""
+        if self.reflexive is not None:
+            with trio.move_on_after(FIRST_GATHER_WAIT_S):
+                await self.reflexive.gathered.wait()
+        await self.lobby.run()
+
+    async def shutdown(self) -> None:
+        """Graceful: ``bye`` to every peer, then stop what ``run`` started."""
+        await self.hub.shutdown()
+        self._scope.cancel()
+
+    _scope: trio.CancelScope = field(default_factory=trio.CancelScope, init=False)
+
+
+def compose(identity: Identity, settings: Settings, store: NodeStore, metrics: NodeMetrics,
+            *, limits: Limits, rng: Callable[[int], bytes] = os.urandom,
+            link_limits: LinkLimits | None = None,
+            tab_limits: TabLimits | None = None) -> Parts:
+    """Build the node's parts and join them (the one composition root)."""
+    tasks = Tasks()
+    node_name = node_name_for(settings, store, identity)
+    backend = (backend_from_spec(settings.agent_backend, node_id=identity.node_id)
+               if settings.agent_backend else None)
+    # SPEC 8.4: WebRTC through lobby signalling, when enabled and aiortc is installed.
+    webrtc = webrtc_transport(identity, settings, limits, metrics,
+                              send_signal=lambda *signal: lobby.send_signal(*signal))
+    capabilities = list(CAPABILITIES)
+    if backend is not None and settings.allow_remote_agent:
+        capabilities.append("agent")
+    if webrtc is not None:
+        capabilities.append(WEBRTC)  # in our lobby entry: room guests may offer
+    chat = ChatLog(identity.node_id, rng=rng, messages=store.load_messages(),
+                   read_marks=store.load_read_marks(), self_name=node_name, limits=limits)
+
+    def relay_url() -> str | None:
+        return relay_url_for(settings.relay_url, lobby.url)
+
+    def relay_candidates() -> list[dict[str, Any]]:
+        url = relay_url()
+        return [make_candidate("relay", url, 65535)] if url else []
+
+    def reflexive_changed() -> None:
+        """A new srflx address joins our candidates (invites, presence, the lobby)."""
+        hub.refresh_candidates()
+        lobby.addresses_changed(hub.own_candidates())
+
+    def registration_candidates() -> list[dict[str, Any]]:
+        """What the lobby registers us with. A re-made lobby connection may mean a new
+        network: the STUN server is asked again."""
+        if reflexive is not None:
+            reflexive.kick()
+        return hub.own_candidates()
+
+    # SPEC 8.1: our server-reflexive address (iceEnabled, stunServer).
+    reflexive = reflexive_for(settings, metrics, on_change=reflexive_changed)
+    hub = PeerHub(identity, settings, store, metrics, limits=limits, rng=rng,
+                  node_name=node_name, capabilities=capabilities, chat=chat, tasks=tasks,
+                  self_extra={"agent_backend": backend.name if backend else None},
+                  reflexive=reflexive, extra_candidates=relay_candidates,
+                  directory_listed=lambda node_id, key: lobby.listed(node_id, key),
+                  link_limits=link_limits, tab_limits=tab_limits)
+    direct = DirectTransport(host=settings.peer_host, port=settings.peer_port,
+                             max_message_bytes=limits.max_envelope_bytes, metrics=metrics)
+    hub.transports.add(direct)
+    # The relay transport is always there: a guest may have to reach a room host
+    # through the host's relay. Our own relay (relayUrl, else the one beside the lobby
+    # we are connected to) is kept attached and offered as a candidate (SPEC 8.1).
+    relay = RelayTransport(identity, max_envelope_bytes=limits.max_envelope_bytes,
+                           rng=os.urandom, default_url=relay_url)
+    hub.transports.add(relay)
+    if webrtc is not None:
+        hub.transports.add(webrtc)
+    features = Features(identity, store, hub.sessions, hub.bus, metrics, limits=limits,
+                        chat=chat, tasks=tasks, on_chat_change=hub.peers.chat_changed)
+    hub.peers.on_renamed(chat.rename)
+    agents = AgentRuntime(identity, hub.sessions, features, hub.peers, backend=backend,
+                          allow_remote=settings.allow_remote_agent,
+                          mode=settings.remote_agent_mode,
+                          timeout_ms=int(settings.agent_timeout_s * 1000), rng=rng,
+                          tasks=tasks)
+    lobby = LobbyLink(identity, trust=hub.trust, connector=hub.connector, peers=hub.peers,
+                      bus=hub.bus, limits=limits, rng=rng, node_name=node_name,
+                      capabilities=capabilities, url=settings.lobby_url or None,
+                      addresses=registration_candidates,
+                      pinned_key=(settings.directory_key or None)
+                      if settings.trust_mode == "directory" else None,
+                      on_signal=webrtc.on_signal if webrtc is not None else None)
+    hub.peers.on_renamed(lobby.rename)
+    # SPEC 8.5: mDNS discovery, dialling over the `lan` kind of the direct transport.
+    lan = None
+    if settings.enable_lan_discovery:
+        lan = LanDiscovery(hub, metrics, direct,
+                           include_loopback=settings.allow_loopback_candidates)
+        hub.transports.add(lan_transport(direct))
+    commands = Commands(node_id=identity.node_id, peers=hub.peers, pairing=hub.pairing,
+                        connector=hub.connector, features=features, sessions=hub.sessions,
+                        lobby=lobby, agents=agents,
+                        lan_peers=lan.answer if lan is not None else None)
+    hub.sessions.route("bench_echo", bench.answer)
+    return Parts(identity, store, tasks, hub, direct, relay, webrtc, reflexive, features,
+                 agents, lobby, lan, commands)
+
+
 class Node:
     def __init__(self, settings: Settings, limits: Limits | None = None, *,
                  new_identity: bool = False) -> None:
@@ -144,28 +338,10 @@ class Node:
         # whatever listens on the port of a stale node.json (see /healthz).
         self.nonce = secrets.token_hex(16)
         self.metrics = NodeMetrics()
-        self.hub = PeerHub(self.identity, settings, self.store, self.metrics,
-                           limits=self.limits)
-        self.direct = DirectTransport(
-            host=settings.peer_host, port=settings.peer_port,
-            max_message_bytes=self.limits.max_envelope_bytes, metrics=self.metrics,
-        )
-        self.hub.transports.add(self.direct)
-        # SPEC 8.5: mDNS discovery, dialling over the `lan` kind of the direct transport.
-        self.lan = (LanDiscovery(self.hub, self.metrics, self.direct,
-                                 include_loopback=settings.allow_loopback_candidates)
-                    if settings.enable_lan_discovery else None)
-        # The relay transport is always there: a guest may have to reach a room host
-        # through the host's relay. Our own relay (relayUrl, else the one beside the
-        # lobby we are connected to) is kept attached and offered as a candidate
-        # (SPEC 8.1).
-        self.relay = RelayTransport(self.identity,
-                                    max_envelope_bytes=self.limits.max_envelope_bytes,
-                                    rng=os.urandom, default_url=self.relay_url)
-        self.hub.transports.add(self.relay)
-        # SPEC 8.4: WebRTC through lobby signalling, when enabled and aiortc is installed.
-        self.webrtc = webrtc_transport(self.hub, settings, self.limits)
-        self.hub.extra_candidates = self._relay_candidates
+        self.parts = compose(self.identity, settings, self.store, self.metrics,
+                             limits=self.limits)
+        self.hub = self.parts.hub
+        self.direct, self.lan = self.parts.direct, self.parts.lan
         self.info: dict[str, Any] = {}
 
     async def run(self, *, task_status: trio.TaskStatus[dict[str, Any]] = trio.TASK_STATUS_IGNORED
@@ -173,7 +349,8 @@ class Node:
         s = self.settings
         hub = self.hub
         nofile, nofile_hard, nofile_max = raise_open_file_limit()
-        local_app = LocalApp(commands=hub.commands, bus=hub.bus, sessions=hub.sessions,
+        parts = self.parts
+        local_app = LocalApp(commands=parts.commands, bus=hub.bus, sessions=hub.sessions,
                              metrics=self.metrics, token=self.token,
                              node_id=self.identity.node_id, nonce=self.nonce,
                              max_frame_bytes=self.limits.max_ws_frame_bytes)
@@ -187,10 +364,7 @@ class Node:
                 try:
                     async with trio.open_nursery() as n:
                         n.start_soon(self._watch_signals, received, stop)
-                        await n.start(hub.run)
-                        await n.start(partial(self.relay.serve, hub))
-                        if self.webrtc is not None:
-                            await n.start(partial(self.webrtc.serve, hub))
+                        await n.start(parts.run)
                         ui_limits = ServerLimits(
                             ws_max_message_bytes=self.limits.max_ws_frame_bytes)
                         _, ui_port = await _listen(n, partial(
@@ -214,7 +388,7 @@ class Node:
                         await stop.wait()
                         if self.lan is not None:  # the goodbye before the byes
                             await self.lan.aclose()
-                        await hub.shutdown()
+                        await parts.shutdown()
                         n.cancel_scope.cancel()
                 finally:
                     self._tidy()
@@ -259,13 +433,6 @@ class Node:
         # Last: node.json is what the CLI and `make run` wait for, so every start-up line
         # above is in the log by the time anyone reads it.
         files.write_node_json(s.data_dir, self.info)
-
-    def relay_url(self) -> str | None:
-        return relay_url_for(self.settings.relay_url, self.hub.lobby.url)
-
-    def _relay_candidates(self) -> list[dict[str, Any]]:
-        url = self.relay_url()
-        return [make_candidate("relay", url, 65535)] if url else []
 
     async def _watch_signals(self, signals: AsyncIterator[int], stop: trio.Event) -> None:
         async for signum in signals:

@@ -130,6 +130,11 @@ class ChatLog:
 
     # --- queries ----------------------------------------------------------------------
 
+
+    def rename(self, name: str) -> None:
+        """The ``from_name`` our messages carry from now on."""
+        self.self_name = name
+
     def message(self, peer_id: str, msg_id: str) -> ChatMessage | None:
         return self._messages.get((peer_id, msg_id))
 

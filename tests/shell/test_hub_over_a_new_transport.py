@@ -1,7 +1,7 @@
 """A transport the hub has never heard of plugs into the seam and carries everything.
 
-Two real ``PeerHub``s (stores, sessions, features, commands: the node minus its
-listeners) run in one trio run and meet only through ``MemoryTransport`` — in-memory
+Two real nodes minus their listeners (``hd_node.node.compose``: stores, sessions,
+features, commands) run in one trio run and meet only through ``MemoryTransport`` — in-memory
 links of a kind ``"memory"`` no hub module names. They handshake, chat with delivery
 acks, share a pane, see a dropped link and dial again, exactly as over WebSocket.
 """
@@ -14,9 +14,9 @@ from typing import Any
 import trio
 
 from hd_node.config import Settings
-from hd_node.hub.peerhub import PeerHub
 from hd_node.hub.trust import DialIntent
 from hd_node.metrics import NodeMetrics
+from hd_node.node import Parts, compose
 from hd_node.store import NodeStore
 from hd_protocol import DialCandidate, Identity
 from hd_protocol.limits import DEFAULT_LIMITS
@@ -28,10 +28,10 @@ B = Identity.from_seed(b"\x1b" * 32)
 
 
 def make_hub(tmp: Path, ident: Identity, other: Identity, net: MemoryNetwork,
-             address: str) -> tuple[PeerHub, Any]:
+             address: str) -> tuple[Parts, Any]:
     store = NodeStore(tmp / f"{address}.db")
     store.pin_peer(other.node_id, other.public_key, now=0, trusted=True)
-    hub = PeerHub(ident, Settings(data_dir=tmp, node_name=address), store, NodeMetrics(),
+    hub = compose(ident, Settings(data_dir=tmp, node_name=address), store, NodeMetrics(),
                   limits=DEFAULT_LIMITS)
     transport = net.transport(address)
     hub.transports.add(transport)

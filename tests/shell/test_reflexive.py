@@ -14,8 +14,8 @@ import trio.testing
 
 from hd_node.cli import _parser, _settings
 from hd_node.config import ConfigError, Settings, load_settings
-from hd_node.hub.peerhub import PeerHub
 from hd_node.metrics import NodeMetrics
+from hd_node.node import Parts, compose
 from hd_node.store import NodeStore
 from hd_node.transports.addresses import (
     FIRST_GATHER_WAIT_S,
@@ -208,9 +208,9 @@ async def test_a_kick_asks_again_soon_but_never_more_often_than_the_minimum_inte
 # --- the hub: candidates and the lobby --------------------------------------------------
 
 
-def _hub(tmp_path: Path, server: Server) -> PeerHub:
+def _hub(tmp_path: Path, server: Server) -> Parts:
     s = Settings(data_dir=tmp_path, ice_enabled=True, stun_server="192.0.2.10:3478").check()
-    hub = PeerHub(Identity.from_seed(b"\x2a" * 32), s, NodeStore(tmp_path / "node.db"),
+    hub = compose(Identity.from_seed(b"\x2a" * 32), s, NodeStore(tmp_path / "node.db"),
                   NodeMetrics(), limits=DEFAULT_LIMITS)
     assert hub.reflexive is not None
     hub.reflexive.ask = server

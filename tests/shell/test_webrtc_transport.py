@@ -18,9 +18,9 @@ import pytest
 import trio
 
 from hd_node.config import Settings
-from hd_node.hub.peerhub import PeerHub
 from hd_node.hub.trust import DialIntent
 from hd_node.metrics import NodeMetrics
+from hd_node.node import Parts, compose
 from hd_node.store import NodeStore
 from hd_node.transports.seam import DialFailed, Link, Ticket
 from hd_node.transports.webrtc.link import WebRtcLink
@@ -167,17 +167,17 @@ async def test_an_offer_nobody_answers_fails_at_its_deadline() -> None:
 
 # --- two hubs -----------------------------------------------------------------------------
 
-def make_hub(tmp: Path, ident: Identity, other: Identity, name: str) -> PeerHub:
+def make_hub(tmp: Path, ident: Identity, other: Identity, name: str) -> Parts:
     store = NodeStore(tmp / f"{name}.db")
     store.pin_peer(other.node_id, other.public_key, now=0, trusted=True)
-    return PeerHub(ident, Settings(data_dir=tmp, node_name=name), store, NodeMetrics(),
+    return compose(ident, Settings(data_dir=tmp, node_name=name), store, NodeMetrics(),
                    limits=DEFAULT_LIMITS)
 
 
 async def test_glare_leaves_one_channel_and_one_session_and_both_dials_get_it(
     tmp_path: Path, caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.INFO, logger="hd_node.transports.webrtc.transport")
+    caplog.set_level(logging.INFO, logger="hd_node.webrtc")
     bus = SignalBus()
     hubs = {A.node_id: make_hub(tmp_path, A, B, "a"), B.node_id: make_hub(tmp_path, B, A, "b")}
     ts = {}

@@ -50,7 +50,7 @@ from ..metrics import NodeMetrics
 from ..transports.direct import DirectTransport
 from .mdns import Names, Resolved, announced_addresses, open_zeroconf
 
-log = logging.getLogger("hd_node.discovery.lan")
+log = logging.getLogger("hd_node.lan")
 
 KIND = "lan"
 CLOSE_TIMEOUT_S = 5.0
@@ -81,10 +81,8 @@ class LanDiscovery:
                                "peer)", ["reason"], registry=metrics.registry)
         self.listed = Gauge("hd_lan_peers", "Announcements of other nodes seen on the LAN",
                             registry=metrics.registry)
-        hub.transports.add(lan_transport(direct))
         hub.sessions.listen(self)
-        hub.peers.on_rename.append(self._renamed)
-        hub.commands.lan_peers = self.answer
+        hub.peers.on_renamed(self._renamed)
         self.names = Names(found=self._take, gone=self._gone, held=self._held,
                            count=lambda reason: self.ignored.labels(reason).inc())
         self._nursery: trio.Nursery | None = None

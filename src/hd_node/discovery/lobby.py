@@ -54,7 +54,11 @@ class LobbyLink:
                  peers: Peers, bus: TabBus, limits: Limits, rng: Callable[[int], bytes],
                  node_name: str, capabilities: list[str], url: str | None,
                  addresses: Callable[[], list[dict[str, Any]]],
-                 pinned_key: str | None = None) -> None:
+                 pinned_key: str | None = None,
+                 on_signal: Callable[[str, str, str, str], None] | None = None) -> None:
+        """``addresses``: our candidates, for the lobby to give room peers;
+        ``pinned_key``: in trust mode directory, the lobby must be the one our directory
+        key names; ``on_signal``: where ``signal`` frames go (the WebRTC transport)."""
         self.identity = identity
         self.trust = trust
         self.connector = connector
@@ -65,10 +69,8 @@ class LobbyLink:
         self.node_name = node_name
         self.capabilities = capabilities
         self.url = url
-        self.addresses = addresses  # our candidates, for the lobby to give room peers
-        # In trust mode directory: the lobby must be the one our directory key names.
+        self.addresses = addresses
         self.pinned_key = pinned_key
-        trust.directory_listed = self.listed
         self.client: lc.LobbyClient | None = None
         self.ws: WsLink | None = None
         self.rooms: list[dict[str, Any]] = []
@@ -82,7 +84,7 @@ class LobbyLink:
         self._url_changed = trio.Event()
         self._session_scope: trio.CancelScope | None = None
         # WebRTC signalling (SPEC 7.5, 8.4): where inbound signals go, and our queue.
-        self.on_signal: Callable[[str, str, str, str], None] | None = None
+        self.on_signal = on_signal
         self._signals: trio.MemorySendChannel[str] | None = None
 
     # --- views ----------------------------------------------------------------------------
@@ -173,6 +175,24 @@ class LobbyLink:
             with trio.CancelScope(shield=True):
                 await ws.aclose()
 
+    def rename(self, name: str) -> None:
+        """The name our next registration carries (``network rename``)."""
+        self.node_name = name
+
+    def addresses_changed(self, own: list[dict[str, Any]]) -> None:
+        """Our candidates changed (a new srflx address): a lobby that registered us
+        without them hears them by a new registration — unless rooms of ours are open
+        there (re-registering closes them): then at the next one."""
+        client = self.client
+        if client is None or client.addresses == own:
+            return
+        if self.hosted or self.joined:
+            log.info("srflx address changed; the lobby hears it at the next registration "
+                     "(rooms open there)")
+            return
+        log.info("srflx address changed: registering again with the lobby url=%s", self.url)
+        self.connect(None)
+
     def send_signal(self, to: str, sid: str, kind: str, sdp: str) -> bool:
         """Queue ``signal {to, sid, kind, sdp}``; False when not registered (or the
         queue is full): the caller's attempt then fails at once."""
@@ -220,7 +240,7 @@ class LobbyLink:
             self.bus.publish("lobby", "state", self.state())
             return
         if isinstance(ev, lc.Attestation):
-            self.connector.attest = ev.attest
+            self.connector.attested(ev.attest)
             return
         if isinstance(ev, lc.DirectoryUpdate):
             self.bus.publish("lobby", "directory", {"directory": self.state()["directory"]})

@@ -28,7 +28,7 @@ from hd_shell.clock import mono_ms, trio_deadline
 
 from ..transports.addresses import interface_addresses
 
-log = logging.getLogger("hd_node.discovery.lan")
+log = logging.getLogger("hd_node.lan")
 
 EVENT_QUEUE = 256  # browser events waiting for trio; more are dropped (and counted)
 RESOLVE_TIMEOUT_MS = 3000

@@ -28,7 +28,7 @@ from hd_protocol.identity import is_node_id
 
 from ..config import parse_backend_spec
 
-log = logging.getLogger("hd_node.features.agent_backends")
+log = logging.getLogger("hd_node.agent_backends")
 
 MAX_LINE = 1024 * 1024  # one JSON line of a command, one SSE line of a stream
 MAX_STREAM = 16 * 1024 * 1024  # bytes read from one response or one process

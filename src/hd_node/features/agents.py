@@ -51,6 +51,7 @@ from ..hub.linkdriver import LinkDriver
 from ..hub.peers import Peers
 from ..hub.sessions import SessionRegistry
 from ..hub.tabbus import Tab
+from ..hub.tasks import Tasks
 from .agent_backends import (
     AgentBackend,
     BackendError,
@@ -61,7 +62,7 @@ from .agent_backends import (
 )
 from .collab import Features
 
-log = logging.getLogger("hd_node.features.agents")
+log = logging.getLogger("hd_node.agents")
 
 LIST_PEERS = Tool(
     "list_peers", "The peers this node knows: node id, name, level, status.",
@@ -96,7 +97,8 @@ class _Waiter:
 class AgentRuntime:
     def __init__(self, identity: Identity, sessions: SessionRegistry, features: Features,
                  peers: Peers, *, backend: AgentBackend | None, allow_remote: bool,
-                 mode: str, timeout_ms: int, rng: Callable[[int], bytes]) -> None:
+                 mode: str, timeout_ms: int, rng: Callable[[int], bytes],
+                 tasks: Tasks) -> None:
         self.identity = identity
         self.sessions = sessions
         self.features = features
@@ -106,7 +108,7 @@ class AgentRuntime:
         self.machine = Agents(identity.node_id, rng=rng, allow_remote=allow_remote,
                               mode=mode, timeout_ms=timeout_ms)
         self.timeout_ms = timeout_ms
-        self.nursery: trio.Nursery | None = None
+        self.tasks = tasks
         self._waiters: dict[str, _Waiter] = {}  # call id -> waiter
         self._remote: dict[tuple[str, str], trio.CancelScope] = {}  # (peer, rid) -> turn
         self._local: dict[tuple[int, str], trio.CancelScope] = {}  # (tab, turn id)
@@ -239,13 +241,12 @@ class AgentRuntime:
     # --- remote turns (RemoteAgentConn) ---------------------------------------------------
 
     def _start_remote(self, e: StartAgentTurn) -> None:
-        if self.nursery is None:
+        scope = trio.CancelScope()
+        if not self.tasks.start_soon(self._remote_turn, e, scope):
             self.apply(self.machine.turn_finished(e.peer_id, e.request_id, False,
                                                   error="backend: the node is stopping"))
             return
-        scope = trio.CancelScope()
         self._remote[(e.peer_id, e.request_id)] = scope
-        self.nursery.start_soon(self._remote_turn, e, scope)
 
     async def _remote_turn(self, e: StartAgentTurn, scope: trio.CancelScope) -> None:
         """``RemoteAgentConn``: one turn for a peer, no browser behind it."""

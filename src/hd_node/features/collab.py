@@ -43,28 +43,29 @@ from hd_shell.clock import mono_ms, trio_deadline, wall_ms
 from ..hub.linkdriver import LinkBusy, LinkDriver
 from ..hub.sessions import SessionRegistry
 from ..hub.tabbus import Tab, TabBus
+from ..hub.tasks import Tasks
 from ..metrics import NodeMetrics
 from ..store import NodeStore
 
-log = logging.getLogger("hd_node.features.collab")
+log = logging.getLogger("hd_node.features")
 
 
 class Features:
     def __init__(self, identity: Identity, store: NodeStore, sessions: SessionRegistry,
-                 bus: TabBus, metrics: NodeMetrics, *, limits: Limits, rng: Any,
-                 node_name: str) -> None:
+                 bus: TabBus, metrics: NodeMetrics, *, limits: Limits, chat: ChatLog,
+                 tasks: Tasks, on_chat_change: Callable[[set[str]], None]) -> None:
+        """``chat``: the conversations (the node's one ChatLog, loaded from ``store``);
+        ``on_chat_change`` is told which peers' conversations changed; catch-ups run
+        paced in ``tasks``."""
         self.store = store
         self.sessions = sessions
         self.bus = bus
         self.metrics = metrics
         self.panes = Panes(identity.node_id, store.load_panes(), limits=limits)
-        self.chat = ChatLog(
-            identity.node_id, rng=rng, messages=store.load_messages(),
-            read_marks=store.load_read_marks(), self_name=node_name, limits=limits,
-        )
+        self.chat = chat
         self.pane_members: dict[str, set[Tab]] = {}
-        self.nursery: trio.Nursery | None = None
-        self.on_chat_change: Callable[[set[str]], None] = lambda peers: None
+        self.tasks = tasks
+        self.on_chat_change = on_chat_change
         # The pane list last pushed (``_panes_changed``) and its keys.
         self._listed: list[tuple[str, list[str], list[str]]] = []
         self._listed_keys: set[str] = set()
@@ -182,8 +183,8 @@ class Features:
         # the catch-up they ask for is sent paced, in its own task (SPEC 6.1/6.2).
         effects = [*self.panes.session_opened(driver.peer_id, level),
                    *self.chat.session_opened(driver.peer_id, at=mono_ms())]
-        if effects and self.nursery is not None:
-            self.nursery.start_soon(self.apply_paced, effects)
+        if effects:
+            self.tasks.start_soon(self.apply_paced, effects)
 
     def session_closed(self, driver: LinkDriver, reason: str, remote: bool) -> None:
         peer = driver.peer_id

@@ -30,6 +30,7 @@ from ..store import NodeStore
 from ..transports.seam import DialFailed, Transports
 from .linkdriver import LinkDriver, LinkLimits
 from .sessions import SessionRegistry
+from .tasks import Tasks
 from .trust import DialIntent
 
 log = logging.getLogger("hd_node.dial")
@@ -43,7 +44,10 @@ class Connector:
     def __init__(self, identity: Identity, transports: Transports, sessions: SessionRegistry,
                  store: NodeStore, *, limits: Limits, link_limits: LinkLimits,
                  rng: Callable[[int], bytes], node_name: str,
-                 capabilities: Sequence[str]) -> None:
+                 capabilities: Sequence[str], tasks: Tasks, metrics: NodeMetrics,
+                 on_step: Callable[[dict[str, Any]], None]) -> None:
+        """``tasks``: where links live (the node's); ``on_step``: told every ladder step
+        (SPEC 8.2: a person sees which path won); ``metrics``: attempts and wins per kind."""
         self.identity = identity
         self.transports = transports
         self.sessions = sessions
@@ -53,15 +57,22 @@ class Connector:
         self.rng = rng
         self.node_name = node_name
         self.capabilities = list(capabilities)
-        self.nursery: trio.Nursery | None = None  # where links live (the hub's)
+        self.tasks = tasks
         self.attest: dict[str, Any] | None = None  # a lobby's attestation (SPEC 7.6)
-        # Told every ladder step (SPEC 8.2: a person sees which path won).
-        self.on_step: Callable[[dict[str, Any]], None] = lambda step: None
-        self.metrics: NodeMetrics | None = None  # ladder attempts and wins per kind
+        self.on_step = on_step
+        self.metrics = metrics
+
+    def rename(self, name: str) -> None:
+        """What our handshakes say from now on (``network rename``)."""
+        self.node_name = name
+
+    def attested(self, attest: dict[str, Any] | None) -> None:
+        """The lobby's attestation of us (SPEC 7.6), presented in our handshakes."""
+        self.attest = attest
 
     async def dial(self, candidate: DialCandidate, intent: DialIntent) -> LinkDriver:
         """One attempt. Returns the session (perhaps one that already existed)."""
-        if self.nursery is None:
+        if not self.tasks.running:
             raise HubError("not_running", "the node is not running")
         expected = intent.expected_node_id
         if expected == self.identity.node_id:
@@ -96,7 +107,7 @@ class Connector:
         driver = LinkDriver(link, conn, self.sessions, limits=self.link_limits,
                             candidate=candidate)
         self.sessions.track(driver, intent)
-        self.nursery.start_soon(driver.run)
+        self.tasks.start_soon(driver.run)
         try:
             await driver.established.wait()  # the machine's deadline bounds this
         except BaseException:
@@ -180,7 +191,7 @@ class Connector:
 
     def _step(self, intent: DialIntent, cand: DialCandidate, step: str,
               reason: str | None = None) -> None:
-        if self.metrics is not None and step in ("start", "won"):
+        if step in ("start", "won"):
             counter = self.metrics.ladder_attempts if step == "start" else self.metrics.ladder_wins
             counter.labels(cand.kind).inc()
         try:

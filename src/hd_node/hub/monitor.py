@@ -59,7 +59,7 @@ class PeerMonitor:
         self.linger_ms = LOST_ROW_INTERVALS * limits.ping_interval_ms
         self.max_lost = limits.sessions_per_node
         self._lost: OrderedDict[str, _Lost] = OrderedDict()  # oldest loss first
-        metrics.peers.source = self.series
+        metrics.peers.feed(self.series)
         sessions.listen(self)
 
     # --- views --------------------------------------------------------------------------

@@ -30,7 +30,7 @@ from .connector import Connector
 from .peers import Peers
 from .trust import DialIntent
 
-log = logging.getLogger("hd_node.hub.pairing")
+log = logging.getLogger("hd_node.pairing")
 MAX_TTL_MS = 30 * 24 * 3600 * 1000
 
 

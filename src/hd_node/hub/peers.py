@@ -31,13 +31,16 @@ from .monitor import PeerMonitor
 from .sessions import SessionRegistry
 from .tabbus import TabBus
 
-log = logging.getLogger("hd_node.hub.peers")
+log = logging.getLogger("hd_node.peers")
 
 
 class Peers:
     def __init__(self, identity: Identity, store: NodeStore, sessions: SessionRegistry,
                  bus: TabBus, metrics: NodeMetrics, *, limits: Limits, policy: Policy,
-                 node_name: str, capabilities: list[str]) -> None:
+                 node_name: str, capabilities: list[str], chat: ChatLog,
+                 self_extra: dict[str, Any]) -> None:
+        """``chat``: the conversations (unread counts, last messages in each row);
+        ``self_extra``: what the node adds to our own row (e.g. its agent backend)."""
         self.identity = identity
         self.store = store
         self.sessions = sessions
@@ -47,11 +50,11 @@ class Peers:
         self.policy = policy
         self.node_name = node_name
         self.capabilities = capabilities
-        self.self_extra: dict[str, Any] = {}  # what the hub adds (e.g. its agent backend)
+        self.self_extra = dict(self_extra)
         self.peer_url = ""
         self.candidates: list[dict[str, Any]] = []
         self.manual_disconnect: set[str] = set()
-        self.chat: ChatLog | None = None  # the hub sets it: unread counts, last messages
+        self.chat = chat
         self.on_rename: list[Callable[[str], None]] = []
         # Dials under way per peer: (kind, address) -> when the ladder step started.
         self._dialing: dict[str, dict[tuple[str, str], int]] = {}
@@ -71,8 +74,8 @@ class Peers:
         }
 
     def peer_info(self, node_id: str) -> dict[str, Any]:
-        chat = {"unread": self.chat.unread(node_id) if self.chat else 0,
-                "last_message": self.chat.last_message(node_id) if self.chat else None}
+        chat = {"unread": self.chat.unread(node_id),
+                "last_message": self.chat.last_message(node_id)}
         driver = self.sessions.get(node_id)
         if driver is not None and driver.conn.session is not None:
             s = driver.conn.session
@@ -115,12 +118,19 @@ class Peers:
             return
         self.bus.publish("network", "peer_update", {"peer": self.peer_info(node_id)})
 
+    def on_renamed(self, fn: Callable[[str], None]) -> None:
+        """Call ``fn(name)`` whenever our own name changes (``network rename``)."""
+        self.on_rename.append(fn)
+
+    def listening(self, peer_url: str, candidates: list[dict[str, Any]]) -> None:
+        """Where our peer listener is, and every candidate built from it (SPEC 8.1)."""
+        self.peer_url = peer_url
+        self.candidates = candidates
+
     def chat_changed(self, peer_ids: set[str]) -> None:
         """Conversations changed (``Features.on_chat_change``): push the rows whose
         ``unread`` or ``last_message`` now read differently — not one per status change
         of an older message (a reconnect may flush thousands)."""
-        if self.chat is None:
-            return
         for peer in sorted(peer_ids):
             shown = (self.chat.unread(peer), self.chat.last_message(peer))
             if self._chat_shown.get(peer) != shown:

@@ -22,22 +22,23 @@ from ..store import NodeStore
 from .connector import Connector
 from .linkdriver import LinkDriver
 from .sessions import SessionRegistry
+from .tasks import Tasks
 from .trust import DialIntent
 
-log = logging.getLogger("hd_node.hub.reconnect")
+log = logging.getLogger("hd_node.reconnect")
 
 
 class Reconnector:
     def __init__(self, store: NodeStore, sessions: SessionRegistry, connector: Connector, *,
                  limits: Limits, rng: Callable[[int], bytes],
-                 user_disconnected: Callable[[str], bool]) -> None:
+                 user_disconnected: Callable[[str], bool], tasks: Tasks) -> None:
         self.store = store
         self.sessions = sessions
         self.connector = connector
         self.limits = limits
         self.rng = rng
         self.user_disconnected = user_disconnected
-        self.nursery: trio.Nursery | None = None
+        self.tasks = tasks
         self.stopping = False
         self._running: set[str] = set()
         sessions.listen(self)
@@ -57,6 +58,10 @@ class Reconnector:
 
     # --- loops --------------------------------------------------------------------------
 
+    def stop(self) -> None:
+        """The node is stopping: no loop dials again."""
+        self.stopping = True
+
     def start_all(self) -> None:
         """At start-up: every trusted peer we have an address for."""
         for peer in self.store.list_peers():
@@ -64,10 +69,10 @@ class Reconnector:
                 self.start(peer.node_id, immediate=True)
 
     def start(self, peer_id: str, *, immediate: bool) -> None:
-        if peer_id in self._running or self.nursery is None:
+        if peer_id in self._running or not self.tasks.running:
             return
         self._running.add(peer_id)
-        self.nursery.start_soon(self._loop, peer_id, immediate)
+        self.tasks.start_soon(self._loop, peer_id, immediate)
 
     def _wanted(self, peer_id: str, reason: str) -> bool:
         stored = self.store.get_peer(peer_id)

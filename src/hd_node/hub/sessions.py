@@ -34,7 +34,7 @@ from ..transports.seam import Ticket
 from .linkdriver import LinkBusy, LinkDriver
 from .trust import DialIntent, Trust
 
-log = logging.getLogger("hd_node.hub.sessions")
+log = logging.getLogger("hd_node.sessions")
 
 MessageHandler = Callable[[LinkDriver, Message], None]
 

@@ -27,7 +27,7 @@ from hd_protocol.ws import encode_ws_frame
 
 from ..metrics import NodeMetrics
 
-log = logging.getLogger("hd_node.web.tabs")
+log = logging.getLogger("hd_node.tabs")
 
 
 @dataclass(frozen=True)

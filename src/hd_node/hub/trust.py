@@ -27,7 +27,7 @@ from hd_shell.clock import wall_ms
 
 from ..store import NodeStore
 
-log = logging.getLogger("hd_node.hub.trust")
+log = logging.getLogger("hd_node.trust")
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,11 @@ class DialIntent:
 
 
 class Trust:
-    def __init__(self, identity: Identity, store: NodeStore, policy: Policy) -> None:
+    def __init__(self, identity: Identity, store: NodeStore, policy: Policy, *,
+                 directory_listed: Callable[[str, str], bool] = lambda node_id, key: False
+                 ) -> None:
+        """``directory_listed(id, key)``: the lobby we are registered with vouches for
+        that exact id and key (SPEC 7.6; trust mode ``directory``)."""
         self.identity = identity
         self.store = store
         self.policy = policy
@@ -50,7 +54,7 @@ class Trust:
         self.room_hosts: set[tuple[str, str]] = set()
         self.room_tickets: set[str] = set()  # token hashes of the token rooms we host
         # Whether our lobby (pinned to our directory key) lists this id and key.
-        self.directory_listed: Callable[[str, str], bool] = lambda node_id, key: False
+        self.directory_listed = directory_listed
 
     def decide_dialer(self, need: NeedAdmission, intent: DialIntent, kind: str,
                       remote_addr: str | None) -> Decision:

@@ -26,7 +26,7 @@ from ..config import Settings
 from ..metrics import NodeMetrics
 from .stun import Address, Mapped, StunOutcome, binding
 
-log = logging.getLogger("hd_node.transports.addresses")
+log = logging.getLogger("hd_node.addresses")
 
 # A NAT may hand us another public address at any time; ask again every few minutes.
 REFRESH_S = 300.0

@@ -21,7 +21,7 @@ from hd_shell.ws.link import DialError, WsLink, dial_ws
 from ..metrics import NodeMetrics
 from .seam import DialFailed, InboundGate, Link, Ticket
 
-log = logging.getLogger("hd_node.transports.direct")
+log = logging.getLogger("hd_node.direct")
 
 PATH = "/peer-ws"
 

@@ -28,7 +28,7 @@ from ..metrics import NodeMetrics
 from .commands import Commands
 from .tabs import TabSession
 
-log = logging.getLogger("hd_node.web.app")
+log = logging.getLogger("hd_node.web")
 
 # The page is static files only (no inline script or style): data from peers can never
 # run as code, even if a bug put it into markup.

@@ -30,7 +30,7 @@ from ..hub.sessions import SessionRegistry
 from ..hub.tabbus import Tab
 from ..hub.trust import DialIntent
 
-log = logging.getLogger("hd_node.web.commands")
+log = logging.getLogger("hd_node.commands")
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,9 @@ LONG = frozenset({("network", "connect"), ("network", "pair_redeem"), ("network"
 class Commands:
     def __init__(self, *, node_id: str, peers: Peers, pairing: Pairing, connector: Connector,
                  features: Features, sessions: SessionRegistry, lobby: LobbyLink,
-                 agents: AgentRuntime) -> None:
+                 agents: AgentRuntime,
+                 lan_peers: Callable[[], dict[str, Any]] | None = None) -> None:
+        """``lan_peers``: LAN discovery's view (SPEC 8.5), when it runs."""
         self.node_id = node_id
         self.agents = agents
         self.lobby = lobby
@@ -63,8 +65,7 @@ class Commands:
         self.connector = connector
         self.features = features
         self.sessions = sessions
-        # LAN discovery's view (SPEC 8.5), when it runs: the node plugs it in.
-        self.lan_peers: Callable[[], dict[str, Any]] | None = None
+        self.lan_peers = lan_peers
 
     async def run(self, channel: str, event: str, data: dict[str, Any],
                   tab: Tab | None = None) -> Answer | None:

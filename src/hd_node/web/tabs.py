@@ -24,7 +24,7 @@ from ..metrics import NodeMetrics
 from ..transports.seam import Link, LinkClosed
 from .commands import LONG, Answer, Commands
 
-log = logging.getLogger("hd_node.web.tabs")
+log = logging.getLogger("hd_node.tabs")
 
 
 class TabSession:

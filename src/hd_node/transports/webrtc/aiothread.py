@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 import trio
 
-log = logging.getLogger("hd_node.transports.webrtc.aiothread")
+log = logging.getLogger("hd_node.aiothread")
 
 T = TypeVar("T")
 

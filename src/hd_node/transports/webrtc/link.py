@@ -24,7 +24,7 @@ from hd_protocol.webrtc import Budget, Reassembler, address_for, fragment
 from ..seam import LinkClosed
 from .aiothread import AsyncioThread
 
-log = logging.getLogger("hd_node.transports.webrtc.transport")
+log = logging.getLogger("hd_node.webrtc")
 
 QUEUE_BYTES = 8 << 20  # envelopes waiting for the link's reader before the link closes
 

@@ -36,7 +36,7 @@ import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import trio
 
@@ -45,7 +45,6 @@ from hd_protocol.errors import LocalProtocolError, RemoteProtocolError
 from hd_protocol.frames import TokenBucket
 from hd_protocol.limits import DEFAULT_LIMITS, Limits
 from hd_protocol.webrtc import (
-    CAPABILITY,
     Accept,
     Answered,
     Budget,
@@ -62,14 +61,12 @@ from hd_protocol.webrtc import (
 from hd_shell.listener import PREAUTH
 
 from ...config import Settings
+from ...metrics import NodeMetrics
 from ..seam import DialFailed, InboundGate, Link, LinkClosed, Ticket
 from .aiothread import AsyncioThread, trio_caller
 from .link import WebRtcLink
 
-if TYPE_CHECKING:
-    from ...hub.peerhub import PeerHub
-
-log = logging.getLogger("hd_node.transports.webrtc.transport")
+log = logging.getLogger("hd_node.webrtc")
 
 CONNECT_TIMEOUT_S = 10.0  # ICE gathering + connectivity + the channel opening
 CLOSE_TIMEOUT_S = 2.0
@@ -96,27 +93,24 @@ def webrtc_available() -> bool:
     return True
 
 
-def webrtc_transport(hub: PeerHub, settings: Settings, limits: Limits) -> WebRtcTransport | None:
-    """The node's WebRTC transport, wired to its hub and lobby — or None: not enabled
-    (``enableWebRtc``, default false) or the ``webrtc`` extra is not installed."""
+def webrtc_transport(identity: Identity, settings: Settings, limits: Limits,
+                     metrics: NodeMetrics, send_signal: SendSignal) -> WebRtcTransport | None:
+    """The node's WebRTC transport, signalling through ``send_signal`` — or None: not
+    enabled (``enableWebRtc``, default false) or the ``webrtc`` extra is not installed."""
     if not settings.enable_webrtc:
         return None
     if not webrtc_available():
         log.warning("enableWebRtc is set but the webrtc extra (aiortc) is not installed: "
                     "no WebRTC (pip install 'hd-fabric[webrtc]')")
         return None
-    transport = WebRtcTransport(
-        hub.identity, ice=settings.ice(), max_envelope_bytes=limits.max_envelope_bytes,
+    return WebRtcTransport(
+        identity, ice=settings.ice(), max_envelope_bytes=limits.max_envelope_bytes,
         # The same budget as a direct link's before its peer authenticated.
         preauth=Budget(PREAUTH.max_message_size, PREAUTH.max_fragments, PREAUTH.max_bytes),
         rng=os.urandom, host_addresses=_loopback_only(settings.peer_host),
         budgets=reply_budgets(limits),
-        count=lambda why: hub.metrics.refused.labels(f"webrtc_{why}").inc())
-    hub.transports.add(transport)
-    transport.send_signal = hub.lobby.send_signal
-    hub.lobby.on_signal = transport.on_signal
-    hub.capabilities.append(CAPABILITY)  # in our lobby entry: room guests may offer
-    return transport
+        count=lambda why: metrics.refused.labels(f"webrtc_{why}").inc(),
+        send_signal=send_signal)
 
 
 def _loopback_only(host: str) -> list[str] | None:
@@ -148,7 +142,9 @@ class WebRtcTransport:
                  host_addresses: list[str] | None = None,
                  connect_timeout_s: float = CONNECT_TIMEOUT_S,
                  budgets: tuple[Rate, Rate] | None = None,
-                 count: Callable[[str], None] = lambda why: None) -> None:
+                 count: Callable[[str], None] = lambda why: None,
+                 send_signal: SendSignal = lambda to, sid, kind, sdp: False) -> None:
+        """``send_signal``: how our signals reach the peer (the node's lobby link)."""
         self.identity = identity
         self.ice = ice
         self.max_envelope_bytes = max_envelope_bytes
@@ -156,8 +152,7 @@ class WebRtcTransport:
         self.rng = rng
         self.host_addresses = host_addresses
         self.connect_timeout_s = connect_timeout_s
-        # Set by whoever holds the lobby connection (the node wires LobbyLink's).
-        self.send_signal: SendSignal = lambda to, sid, kind, sdp: False
+        self.send_signal = send_signal
         self.signaling = Signaling(identity.node_id)
         self.thread = AsyncioThread("hd-webrtc")
         self.links: dict[tuple[str, str], WebRtcLink] = {}
