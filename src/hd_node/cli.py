@@ -29,6 +29,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from hd_shell.errors import find
+
 from . import __version__, files
 from .config import ConfigError, Settings, load_settings
 from .dbfile import stored_peer_count
@@ -231,10 +233,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         trio.run(node.run)
     except BaseException as exc:
         # trio wraps what a task raised (a port in use) in exception groups.
-        err = _found(exc, ListenError)
+        err = find(exc, ListenError)
         if err is not None:
             raise CliError(str(err)) from None
-        if _found(exc, KeyboardInterrupt) is None:
+        if find(exc, KeyboardInterrupt) is None:
             raise
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the node is down: nothing to stop
@@ -249,16 +251,6 @@ def _busy(data_dir: Path, exc: Exception) -> str:
     return (f"another node{pid} is running with data directory {data_dir}; its UI: "
             f"hd-node ui --data-dir {data_dir}" if pid else str(exc))
 
-
-def _found(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
-    if isinstance(exc, kind):
-        return exc
-    if isinstance(exc, BaseExceptionGroup):
-        for sub in exc.exceptions:
-            found = _found(sub, kind)
-            if found is not None:
-                return found
-    return None
 
 
 def cmd_id(args: argparse.Namespace) -> int:

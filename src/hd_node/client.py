@@ -23,6 +23,7 @@ import trio
 import trio_websocket
 
 from hd_protocol.rebase import rebase
+from hd_shell.errors import url_host
 
 Event = dict[str, Any]
 HISTORY = 10_000
@@ -38,7 +39,7 @@ def split_ws_url(url: str) -> tuple[str, int, str]:
 
 
 def _host_header(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return f"{url_host(host)}:{port}"
 
 
 class NodeError(Exception):

@@ -30,6 +30,7 @@ import trio
 from hd_protocol import ChatLog, Identity, make_candidate
 from hd_protocol.limits import Limits
 from hd_protocol.webrtc import CAPABILITY as WEBRTC
+from hd_shell.errors import find, url_host
 from hd_shell.http.server import ServerLimits, serve
 from hd_shell.rlimits import raise_open_file_limit
 
@@ -59,10 +60,6 @@ from .web.commands import Commands
 log = logging.getLogger("hd_node")
 
 
-def _url_host(host: str) -> str:
-    return f"[{host}]" if ":" in host else host
-
-
 class ListenError(Exception):
     """A listener could not bind: the one line says which port, which flag sets it, and
     what to do (the CLI prints it and exits 1)."""
@@ -74,10 +71,10 @@ async def _listen(nursery: trio.Nursery, serve_fn: Any, what: str, flag: str, ho
     try:
         return await nursery.start(serve_fn)
     except BaseException as exc:
-        err = _bind_error(exc)
+        err = find(exc, OSError, alone=True)  # a failed bind
         if err is None:
             raise
-        where = f"{_url_host(host)}:{port}"
+        where = f"{url_host(host)}:{port}"
         if err.errno == errno.EADDRINUSE:
             raise ListenError(f"cannot start: the {what} port {port} ({where}, {flag}) is in "
                               f"use; stop what uses it, or start with {flag} 0 (any free "
@@ -85,15 +82,6 @@ async def _listen(nursery: trio.Nursery, serve_fn: Any, what: str, flag: str, ho
         host_flag = flag.replace("-port", "-host")
         raise ListenError(f"cannot start: the {what} listener cannot bind {where} "
                           f"({host_flag}, {flag}): {err.strerror or err}") from None
-
-
-def _bind_error(exc: BaseException) -> OSError | None:
-    """The OSError of a failed bind, out of the exception groups trio wraps it in."""
-    if isinstance(exc, OSError):
-        return exc
-    if isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-        return _bind_error(exc.exceptions[0])
-    return None
 
 
 @dataclass
@@ -378,9 +366,9 @@ class Node:
                                                          "peer", "--peer-port", s.peer_host,
                                                          s.peer_port)
                             host = s.peer_host
-                            url_host = _url_host(
+                            shown = url_host(
                                 "127.0.0.1" if host in ("0.0.0.0", "") else host)  # noqa: S104
-                            hub.set_peer_url(f"ws://{url_host}:{peer_port}/peer-ws", host)
+                            hub.set_peer_url(f"ws://{shown}:{peer_port}/peer-ws", host)
                         if self.lan is not None:
                             await n.start(self.lan.run, peer_port)
                         self._announce(ui_port, nofile, nofile_hard, nofile_max)
@@ -408,7 +396,7 @@ class Node:
                   nofile_max: bool) -> None:
         """``node.json`` for the CLI and the tests, and the start in the log."""
         s, hub = self.settings, self.hub
-        ui_host = _url_host(s.ui_host)
+        ui_host = url_host(s.ui_host)
         self.info = {
             "pid": os.getpid(),
             "node_id": self.identity.node_id,

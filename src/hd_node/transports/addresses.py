@@ -21,6 +21,7 @@ import trio
 
 from hd_protocol import make_candidate, sort_candidates
 from hd_protocol.stun import parse_server
+from hd_shell.errors import url_host
 
 from ..config import Settings
 from ..metrics import NodeMetrics
@@ -39,9 +40,7 @@ FIRST_GATHER_WAIT_S = 2.0
 
 
 def _url(host: str, port: int) -> str:
-    if ":" in host and not host.startswith("["):
-        host = f"[{host}]"
-    return f"ws://{host}:{port}/peer-ws"
+    return f"ws://{url_host(host)}:{port}/peer-ws"
 
 
 def interface_addresses(include_loopback: bool) -> list[str]:

@@ -19,6 +19,7 @@ import trio
 
 from hd_protocol import Identity
 from hd_shell import datadir
+from hd_shell.errors import find, url_host
 from hd_shell.http.server import ServerLimits, serve
 from hd_shell.rlimits import raise_open_file_limit
 
@@ -69,8 +70,7 @@ class ServerProcess:
                     _, port = await n.start(lambda task_status: serve(
                         app, s.host, s.port, limits=limits, name=name,
                         task_status=task_status))
-                    host = f"[{s.host}]" if ":" in s.host else s.host
-                    base = f"ws://{host}:{port}"
+                    base = f"ws://{url_host(s.host)}:{port}"
                     data = {"pid": os.getpid(), **info(base),
                             "server_id": self.identity.node_id,
                             "server_key": self.identity.public_key}
@@ -112,7 +112,7 @@ def run_main(go: Callable[[], None], prog: str) -> int:
     except KeyboardInterrupt:
         return 0
     except (OSError, ExceptionGroup) as exc:
-        err = _os_error(exc)
+        err = find(exc, OSError)
         if err is None:
             raise
         print(f"{prog}: cannot start: {err}", file=sys.stderr)
@@ -120,12 +120,3 @@ def run_main(go: Callable[[], None], prog: str) -> int:
     return 0
 
 
-def _os_error(exc: BaseException) -> OSError | None:
-    if isinstance(exc, OSError):
-        return exc
-    if isinstance(exc, BaseExceptionGroup):
-        for sub in exc.exceptions:
-            found = _os_error(sub)
-            if found is not None:
-                return found
-    return None

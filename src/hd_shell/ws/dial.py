@@ -17,6 +17,8 @@ from wsproto import ConnectionType, WSConnection
 from wsproto.connection import Connection
 from wsproto.events import AcceptConnection, RejectConnection, RejectData, Request
 
+from hd_shell.errors import url_host
+
 RECV_CHUNK = 256 * 1024
 """Bytes asked of the socket per read, as WsLink does: frames the server sends right
 after its 101 may arrive in the same read."""
@@ -78,8 +80,7 @@ def _parse_ws_url(url: str) -> tuple[str, int, str, str, str]:
         raise bad("invalid host name") from None
     path = parts.path or "/"
     target = path + ("?" + parts.query if parts.query else "")
-    host_text = f"[{host}]" if ":" in host else host
-    host_header = f"{host_text}:{port}"
+    host_header = f"{url_host(host)}:{port}"
     # Messages never carry the query: it may hold a token.
     shown = f"ws://{host_header}{path}"
     return host, port, target, host_header, shown
