@@ -78,6 +78,7 @@ class LobbyLink:
         self.guests: dict[str, set[tuple[str, str]]] = {}  # hosted room -> (id, key)
         self.joined: dict[str, lc.Card] = {}  # room id -> host
         self._lock = trio.Lock()
+        self._deadline_moved = trio.Event()  # the lobby client's next deadline changed
         self._waiter: tuple[tuple[type, ...], Callable[[Any], bool], trio.Event,
                             list[Any]] | None = None
         self.last_error: dict[str, str] | None = None  # why the last connection failed
@@ -166,7 +167,10 @@ class LobbyLink:
                 try:
                     while True:
                         for raw in await ws.receive_some():
+                            before = client.next_deadline()
                             await self._handle(client, ws, client.receive(raw, mono_ms()))
+                            if client.next_deadline() != before:
+                                self._deadline_moved.set()
                 except LinkClosed as exc:
                     log.info("lobby connection closed url=%s reason=%s", url, exc)
                 n.cancel_scope.cancel()
@@ -215,11 +219,15 @@ class LobbyLink:
 
     async def _heartbeats(self, client: lc.LobbyClient, ws: WsLink,
                           scope: trio.CancelScope) -> None:
+        """Heartbeats when the machine's deadline comes; a frame that moves it (the
+        registration) wakes this task, nothing polls."""
         try:
             while True:
+                self._deadline_moved = trio.Event()
                 dl = client.next_deadline()
-                wake = mono_ms() + 1000 if dl is None else min(dl, mono_ms() + 1000)
-                await trio.sleep_until(trio_deadline(wake))
+                with trio.move_on_at(trio_deadline(dl) if dl is not None else float("inf")):
+                    await self._deadline_moved.wait()
+                    continue
                 await self._handle(client, ws, client.on_timer(mono_ms()))
         except LinkClosed:
             scope.cancel()
