@@ -141,3 +141,23 @@ async def test_lobby_commands_without_a_lobby_are_clean_errors(cluster: Cluster)
         ans = await tab.request("lobby", "disconnect")
         assert (ans["status"], ans["last_error"]) == ("disconnected", None)
 
+
+
+async def test_a_node_keeps_its_registration_by_its_heartbeats(
+    cluster: Cluster, servers: Servers,  # noqa: F811
+) -> None:
+    """A lobby that drops a node silent for three heartbeats of 1 s still lists a real
+    node after many of them: the node beats when its lobby client's deadline comes."""
+    lobby = await servers.lobby(extra_args=["--heartbeat", "1"]).astart()
+    alice, bob = await cluster.spawn("alice", "bob")
+    for node in (alice, bob):
+        await _connected_to_lobby(node, lobby.url)
+    await trio.sleep(5.5)  # past the 3 s a silent node lasts
+    async with bob.client() as tb:
+        state = await tb.request("lobby", "state")
+        assert state["connected"]
+        assert alice.node_id in [e["node_id"] for e in state["directory"]], state
+    for node in (alice, bob):  # never dropped and registered again
+        log = node.log_text()
+        assert log.count("lobby registered") == 1, log
+        assert "silent for three heartbeats" not in log, log
