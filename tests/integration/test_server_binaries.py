@@ -383,15 +383,23 @@ def test_a_busy_port_is_one_line_exit_1_and_leaves_no_info_file(
 QUEUE_FILE = {"lobby": "relay-queue.db", "relay": "queue.db"}
 
 
+def _data_dir_holding(tmp_path: Path, name: str, content: bytes) -> Path:
+    """A private data directory holding one private file ``name``; returns the file."""
+    data_dir = tmp_path / "data"
+    data_dir.mkdir(mode=0o700)
+    path = data_dir / name
+    path.write_bytes(content)
+    os.chmod(path, 0o600)
+    return path
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_a_damaged_mailbox_is_one_line_naming_the_servers_file_and_loss_and_is_kept(
     tmp_path: Path, kind: str,
 ) -> None:
-    data_dir = tmp_path / "data"
-    data_dir.mkdir(mode=0o700)
-    queue = data_dir / QUEUE_FILE[kind]
-    queue.write_bytes(b"SQLite format 3\x00" + b"\xff" * 4000)  # a header, then garbage
-    os.chmod(queue, 0o600)
+    # A header, then garbage.
+    queue = _data_dir_holding(tmp_path, QUEUE_FILE[kind], b"SQLite format 3\x00" + b"\xff" * 4000)
+    data_dir = queue.parent
     before = queue.read_bytes()
     line = _one_line_error(kind, _run(kind, "run", "--data-dir", str(data_dir)), 2)
     assert str(queue) in line and "queued for offline nodes are lost" in line, line
@@ -404,11 +412,8 @@ def test_a_damaged_mailbox_is_one_line_naming_the_servers_file_and_loss_and_is_k
 def test_a_damaged_server_key_is_one_line_in_the_servers_words_and_is_kept(
     tmp_path: Path, kind: str,
 ) -> None:
-    data_dir = tmp_path / "data"
-    data_dir.mkdir(mode=0o700)
-    key = data_dir / "identity.key"
-    key.write_bytes(b"\x01" * 5)
-    os.chmod(key, 0o600)
+    key = _data_dir_holding(tmp_path, "identity.key", b"\x01" * 5)
+    data_dir = key.parent
     line = _one_line_error(kind, _run(kind, "run", "--data-dir", str(data_dir)), 2)
     assert str(key) in line and "a new server key" in line, line
     assert "pairing" not in line and "node id" not in line, line
