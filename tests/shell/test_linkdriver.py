@@ -269,3 +269,137 @@ async def test_a_handshake_nobody_answers_fails_at_its_deadline(
     assert trio.current_time() - t0 == pytest.approx(DEFAULT_LIMITS.handshake_timeout_ms / 1000,
                                                      abs=0.01)
     assert owner.done.is_set()
+
+
+# --- one drain loop: a handler's call only queues ----------------------------------------
+
+
+class Recorder(Owner):
+    """An owner that logs when each handler starts and ends, and how deeply they nest."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.log: list[str] = []
+        self.depth = 0
+        self.max_depth = 0
+        self.on_message: Any = None  # what a message handler does, set by the test
+        self.on_event: Any = None
+
+    def _enter(self, what: str) -> None:
+        self.depth += 1
+        self.max_depth = max(self.max_depth, self.depth)
+        self.log.append(f"{what}>")
+
+    def _leave(self, what: str) -> None:
+        self.log.append(f"<{what}")
+        self.depth -= 1
+
+    def message(self, driver: LinkDriver, msg: Message) -> None:
+        self._enter(msg.data["text"])
+        super().message(driver, msg)
+        if self.on_message is not None:
+            self.on_message(driver, msg)
+        self._leave(msg.data["text"])
+
+    def event(self, driver: LinkDriver, ev: Event) -> None:
+        name = type(ev).__name__
+        self._enter(name)
+        super().event(driver, ev)
+        if self.on_event is not None:
+            self.on_event(driver, ev)
+        self._leave(name)
+
+
+async def open_recorded(nursery: trio.Nursery) -> tuple[LinkDriver, Recorder, HandPeer]:
+    ours, theirs = memory_link_pair(capacity=1024)
+    owner = Recorder()
+    conn = Connection.dial(ALICE, rng=os.urandom, now=mono_ms(), wall=wall_ms(),
+                           limits=NO_PINGS, expected_node_id=BOB.node_id)
+    driver = LinkDriver(ours, conn, owner)
+    peer = HandPeer(theirs, NO_PINGS)
+    nursery.start_soon(driver.run)
+    await peer.handshake()
+    await driver.established.wait()
+    return driver, owner, peer
+
+
+async def test_a_handler_that_closes_finishes_before_closed_is_handed_out(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with trio.open_nursery() as n:
+        driver, owner, peer = await open_recorded(n)
+        owner.on_message = lambda d, m: d.close("enough")
+        peer.conn.send("peer_chat", {"text": "m", "from_name": "b"}, mono_ms(), wall_ms())
+        await peer.link.send_many(peer.conn.frames_to_send())
+        with trio.fail_after(5):
+            await driver.finished.wait()
+        assert owner.log == ["m>", "<m", "Closed>", "<Closed"]
+        assert owner.max_depth == 1
+        assert owner.closed() == [Closed("enough", remote=False)]
+        # ... and the bye the close queued still went out.
+        with trio.fail_after(5):
+            for f in await peer.link.receive_some():
+                peer.conn.receive(f, mono_ms(), wall_ms())
+        assert peer.conn.closed == Closed("enough", remote=True)
+
+
+async def test_handlers_that_send_from_many_events_never_nest(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # 600 requests time out at the same instant: one handle_timer queues 600 Timeouts,
+    # and each one's handler sends a frame. A drain re-entered from send would hand out
+    # the next Timeout inside the previous handler, 600 deep.
+    count = 600
+    async with trio.open_nursery() as n:
+        driver, owner, peer = await open_recorded(n)
+        n.start_soon(peer.serve)
+        answered: list[str] = []
+
+        def on_result(res: Any) -> None:
+            assert isinstance(res, Timeout)
+            answered.append(res.request_id)
+            driver.send("peer_chat", {"text": f"after {res.request_id}", "from_name": "a"})
+
+        ids = [driver.request("bench_echo", {}, on_result, timeout_ms=1000)
+               for _ in range(count)]
+        with trio.fail_after(10):
+            while len(answered) < count:
+                await trio.sleep(0.1)
+        assert answered == ids  # in the order they were asked
+        assert owner.max_depth == 1
+        timeouts = [e for e in owner.events if isinstance(e, Timeout)]
+        assert [t.request_id for t in timeouts] == ids
+        # the first ping's Pong may come in between; nothing else does, nothing nests
+        assert [s for s in owner.log if "Pong" not in s] == ["Timeout>", "<Timeout"] * count
+        assert driver.is_open
+        driver.close("done")
+
+
+async def test_a_close_from_a_handler_comes_after_the_events_already_queued(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with trio.open_nursery() as n:
+        driver, owner, _ = await open_recorded(n)
+
+        def close_on_first(d: LinkDriver, ev: Event) -> None:
+            if isinstance(ev, Timeout) and not owner.closed():
+                d.close("first_timeout")
+
+        owner.on_event = close_on_first
+        for _ in range(3):
+            driver.request("bench_echo", {}, lambda res: None, timeout_ms=1000)
+        with trio.fail_after(10):
+            await driver.finished.wait()
+        assert owner.log == ["Timeout>", "<Timeout"] * 3 + ["Closed>", "<Closed"]
+        assert owner.max_depth == 1
+
+
+async def test_a_close_from_outside_any_handler_is_handed_out_before_it_returns(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with trio.open_nursery() as n:
+        driver, owner, _ = await open_recorded(n)
+        driver.close("bye_now")
+        assert owner.log == ["Closed>", "<Closed"]
+        with trio.fail_after(5):
+            await driver.finished.wait()

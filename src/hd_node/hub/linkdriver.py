@@ -10,6 +10,15 @@ The protocol lives in ``hd_protocol.connection``; this only moves bytes and keep
 - the **timer** sleeps until ``next_deadline()`` and fires it (pings, request
   deadlines, the handshake deadline).
 
+Events leave the connection in one place, ``_drain``, one event at a time and never
+recursively (as aioquic's shell does it: a user call only queues). A call the owner
+makes from inside a handler (``send``, ``close``, ``request``...) only queues on the
+connection; whatever event it causes (a ``Closed``) is handed out by the drain loop
+already running, after the handler returns and after every event queued before it.
+A call from outside any handler (a tab's command, the connector giving up) drains at
+once, so its caller sees the outcome on return. The drain is synchronous and trio runs
+one task at a time, so "a drain is running" can only mean "further up this call stack".
+
 The outbound queue is the connection's pending frames plus the batch being written.
 It is bounded: ``send`` past ``hard_limit`` bytes closes the link (``send_queue_full``:
 the session reconnects and catches up, nothing accepted is lost), and producers that
@@ -20,7 +29,7 @@ fall below ``soft_limit`` (``wait_room``) before they queue more.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -112,6 +121,7 @@ class LinkDriver:
         self._timer_at: int | None = None
         self._waiters: dict[str, Callable[[ReplyResult | None], None]] = {}
         self._stop_writing = False
+        self._draining = False  # _drain is on the stack (see the module docstring)
         self._write_scope: trio.CancelScope | None = None
 
     # --- views ------------------------------------------------------------------------
@@ -210,7 +220,7 @@ class LinkDriver:
         finally:
             if self.conn.state is not State.CLOSED:
                 self.conn.link_lost("link closed")
-                self._drain_events()
+                self._drain()
             for cb in self._waiters.values():
                 cb(None)
             self._waiters.clear()
@@ -242,7 +252,7 @@ class LinkDriver:
                     with self.owner.batch():
                         for frame in frames[start:start + READ_SLICE]:
                             self.conn.receive(frame, now, wall)
-                            self._drain_events()
+                            self._drain()
                             if not self._live():
                                 break
                     self._kick()
@@ -294,7 +304,7 @@ class LinkDriver:
                 # Woken by the deadline: it has passed, whatever the ms rounding says.
                 with self.owner.batch():
                     self.conn.handle_timer(max(now, dl), wall_ms())
-                    self._drain_events()
+                    self._drain()
                 self._kick()
 
     # --- internals ------------------------------------------------------------------------
@@ -305,8 +315,9 @@ class LinkDriver:
         return self.conn.state is not State.CLOSED
 
     def _after(self) -> None:
-        """After any call into the connection: hand out events, wake who must act."""
-        self._drain_events()
+        """After any call into the connection: hand out events (unless a drain is
+        already running: it will), wake who must act."""
+        self._drain()
         self._kick()
 
     def _kick(self) -> None:
@@ -323,13 +334,25 @@ class LinkDriver:
         if not self.close_reason:
             self.close_reason = reason
         self.conn.link_lost(reason)
-        self._drain_events()
+        self._drain()
         self._writer_wake.set()
         self._timer_wake.set()
 
-    def _drain_events(self) -> None:
-        for ev in _events(self.conn):
-            self._on_event(ev)
+    def _drain(self) -> None:
+        """Hand out every queued event, oldest first: the one place that does.
+
+        Re-entered from a handler (through ``send``, ``close``...), it returns at once:
+        the loop further up the stack hands out what that call queued, after the
+        handler has finished. A handler that raises leaves the rest queued for the next
+        drain (``_guarded`` then loses the link, which drains it)."""
+        if self._draining:
+            return
+        self._draining = True
+        try:
+            while (ev := self.conn.next_event()) is not None:
+                self._on_event(ev)
+        finally:
+            self._draining = False
 
     def _on_event(self, ev: Event) -> None:
         owner = self.owner
@@ -361,11 +384,6 @@ class LinkDriver:
             owner.event(self, ev)
         else:
             owner.event(self, ev)
-
-
-def _events(conn: Connection) -> Iterator[Event]:
-    while (ev := conn.next_event()) is not None:
-        yield ev
 
 
 def no_batch() -> AbstractContextManager[Any]:
