@@ -29,8 +29,7 @@ from hd_protocol.connection import (
 )
 from hd_protocol.limits import DEFAULT_LIMITS, Limits
 from hd_shell.clock import mono_ms, wall_ms
-
-from .memlink import MemoryLink, memory_link_pair
+from hd_shell.testing import MemoryLink, memory_link_pair
 
 ALICE = Identity.from_seed(b"\x0a" * 32)
 BOB = Identity.from_seed(b"\x0b" * 32)
