@@ -84,6 +84,7 @@ class Net:
         self.by_conn: dict[int, Node] = {}
         self.now = T0
         self.sent: dict[int, list[dict[str, Any]]] = {}  # conn -> frames the relay got
+        self.ever_stored: dict[int, tuple[str, int]] = {}  # qid -> (dst, envelope's n)
         self._conn = iter(range(1, 1 << 62))
         self._qid = iter(range(1, 1 << 62))
         self.client_kw = client_kw
@@ -101,8 +102,9 @@ class Net:
                 if node is not None:
                     self.drop(node)
             elif isinstance(o, StoreQueued):
-                self.store.append(QueuedEnvelope(next(self._qid), o.dst, o.src, o.envelope,
-                                                 o.size))
+                qid = next(self._qid)
+                self.ever_stored[qid] = (o.dst, o.envelope["data"]["n"])
+                self.store.append(QueuedEnvelope(qid, o.dst, o.src, o.envelope, o.size))
             elif isinstance(o, LoadQueued):
                 items = [q for q in self.store if q.dst == o.node][:o.limit]
                 self._server(self.server.deliver(o.conn, items))
