@@ -54,9 +54,9 @@ CARRIERS: dict[str, tuple[PairFor, LinkTraits]] = {
 
 KNOWN_DEFECTS: dict[tuple[str, str], str] = {
     ("relay", "a_writer_gets_only_so_far_ahead"): (
-        "RelayLink.feed drops an envelope once 256 wait for the link's reader (and the "
-        "attachment acks it to the relay all the same): the writer never waits, and of "
-        "600 envelopes sent to a reader that pauses, 256 arrive"),
+        "a relay does not push back on a live sender: what a paused reader's link has no "
+        "room for the relay client holds (up to MAX_HELD envelopes) and then drops, so "
+        "the writer never waits"),
 }
 
 

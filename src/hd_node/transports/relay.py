@@ -1,41 +1,53 @@
 """The relay transport (SPEC 7.7, 8.1): sessions through a relay broker, on the link seam.
 
-The node attaches to a relay (challenge, signed ``attach``) and keeps that connection
-up, reconnecting with backoff. Over it run *virtual links*, one per peer: what a link
-sends becomes ``relay {to: peer, envelope}``, and what arrives as ``relay {from: peer,
-envelope}`` is that peer's link's input. The handshake and the sealed session run on a
-virtual link exactly as on a WebSocket — the relay sees types, ids and sizes, never a
-payload, and cannot forge, re-address or replay anything the session would accept.
+The node's side of the relay protocol is ``hd_protocol.relay_client.RelayClient``: when
+to dial, the attach, routing what arrives, and which stored envelopes to acknowledge.
+This module is its shell: one ``Attachment`` per relay URL runs the machine (its timers
+wake on the machine's own deadline, not on a poll), dials the WebSocket it asks for,
+writes what it sends, and hands each ``Deliver`` to a *virtual link*, one per peer.
 
-A virtual link outlives a reconnect to its relay (what was sent meanwhile waits in the
-relay's store and comes back in order), duplicates from at-least-once delivery are
-dropped by ``msg_id``, and stored envelopes are acknowledged (``ack {qids}``) once read.
-A ``relay`` from a peer we have no link with opens an inbound one, but only with a
-``hello``, and only when the hub has a handshake slot for it.
+What a link sends becomes ``relay {to: peer, envelope}``; what arrives from a peer is
+that peer's link's input. The handshake and the sealed session run on a virtual link
+exactly as on a WebSocket — the relay sees types, ids and sizes, never a payload, and
+cannot forge, re-address or replay anything the session would accept. A virtual link
+outlives a reconnect to its relay. A stored envelope is acknowledged only once its link
+took it: one its link had no room for yet stays held (or in the relay's mailbox) and is
+offered again. A ``relay`` from a peer we have no link with opens an inbound one, but
+only with a ``hello``, and only when the hub has a handshake slot for it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import trio
 
-from hd_protocol import DialCandidate, Envelope, Identity, reconnect_delay_ms
-from hd_protocol.envelope import envelope_from_obj
-from hd_protocol.errors import RemoteProtocolError
-from hd_protocol.frames import decode_frame, parse_challenge
-from hd_protocol.relay import ack_frame, attach_frame, relay_frame
+from hd_protocol import DEFAULT_LIMITS, DialCandidate, Envelope, Identity
+from hd_protocol.effects import Send
+from hd_protocol.errors import LocalProtocolError
+from hd_protocol.relay_client import (
+    DIAL_TIMEOUT_MS,
+    Attached,
+    Close,
+    Deliver,
+    Dial,
+    Dropped,
+    Output,
+    Queued,
+    RelayClient,
+    RelayError,
+)
+from hd_shell.clock import mono_ms, trio_deadline
 from hd_shell.ws.link import DialError, WsLink, dial_ws
 
 from .seam import DialFailed, InboundGate, Link, LinkClosed
 
 log = logging.getLogger("hd_node.relay")
 
-LINK_QUEUE = 256  # frames waiting for a virtual link's reader before the relay waits
-DEDUP_IDS = 2048
+LINK_QUEUE = 256  # envelopes waiting for a virtual link's reader; then the machine holds
 
 
 class RelayLink:
@@ -48,21 +60,15 @@ class RelayLink:
         self.peer = peer
         self.remote_addr: str | None = f"relay:{peer}"
         self._send, self._recv = trio.open_memory_channel[Envelope](LINK_QUEUE)
-        self._seen: OrderedDict[str, None] = OrderedDict()
         self.closed = False
 
     def feed(self, env: Envelope) -> bool:
-        """An envelope for this link; False if it is a duplicate or the link is gone."""
-        if self.closed or env.msg_id in self._seen:
+        """An envelope for this link; False if its reader is behind or it is gone."""
+        if self.closed:
             return False
-        self._seen[env.msg_id] = None
-        if len(self._seen) > DEDUP_IDS:
-            self._seen.popitem(last=False)
         try:
             self._send.send_nowait(env)
-        except trio.WouldBlock:
-            return False  # its reader is behind: the session's own checks recover
-        except (trio.ClosedResourceError, trio.BrokenResourceError):
+        except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
             return False
         return True
 
@@ -80,8 +86,7 @@ class RelayLink:
     async def send_many(self, messages: Sequence[str | bytes]) -> None:
         if self.closed:
             raise LinkClosed("the virtual link is closed")
-        await self.att.send([relay_frame(self.peer, m if isinstance(m, str) else m.decode())
-                             for m in messages])
+        await self.att.send(self.peer, messages)
 
     def authenticated(self) -> None:
         pass
@@ -89,111 +94,152 @@ class RelayLink:
     async def aclose(self, code: int = 1000, reason: str = "") -> None:
         if not self.closed:
             self.closed = True
-            self.att.links.pop(self.peer, None)
             self._send.close()
+            self.att.link_closed(self)
 
 
 class Attachment:
-    """Our attachment to one relay: reconnects by itself, carries virtual links."""
+    """Our attachment to one relay: the machine's shell, carrying virtual links."""
 
     def __init__(self, transport: RelayTransport, url: str) -> None:
         self.transport = transport
         self.url = url
+        self.client = RelayClient(transport.identity, rng=transport.rng,
+                                  limits=transport.limits)
         self.links: dict[str, RelayLink] = {}
         self.ws: WsLink | None = None
         self.attached = trio.Event()
         self._write_lock = trio.Lock()
-        self._changed = trio.Event()
+        self._changed = trio.Event()  # set when the connection comes or goes
+        self._wake = trio.Event()  # set when the machine's deadline may have moved
+        self._conn: trio.CancelScope | None = None
+        self._close_with: tuple[int, str] = (1000, "")
+        self._nursery: trio.Nursery | None = None
 
-    async def send(self, frames: list[str]) -> None:
-        """Write relay frames; waits (the caller's write deadline bounds it) while the
-        relay connection is down — a reconnect resumes it."""
+    # --- links ---------------------------------------------------------------------------
+
+    def new_link(self, peer: str) -> RelayLink:
+        link = self.links[peer] = RelayLink(self, peer)
+        self.client.open_link(peer)
+        return link
+
+    def link_closed(self, link: RelayLink) -> None:
+        if self.links.get(link.peer) is link:
+            del self.links[link.peer]
+            self.client.close_link(link.peer, mono_ms())
+            self._wake.set()
+
+    async def send(self, peer: str, messages: Sequence[str | bytes]) -> None:
+        """Write a link's envelopes; waits (the caller's write deadline bounds it) while
+        the relay connection is down — a reconnect resumes it."""
+        if not messages:
+            return
         while True:
             ws = self.ws
-            if ws is not None and self.attached.is_set():
-                async with self._write_lock:
-                    try:
-                        await ws.send_many(frames)
-                        return
-                    except LinkClosed:
-                        pass
+            if ws is not None and self.client.attached:
+                try:
+                    frames = [o.wire for o in self.client.send(peer, messages)]
+                except LocalProtocolError:
+                    frames = []
+                if frames:
+                    async with self._write_lock:
+                        try:
+                            await ws.send_many(frames)
+                            return
+                        except LinkClosed:
+                            pass
             self._changed = trio.Event()
             await self._changed.wait()
 
+    # --- the machine's shell ---------------------------------------------------------------
+
     async def run(self) -> None:
-        attempt = 0
-        while True:
+        async with trio.open_nursery() as n:
+            self._nursery = n
+            while True:
+                self._wake = trio.Event()
+                await self._apply(self.client.on_timer(mono_ms()))
+                with trio.move_on_at(trio_deadline(self.client.next_deadline())):
+                    await self._wake.wait()
+
+    async def _connection(self) -> None:
+        t = self.transport
+        with trio.CancelScope() as scope:
+            self._conn = scope
+            ws: WsLink | None = None
             try:
-                await self._session()
-                attempt = 0
-            except (DialError, LinkClosed, RemoteProtocolError, trio.TooSlowError) as exc:
+                ws = await dial_ws(self.url, timeout_s=DIAL_TIMEOUT_MS / 1000,
+                                   max_message_size=t.max_frame, kind="relay")
+                self.ws = ws
+                await self._apply(self.client.connected(mono_ms()))
+                while True:
+                    for raw in await ws.receive_some():
+                        await self._apply(self.client.receive(raw, mono_ms()))
+            except (DialError, LinkClosed) as exc:
                 log.info("relay connection lost url=%s reason=%s", self.url, exc)
             except Exception:  # a bug of ours: logged, and the attachment carries on
-                log.exception("relay attachment failed url=%s", self.url)
-            self.attached = trio.Event()
-            self.ws = None
-            self._changed.set()
-            await trio.sleep(reconnect_delay_ms(attempt, self.transport.rng) / 1000)
-            attempt += 1
+                log.exception("relay connection failed url=%s", self.url)
+            finally:
+                if ws is not None:
+                    with trio.CancelScope(shield=True):
+                        await ws.aclose(*self._close_with)
+        self._conn, self.ws, self._close_with = None, None, (1000, "")
+        self.attached = trio.Event()
+        self._changed.set()
+        await self._apply(self.client.disconnected(mono_ms()))
 
-    async def _session(self) -> None:
-        t = self.transport
-        ws = await dial_ws(self.url, timeout_s=10, max_message_size=t.max_frame, kind="relay")
-        try:
-            with trio.fail_after(10):
-                first = list(await ws.receive_some())
-                hello = parse_challenge(decode_frame(first.pop(0), 64 * 1024))
-                await ws.send_many([attach_frame(t.identity, hello)])
-                rest = first or list(await ws.receive_some())
-                answer = decode_frame(rest.pop(0), 64 * 1024)
-            if answer["type"] != "attached":
-                raise RemoteProtocolError("auth", f"the relay answered {answer['type']}")
-            self.ws = ws
-            self.attached.set()
-            self._changed.set()
-            log.info("relay attached url=%s queued=%s", self.url, answer.get("queued"))
-            frames = rest  # what came with the answer (stored envelopes) comes first
-            while True:
-                if frames:
-                    await self._read(frames)
-                frames = list(await ws.receive_some())
-        finally:
-            with trio.CancelScope(shield=True):
-                await ws.aclose()
+    async def _apply(self, outs: list[Output]) -> None:
+        for o in outs:
+            if isinstance(o, Send):
+                await self._write(o.wire)
+            elif isinstance(o, Deliver):
+                taken = self._deliver(o)
+                await self._apply(self.client.delivered(o, taken, mono_ms()))
+            elif isinstance(o, Dial):
+                assert self._nursery is not None
+                self._nursery.start_soon(self._connection)
+            elif isinstance(o, Close):
+                log.info("relay connection closed url=%s reason=%s", self.url, o.reason)
+                self._close_with = (o.code, o.reason)
+                if self._conn is not None:
+                    self._conn.cancel()
+            elif isinstance(o, Attached):
+                log.info("relay attached url=%s queued=%s", self.url, o.queued)
+                self.attached.set()
+                self._changed.set()
+            elif isinstance(o, RelayError):
+                log.info("relay error url=%s code=%s", self.url, o.code)
+            elif isinstance(o, Dropped):
+                log.info("relay frame dropped url=%s code=%s", self.url, o.code)
+            elif isinstance(o, Queued):
+                log.debug("relay stored an envelope for later url=%s", self.url)
+        self._wake.set()
 
-    async def _read(self, frames: list[str | bytes]) -> None:
-        qids: list[int] = []
-        for raw in frames:
+    async def _write(self, wire: str) -> None:
+        ws = self.ws
+        if ws is None:
+            return  # the connection went: the machine hears ``disconnected``
+        async with self._write_lock:
             try:
-                f = decode_frame(raw, self.transport.max_frame)
-            except RemoteProtocolError:
-                continue
-            if f["type"] == "relay":
-                self._on_relay(f)
-                if type(f.get("qid")) is int:
-                    qids.append(f["qid"])
-            elif f["type"] == "error":
-                log.info("relay error url=%s code=%s", self.url, f.get("code"))
-        if qids and self.ws is not None:
-            async with self._write_lock:
-                await self.ws.send_many([ack_frame(qids)])
+                await ws.send_many([wire])
+            except LinkClosed:
+                pass
 
-    def _on_relay(self, f: dict[str, Any]) -> None:
-        peer = f.get("from")
-        try:
-            env = envelope_from_obj(f.get("envelope"))
-        except RemoteProtocolError:
-            return
-        if env.src != peer or env.dst != self.transport.identity.node_id:
-            return  # not ours, or not from whom the relay says: the session would drop it
-        link = self.links.get(env.src)
+    def _deliver(self, d: Deliver) -> int:
+        """Hand ``d`` to its peer's link, in order; how many it took."""
+        link = self.links.get(d.peer)
         if link is None:
-            if env.type != "hello":
-                return  # a stray for a link that is gone
-            link = self.transport.inbound(self, env.src)
+            if not d.opens:
+                return 0
+            link = self.transport.inbound(self, d.peer)
             if link is None:
-                return
-        link.feed(env)
+                return 0  # no handshake slot now: the machine offers it again later
+        taken = 0
+        for it in d.items:
+            if not link.feed(it.envelope):
+                break
+            taken += 1
+        return taken
 
 
 class RelayTransport:
@@ -204,6 +250,7 @@ class RelayTransport:
                  rng: Callable[[int], bytes], default_url: Callable[[], str | None]) -> None:
         self.identity = identity
         self.rng = rng
+        self.limits = dataclasses.replace(DEFAULT_LIMITS, max_envelope_bytes=max_envelope_bytes)
         self.max_frame = max_envelope_bytes + 4096
         self.default_url = default_url
         self.attachments: dict[str, Attachment] = {}
@@ -243,8 +290,7 @@ class RelayTransport:
         old = att.links.get(peer_id)
         if old is not None:
             await old.aclose()
-        link = att.links[peer_id] = RelayLink(att, peer_id)
-        return link
+        return att.new_link(peer_id)
 
     def inbound(self, att: Attachment, peer: str) -> RelayLink | None:
         """A peer's ``hello`` with no link yet: a new inbound link, if the hub has room."""
@@ -253,6 +299,6 @@ class RelayTransport:
         ticket = self._gate.reserve(f"relay:{peer}")
         if ticket is None:
             return None
-        link = att.links[peer] = RelayLink(att, peer)
+        link = att.new_link(peer)
         self._nursery.start_soon(self._gate.accept, link, ticket)
         return link
