@@ -56,6 +56,7 @@ from .effects import (
     SendToPeer,
     TabEvent,
     TabReply,
+    answered,
 )
 from .envelope import new_msg_id
 from .errors import LocalProtocolError, ProtocolError, RemoteProtocolError
@@ -64,6 +65,14 @@ from .limits import DEFAULT_LIMITS, Limits
 from .records import ChatMessage, Status
 from .seal import check_sealed_size
 from .session import Message
+from .tabcommands import (
+    Command,
+    PeerchatClose,
+    PeerchatOpen,
+    PeerchatRead,
+    PeerchatSend,
+    check_node_id,
+)
 
 CHANNEL: Final = "peerchat"
 CHAT_TYPES = frozenset({"peer_chat", "peer_chat_ack"})
@@ -229,39 +238,45 @@ class ChatLog:
 
     # --- local commands (from tabs) -----------------------------------------------------
 
-    def tab_command(self, event: str, data: Mapping[str, Any], now: int, *,
-                    at: int | None = None,
-                    names: Mapping[str, str] | None = None) -> list[ChatEffect]:
-        """A /ws ``peerchat`` command (SPEC 9). Bad input raises ``ProtocolError``; the
-        shell answers the tab with an ``error`` frame carrying its code. ``close`` only
-        concerns the shell (which tabs watch which conversation) and yields nothing.
-        ``names``: peer names the shell knows, for ``conversations``."""
-        if event == "unread":
-            return [self._unread_event(reply=True)]
-        if event == "conversations":
-            return [TabReply(CHANNEL, "conversations", {"items": self.conversations(names)})]
-        if event == "send":
-            _check_fields(data, frozenset({"node_id", "text"}))
-            return self.send(data["node_id"], data["text"], now, at=at)
-        if event in ("open", "read", "close"):
-            allowed = {"node_id", "before", "limit"} if event == "open" else {"node_id"}
-            if "node_id" not in data or not data.keys() <= allowed:
-                raise RemoteProtocolError("bad_request", f"expected {sorted(allowed)}")
-            peer = self._check_peer(data["node_id"])
-            if event == "open":
-                before, limit = data.get("before"), data.get("limit")
-                limit = HISTORY_LIMIT if limit is None else limit
-                if before is not None and not (type(before) is int and 0 <= before <= MAX_INT):
-                    raise RemoteProtocolError("bad_request", "before must be a seq (int >= 0)")
-                if not (type(limit) is int and 0 < limit <= HISTORY_MAX):
-                    raise RemoteProtocolError("bad_request", f"limit is 1..{HISTORY_MAX}")
-                page, more = self.page(peer, before=before, limit=limit)
-                return [TabReply(CHANNEL, "history", {
-                    "node_id": peer, "messages": [m.tab_data() for m in page], "more": more})]
-            if event == "read":
-                return self.read(peer)
-            return []
-        raise LocalProtocolError("unknown_event", f"peerchat has no command {event}")
+    def command(self, cmd: Command, now: int, *, at: int | None = None,
+                names: Mapping[str, str] | None = None) -> list[ChatEffect]:
+        """A /ws ``peerchat`` command (SPEC 9) as ``tabcommands`` decoded it. What only
+        the machine can judge (its own id, sizes, paging ranges) raises
+        ``ProtocolError``; the shell answers the tab with an ``error`` frame carrying its
+        code. ``close`` only concerns the shell and changes nothing here. ``names``: peer
+        names the shell knows, for ``conversations``.
+
+        What the tab is answered: every ``TabReply`` carries the command's ``req``; a
+        command with a ``req`` that has no answer of its own (``send``, ``read``,
+        ``close``) is acknowledged with ``unread {counts}``."""
+        out: list[ChatEffect]
+        if isinstance(cmd, PeerchatSend):
+            out = self._send(self._not_self(cmd.node_id), cmd.text, now, at)
+        elif isinstance(cmd, PeerchatOpen):
+            out = [self._history(self._not_self(cmd.node_id), cmd.before, cmd.limit)]
+        elif isinstance(cmd, PeerchatRead):
+            out = self.read(self._not_self(cmd.node_id))
+        elif isinstance(cmd, PeerchatClose):
+            self._not_self(cmd.node_id)
+            out = []
+        elif cmd.event == "unread":
+            out = [self._unread_event(reply=True)]
+        elif cmd.event == "conversations":
+            out = [TabReply(CHANNEL, "conversations", {"items": self.conversations(names)})]
+        else:
+            raise LocalProtocolError("unknown_event", f"peerchat has no command {cmd.event}")
+        return answered(out, cmd.req,
+                        lambda: TabReply(CHANNEL, "unread", {"counts": self.unread_counts()}))
+
+    def _history(self, peer: str, before: int | None, limit: int | None) -> TabReply:
+        limit = HISTORY_LIMIT if limit is None else limit
+        if before is not None and not 0 <= before <= MAX_INT:
+            raise RemoteProtocolError("bad_request", "before must be a seq (int >= 0)")
+        if not 0 < limit <= HISTORY_MAX:
+            raise RemoteProtocolError("bad_request", f"limit is 1..{HISTORY_MAX}")
+        page, more = self.page(peer, before=before, limit=limit)
+        return TabReply(CHANNEL, "history", {
+            "node_id": peer, "messages": [m.tab_data() for m in page], "more": more})
 
     def send(self, peer_id: object, text: object, now: int, *,
              at: int | None = None) -> list[ChatEffect]:
@@ -269,7 +284,9 @@ class ChatLog:
         session is live (SPEC 6.2). Raises ``ProtocolError`` ``empty``/``too_large``.
         ``now`` is the wall clock (the message's ``ts``); ``at`` the monotonic one for
         its ack timer."""
-        peer = self._check_peer(peer_id)
+        return self._send(self._not_self(check_node_id(peer_id)), text, now, at)
+
+    def _send(self, peer: str, text: object, now: int, at: int | None) -> list[ChatEffect]:
         body = self._body(text, empty_code="empty")
         # Stored means sent some day: what cannot fit one envelope is refused now.
         check_sealed_size({"text": body, "from_name": self.self_name},
@@ -399,9 +416,7 @@ class ChatLog:
             raise RemoteProtocolError("too_large", f"text over {self.limits.chat_text_bytes} bytes")
         return body
 
-    def _check_peer(self, peer_id: object) -> str:
-        if not _is_node_id(peer_id):
-            raise RemoteProtocolError("bad_request", "node_id must be a node id")
+    def _not_self(self, peer_id: str) -> str:
         if peer_id == self.self_id:
             raise RemoteProtocolError("bad_request", "a node does not chat with itself")
         return peer_id

@@ -42,9 +42,10 @@ Decisions where SPEC 6.1 is silent (documented here, tested in
   pushes, catch-up) without being persisted.
 - ``collab_leave`` from P removes P from the pane's sharers and room peers;
   ``unshare`` removes a sharer locally and tells it with ``collab_leave``.
-- Tab membership of a pane (``join``/``leave`` on /ws, ``members``, ``presence``) is
-  the shell's: ``state_event(key, members)`` builds the ``state`` frame; ``state``
-  TabEvents emitted on a sharers change carry no ``members`` and the shell adds them.
+- Tab membership of a pane (``join``/``leave`` on /ws, ``members``, ``presence``) and
+  what a tab is answered are ``hd_protocol.collab_tabs.PaneTabs``, which wraps this
+  machine: ``state`` TabEvents emitted on a sharers change carry no ``members`` and
+  ``PaneTabs`` adds them.
 """
 
 from __future__ import annotations
@@ -72,6 +73,7 @@ from .records import (
 )
 from .seal import check_sealed_size
 from .session import Message
+from .tabcommands import CollabOp, CollabShare, CollabUnshare, check_node_id
 
 CHANNEL: Final = "collab"
 COLLAB_TYPES = frozenset({"collab_op", "collab_join", "collab_leave"})
@@ -191,27 +193,25 @@ class Panes:
 
     # --- local commands (from tabs) -----------------------------------------------------
 
-    def tab_command(self, event: str, data: Mapping[str, Any]) -> list[CollabEffect]:
-        """A validated /ws ``collab`` command that changes panes: ``op``, ``share``,
-        ``unshare``. Bad input raises ``ProtocolError`` (the shell answers the tab with
-        an ``error`` frame carrying its code). ``join``/``leave`` are tab membership:
-        the shell handles them with ``state_event``."""
-        if event == "op":
-            _check_fields(data, frozenset({"paneKey", "baseRev", "text"}))
-            return self.local_write(data["paneKey"], data["baseRev"], data["text"])
-        if event in ("share", "unshare"):
-            _check_fields(data, frozenset({"paneKey", "node_id"}))
-            if event == "share":
-                return self.share(data["paneKey"], data["node_id"])
-            return self.unshare(data["paneKey"], data["node_id"])
-        raise LocalProtocolError("unknown_event", f"collab has no command {event}")
+    def command(self, cmd: CollabOp | CollabShare | CollabUnshare) -> list[CollabEffect]:
+        """A /ws ``collab`` command that changes panes, as ``tabcommands`` decoded it
+        (key and node id already checked there). What the machine alone can judge (its
+        own id, its size limits) raises ``ProtocolError``; the shell answers the tab
+        with an ``error`` frame carrying its code. Tab membership (``join``/``leave``)
+        and what the tab is answered are ``hd_protocol.collab_tabs``'."""
+        if isinstance(cmd, CollabOp):
+            return self._write(cmd.paneKey, cmd.baseRev, cmd.text)
+        if isinstance(cmd, CollabShare):
+            return self._share(cmd.paneKey, self._not_self(cmd.node_id))
+        return self._unshare(cmd.paneKey, self._not_self(cmd.node_id))
 
     def local_write(self, pane_key: object, base_rev: object, text: object) -> list[CollabEffect]:
         """SPEC 6.1 local write. A stale ``base_rev`` gets ``rejected`` (a TabReply with
         the current state, for the writer to rebase, SPEC 6.1.1); otherwise the pane
         moves to ``rev + 1`` authored by us and goes to tabs and live sharers."""
-        key = check_pane_key(pane_key)
-        base = _check_rev(base_rev, "baseRev")
+        return self._write(check_pane_key(pane_key), _check_rev(base_rev, "baseRev"), text)
+
+    def _write(self, key: str, base: int, text: object) -> list[CollabEffect]:
         body = check_text(text, self.limits.collab_text_bytes)
         pane = self.pane(key)
         if base != pane.rev:
@@ -230,8 +230,9 @@ class Panes:
 
     def share(self, pane_key: object, peer_id: object) -> list[CollabEffect]:
         """Add a sharer; a live one gets our state right away."""
-        key = check_pane_key(pane_key)
-        peer = self._check_peer(peer_id)
+        return self._share(check_pane_key(pane_key), self._check_peer(peer_id))
+
+    def _share(self, key: str, peer: str) -> list[CollabEffect]:
         pane = self.pane(key)
         if peer in pane.sharers:
             return []
@@ -244,8 +245,9 @@ class Panes:
 
     def unshare(self, pane_key: object, peer_id: object) -> list[CollabEffect]:
         """Remove a sharer; a live one is told with ``collab_leave`` so it drops us too."""
-        key = check_pane_key(pane_key)
-        peer = self._check_peer(peer_id)
+        return self._unshare(check_pane_key(pane_key), self._check_peer(peer_id))
+
+    def _unshare(self, key: str, peer: str) -> list[CollabEffect]:
         pane = self.pane(key)
         if peer not in pane.sharers:
             return []
@@ -347,8 +349,9 @@ class Panes:
     # --- helpers ------------------------------------------------------------------------
 
     def _check_peer(self, peer_id: object) -> str:
-        if not _is_node_id(peer_id):
-            raise RemoteProtocolError("bad_request", "node_id must be a node id")
+        return self._not_self(check_node_id(peer_id))
+
+    def _not_self(self, peer_id: str) -> str:
         if peer_id == self.self_id:
             raise RemoteProtocolError("bad_request", "a pane is not shared with its own node")
         return peer_id

@@ -7,15 +7,18 @@ chat) return the rest; their contract, shared by all of them:
 
 - ``Persist*`` effects come before the sends they enable, so a crash between the two
   loses nothing that went on the wire;
-- ``TabEvent`` goes to every tab, ``TabReply`` to the one tab whose command it answers;
+- ``TabEvent`` goes to every tab, ``TabReply`` to the one tab whose command it answers
+  (``answered``: with the command's ``req``, and an acknowledgement if nothing else
+  answers it);
 - ``SendToPeer`` / ``SendChat`` / ``PeerErrorReply`` go to a peer with a live session
   (the machines only emit them for live peers).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any, TypeVar
 
 from .records import ChatMessage, Pane, Status
 
@@ -111,3 +114,21 @@ Effect = (
     SendToPeer | SendChat | PeerErrorReply | TabEvent | TabReply | PersistPane
     | PersistMessage | PersistStatus | PersistReadMark
 )
+
+
+E = TypeVar("E")
+
+
+def answered(effects: list[E], req: str | None,
+             ack: Callable[[], TabReply] | None = None) -> list[E | TabReply]:
+    """SPEC 9 answers: every ``TabReply`` of a command carries the command's ``req``;
+    if the tab gave a ``req`` and nothing answers it, ``ack()`` does (a command never
+    leaves its tab waiting for nothing)."""
+    if req is None:
+        return list(effects)
+    out: list[E | TabReply] = [
+        replace(e, data={**e.data, "req": req}) if isinstance(e, TabReply) else e
+        for e in effects]
+    if ack is not None and not any(isinstance(e, TabReply) for e in effects):
+        out.append(answered([ack()], req)[0])
+    return out

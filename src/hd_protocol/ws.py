@@ -3,6 +3,8 @@
 ``decode_client_frame`` is strict and total: any input yields a ``WsFrame`` whose
 channel and event a tab may send, or raises ``ProtocolError`` whose ``code`` the node
 echoes back as ``{channel, event:"error", data:{code, message}}`` — the socket stays open.
+The fields of each command are checked afterwards, once, by
+``hd_protocol.tabcommands.decode_command``.
 """
 
 from __future__ import annotations
@@ -17,25 +19,12 @@ from .cjson import loads_strict
 from .envelope import wire_size
 from .errors import CanonicalError, RemoteProtocolError
 from .limits import DEFAULT_LIMITS
+from .tabcommands import client_events
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}\Z")  # \Z: "$" would admit a trailing newline
 
-# SPEC 9: what a tab may send, per channel.
-CLIENT_EVENTS: dict[str, frozenset[str]] = {
-    "system": frozenset({"hello", "ping"}),
-    "network": frozenset({
-        "list_peers", "connect", "disconnect", "invite_create", "invite_revoke",
-        "invite_list", "pair_redeem", "set_trust", "list_metrics", "bench", "self", "rename",
-        "forget", "lan_peers",
-    }),
-    "collab": frozenset({"join", "leave", "op", "share", "unshare", "list"}),
-    "peerchat": frozenset({"open", "send", "read", "unread", "close", "conversations"}),
-    "agent": frozenset({"ask", "ask_peer", "cancel"}),
-    "lobby": frozenset({
-        "state", "connect", "disconnect", "list_rooms", "create_room", "join_room",
-        "leave_room",
-    }),
-}
+# SPEC 9: what a tab may send, per channel (the names of ``tabcommands.COMMANDS``).
+CLIENT_EVENTS: dict[str, frozenset[str]] = client_events()
 
 _encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
@@ -92,72 +81,6 @@ def decode_ws_frame(
         if event not in events:
             raise RemoteProtocolError("unknown_event", f"no event {event} on {channel}")
     return WsFrame(channel, event, data)
-
-
-# --- command payloads (SPEC 9): field -> (types, required) ---------------------------
-
-_S = (str,)
-_OS = (str, type(None))
-_B = (bool,)
-_OB = (bool, type(None))
-_I = (int,)
-_OI = (int, type(None))
-
-COMMAND_FIELDS: dict[tuple[str, str], dict[str, tuple[tuple[type, ...], bool]]] = {
-    ("network", "connect"): {"address": (_S, True), "node_id": (_OS, False)},
-    ("network", "disconnect"): {"node_id": (_S, True)},
-    ("network", "invite_create"): {"ttl": (_OI, False)},
-    ("network", "invite_revoke"): {"token_id": (_S, True)},
-    ("network", "pair_redeem"): {"invite": (_S, True)},
-    ("network", "set_trust"): {"node_id": (_S, True), "trusted": (_B, True),
-                               "blocked": (_OB, False)},
-    ("network", "bench"): {"node_id": (_S, True), "count": (_OI, False), "size": (_OI, False)},
-    ("network", "rename"): {"node_name": (_S, True)},
-    ("network", "forget"): {"node_id": (_S, True)},
-    ("collab", "join"): {"paneKey": (_S, True)},
-    ("collab", "leave"): {"paneKey": (_S, True)},
-    ("collab", "op"): {"paneKey": (_S, True), "baseRev": (_I, True), "text": (_S, True)},
-    ("collab", "share"): {"paneKey": (_S, True), "node_id": (_S, True)},
-    ("collab", "unshare"): {"paneKey": (_S, True), "node_id": (_S, True)},
-    ("peerchat", "open"): {"node_id": (_S, True), "before": (_OI, False), "limit": (_OI, False)},
-    ("peerchat", "send"): {"node_id": (_S, True), "text": (_S, True)},
-    ("peerchat", "read"): {"node_id": (_S, True)},
-    ("peerchat", "close"): {"node_id": (_S, True)},
-    ("agent", "ask"): {"turnId": (_S, True), "prompt": (_S, True)},
-    ("agent", "ask_peer"): {"turnId": (_S, True), "node_id": (_S, True), "prompt": (_S, True)},
-    ("agent", "cancel"): {"turnId": (_S, True)},
-    ("lobby", "connect"): {"url": (_OS, False)},
-    ("lobby", "create_room"): {"name": (_S, True), "visibility": (_S, True),
-                               "joinPolicy": (_S, True), "token": (_OS, False)},
-    ("lobby", "join_room"): {"roomId": (_S, True), "token": (_OS, False)},
-    ("lobby", "leave_room"): {"roomId": (_S, True)},
-}
-MAX_FIELD_CHARS = 1024 * 1024
-
-
-def check_command(frame: WsFrame) -> dict[str, Any]:
-    """The command's fields with their types checked (``bad_request`` otherwise).
-
-    Unknown extra fields are ignored except ``req``, an optional client correlation
-    id (string ≤ 64 chars) that the node echoes in its direct answer.
-    """
-    spec = COMMAND_FIELDS.get((frame.channel, frame.event), {})
-    out: dict[str, Any] = {}
-    for name, (types, required) in spec.items():
-        if name not in frame.data:
-            if required:
-                raise RemoteProtocolError("bad_request", f"{frame.event} needs {name}")
-            continue
-        value = frame.data[name]
-        if type(value) not in types:
-            raise RemoteProtocolError("bad_request", f"{name} has the wrong type")
-        out[name] = value
-    req = frame.data.get("req")
-    if req is not None:
-        if type(req) is not str or len(req) > 64:
-            raise RemoteProtocolError("bad_request", "req must be a string of at most 64 chars")
-        out["req"] = req
-    return out
 
 
 def check_node_name(value: object, max_chars: int = DEFAULT_LIMITS.node_name_chars) -> str:

@@ -21,11 +21,18 @@ from hd_protocol.errors import LocalProtocolError, ProtocolError
 from hd_protocol.limits import Limits
 from hd_protocol.seal import sealed_size
 from hd_protocol.session import Message
+from hd_protocol.tabcommands import decode_command
 
 ME = "m" * 16
 P = "p" * 16
 Q = "q" * 16
 IN_ID = "ab" * 16
+
+
+def tab(c: ChatLog, event: str, data: dict[str, Any], *args: Any, **kw: Any) -> list[Any]:
+    """A tab's ``peerchat`` command, decoded as the node decodes it, into the machine."""
+    return c.command(decode_command("peerchat", event, data), *args, **kw)
+
 
 
 def counter_rng() -> Any:
@@ -323,7 +330,7 @@ def test_loaded_log_continues_seq_counts_unread_after_the_read_mark_and_dedups()
 def test_tab_open_answers_with_the_conversation_history() -> None:
     c = log(live=(P,))
     c.receive(P, chat("hello"), now=1)
-    [reply] = c.tab_command("open", {"node_id": P}, now=2)
+    [reply] = tab(c, "open", {"node_id": P}, now=2)
     assert reply == TabReply(
         "peerchat", "history",
         {"node_id": P, "messages": [c.history(P)[0].tab_data()], "more": False},
@@ -333,12 +340,12 @@ def test_tab_open_answers_with_the_conversation_history() -> None:
 def test_tab_commands_send_read_unread_and_close() -> None:
     c = log(live=(P,))
     c.receive(P, chat("hello"), now=1)
-    assert of_type(c.tab_command("send", {"node_id": P, "text": "yo"}, now=2), SendChat)
-    assert c.tab_command("unread", {}, now=3) == [
+    assert of_type(tab(c, "send", {"node_id": P, "text": "yo"}, now=2), SendChat)
+    assert tab(c, "unread", {}, now=3) == [
         TabReply("peerchat", "unread", {"counts": {P: 1}})
     ]
-    assert of_type(c.tab_command("read", {"node_id": P}, now=4), PersistReadMark)
-    assert c.tab_command("close", {"node_id": P}, now=5) == []
+    assert of_type(tab(c, "read", {"node_id": P}, now=4), PersistReadMark)
+    assert tab(c, "close", {"node_id": P}, now=5) == []
 
 
 @pytest.mark.parametrize(
@@ -348,13 +355,59 @@ def test_tab_commands_send_read_unread_and_close() -> None:
         ("send", {"node_id": P, "text": " "}, "empty"),
         ("open", {"node_id": "x"}, "bad_request"),
         ("open", {}, "bad_request"),
-        ("delete", {}, "unknown_event"),
+        ("send", {"node_id": ME, "text": "x"}, "bad_request"),
+        ("delete", {}, "unsupported"),
     ],
 )
 def test_bad_tab_commands_raise_a_typed_error(event: str, data: dict[str, Any], code: str) -> None:
     with pytest.raises(ProtocolError) as exc:
-        log().tab_command(event, data, now=1)
+        tab(log(), event, data, now=1)
     assert exc.value.code == code
+
+
+def test_the_machine_says_a_node_does_not_chat_with_itself_before_judging_paging() -> None:
+    with pytest.raises(ProtocolError) as exc:
+        tab(log(), "open", {"node_id": ME, "before": -1, "limit": 0}, now=1)
+    assert exc.value.message == "a node does not chat with itself"
+    with pytest.raises(ProtocolError) as exc:
+        tab(log(), "open", {"node_id": P, "before": -1, "limit": 0}, now=1)
+    assert exc.value.message == "before must be a seq (int >= 0)"
+
+
+# --- what the tab is answered (SPEC 9) ----------------------------------------------------
+
+
+def test_every_answer_carries_the_req_of_its_command() -> None:
+    c = log(live=(P,))
+    c.receive(P, chat("hello"), now=1)
+    [history] = tab(c, "open", {"node_id": P, "req": "r1"}, now=2)
+    assert history.event == "history" and history.data["req"] == "r1"
+    assert tab(c, "unread", {"req": "r2"}, now=2) == [
+        TabReply("peerchat", "unread", {"counts": {P: 1}, "req": "r2"})]
+    [listing] = tab(c, "conversations", {"req": "r3"}, now=2)
+    assert listing.data["req"] == "r3"
+    assert "req" not in tab(c, "unread", {}, now=2)[0].data
+
+
+@pytest.mark.parametrize("event", ["send", "read", "close"])
+def test_a_command_with_a_req_and_no_answer_of_its_own_is_acked_with_the_unread_counts(
+    event: str,
+) -> None:
+    c = log(live=(P,))
+    c.receive(P, chat("hello"), now=1)
+    out = tab(c, event, {"node_id": P, "text": "yo", "req": "r"}, now=2, at=0)
+    counts = {P: 0} if event == "read" else {P: 1}
+    assert out[-1] == TabReply("peerchat", "unread", {"counts": counts, "req": "r"})
+    assert [e for e in out if isinstance(e, TabReply)] == [out[-1]]  # the one answer
+    assert all("req" not in e.data for e in out if isinstance(e, TabEvent))
+
+
+@pytest.mark.parametrize("event", ["send", "read", "close"])
+def test_without_a_req_nothing_answers_a_command_that_has_no_answer(event: str) -> None:
+    c = log(live=(P,))
+    c.receive(P, chat("hello"), now=1)
+    out = tab(c, event, {"node_id": P, "text": "yo"}, now=2, at=0)
+    assert not any(isinstance(e, TabReply) for e in out)
 
 
 def test_messages_and_effects_are_immutable() -> None:
@@ -430,7 +483,7 @@ def test_closing_one_peers_session_keeps_the_timers_of_the_others() -> None:
 def test_a_tab_send_stamps_the_wall_clock_and_starts_the_ack_timer_on_the_monotonic_one(
 ) -> None:
     c = log(live=(P,), limits=Limits(chat_ack_timeout_ms=1_000))
-    out = c.tab_command("send", {"node_id": P, "text": "x"}, 1_764_000_000_000, at=50)
+    out = tab(c, "send", {"node_id": P, "text": "x"}, 1_764_000_000_000, at=50)
     (stored,) = of_type(out, PersistMessage)
     assert stored.message.ts == stored.message.received_at == 1_764_000_000_000
     assert c.next_deadline() == 1_050

@@ -21,6 +21,7 @@ from hd_protocol.errors import LocalProtocolError, ProtocolError, RemoteProtocol
 from hd_protocol.limits import Limits
 from hd_protocol.seal import sealed_size
 from hd_protocol.session import Message
+from hd_protocol.tabcommands import CollabOp, CollabShare, CollabUnshare
 
 ME = "m" * 16
 P = "p" * 16
@@ -447,32 +448,34 @@ def test_join_peer_adds_the_sharer_then_asks_for_its_state() -> None:
 
 def test_tab_op_command_writes_the_pane() -> None:
     h = hub()
-    out = h.tab_command("op", {"paneKey": KEY, "baseRev": 0, "text": "hi"})
+    out = h.command(CollabOp(paneKey=KEY, baseRev=0, text="hi"))
     assert out[0] == PersistPane(Pane(KEY, "hi", 1, ME))
 
 
 def test_tab_share_and_unshare_commands_change_the_sharers() -> None:
     h = hub()
-    h.tab_command("share", {"paneKey": KEY, "node_id": P})
+    h.command(CollabShare(paneKey=KEY, node_id=P))
     assert h.sharers(KEY) == {P}
-    h.tab_command("unshare", {"paneKey": KEY, "node_id": P})
+    h.command(CollabUnshare(paneKey=KEY, node_id=P))
     assert h.sharers(KEY) == frozenset()
 
 
 @pytest.mark.parametrize(
-    ("event", "data", "code"),
+    ("cmd", "code", "message"),
     [
-        ("op", {"paneKey": KEY, "text": "x"}, "bad_request"),
-        ("op", {"paneKey": KEY, "baseRev": 0, "text": "x", "more": 1}, "bad_request"),
-        ("share", {"paneKey": KEY}, "bad_request"),
-        ("join", {"paneKey": KEY}, "unknown_event"),
-        ("delete", {}, "unknown_event"),
+        (CollabOp(paneKey=KEY, baseRev=0, text="x" * 9), "too_large", "text over 8 bytes"),
+        (CollabShare(paneKey=KEY, node_id=ME), "bad_request",
+         "a pane is not shared with its own node"),
+        (CollabUnshare(paneKey=KEY, node_id=ME), "bad_request",
+         "a pane is not shared with its own node"),
     ],
 )
-def test_bad_tab_commands_raise_a_typed_error(event: str, data: dict[str, Any], code: str) -> None:
+def test_what_only_the_machine_can_judge_raises_a_typed_error(
+    cmd: CollabOp | CollabShare, code: str, message: str
+) -> None:
     with pytest.raises(ProtocolError) as exc:
-        hub().tab_command(event, data)
-    assert exc.value.code == code
+        hub(limits=Limits(collab_text_bytes=8)).command(cmd)
+    assert (exc.value.code, exc.value.message) == (code, message)
 
 
 def test_state_event_carries_sharers_and_the_members_the_shell_tracks() -> None:

@@ -9,12 +9,11 @@ import pytest
 
 from hd_protocol import (
     ProtocolError,
-    RemoteProtocolError,
     WsFrame,
     decode_ws_frame,
     encode_ws_frame,
 )
-from hd_protocol.ws import CLIENT_EVENTS, check_command, error_frame
+from hd_protocol.ws import CLIENT_EVENTS, error_frame
 
 MiB = 1024 * 1024
 
@@ -138,46 +137,3 @@ def test_frame_size_is_counted_in_utf8_bytes() -> None:
     text = encode_ws_frame("peerchat", "send", {"text": "\u2603" * (MiB // 3 + 10)})
     assert len(text) < MiB < len(text.encode("utf-8"))
     assert code_of(text) == "too_large"
-
-
-# --- command payloads (check_command) --------------------------------------------------
-
-
-def test_a_command_keeps_its_typed_fields_and_the_req_id_and_drops_the_rest() -> None:
-    frame = WsFrame("network", "set_trust", {"node_id": "n", "trusted": True, "extra": 1,
-                                             "req": "r" * 64})
-    assert check_command(frame) == {"node_id": "n", "trusted": True, "req": "r" * 64}
-    assert check_command(WsFrame("network", "connect", {"address": "ws://h:1/peer-ws",
-                                                        "node_id": None})) == {
-        "address": "ws://h:1/peer-ws", "node_id": None}
-    assert check_command(WsFrame("network", "invite_create", {})) == {}
-    assert check_command(WsFrame("system", "ping", {"anything": 1})) == {}
-
-
-@pytest.mark.parametrize(
-    ("channel", "event", "data"),
-    [("network", "disconnect", {}),
-     ("network", "set_trust", {"node_id": "n"}),
-     ("network", "set_trust", {"node_id": "n", "trusted": 1}),
-     ("collab", "op", {"paneKey": "k", "baseRev": "1", "text": "t"}),
-     ("collab", "op", {"paneKey": "k", "baseRev": True, "text": "t"}),
-     ("network", "bench", {"node_id": "n", "count": 1.0}),
-     ("peerchat", "send", {"node_id": "n", "text": None}),
-     ("system", "ping", {"req": "r" * 65}),
-     ("system", "ping", {"req": 7})],
-    ids=["missing", "missing bool", "int for bool", "str for int", "bool for int",
-         "float for int", "null for str", "long req", "int req"],
-)
-def test_a_command_with_a_missing_or_mistyped_field_is_a_bad_request(
-    channel: str, event: str, data: dict[str, object]
-) -> None:
-    with pytest.raises(RemoteProtocolError) as info:
-        check_command(WsFrame(channel, event, data))
-    assert info.value.code == "bad_request"
-
-
-def test_an_optional_field_left_out_does_not_stop_the_check_of_the_next_ones() -> None:
-    frame = WsFrame("network", "bench", {"node_id": "n", "size": 5})
-    assert check_command(frame) == {"node_id": "n", "size": 5}
-    with pytest.raises(RemoteProtocolError):
-        check_command(WsFrame("network", "bench", {"node_id": "n", "size": "5"}))

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from hd_protocol import RemoteProtocolError, WsFrame, decode_ws_frame, encode_ws_frame
-from hd_protocol.ws import check_command, check_node_name
+from hd_protocol.tabcommands import decode_command
+from hd_protocol.ws import check_node_name
 
 
 @pytest.mark.parametrize(("channel", "event"), [
@@ -23,16 +24,20 @@ def test_the_new_commands_are_frames_a_tab_may_send(channel: str, event: str) ->
 @pytest.mark.parametrize(("channel", "event", "data", "want"), [
     ("network", "rename", {"node_name": " bob ", "x": 1}, {"node_name": " bob "}),
     ("network", "forget", {"node_id": "n" * 16}, {"node_id": "n" * 16}),
-    ("peerchat", "open", {"node_id": "n", "before": 7, "limit": 20},
-     {"node_id": "n", "before": 7, "limit": 20}),
-    ("peerchat", "open", {"node_id": "n", "before": None}, {"node_id": "n", "before": None}),
-    ("peerchat", "open", {"node_id": "n"}, {"node_id": "n"}),
+    ("peerchat", "open", {"node_id": "n" * 16, "before": 7, "limit": 20},
+     {"node_id": "n" * 16, "before": 7, "limit": 20}),
+    ("peerchat", "open", {"node_id": "n" * 16, "before": None},
+     {"node_id": "n" * 16, "before": None}),
+    ("peerchat", "open", {"node_id": "n" * 16}, {"node_id": "n" * 16}),
     ("peerchat", "conversations", {"req": "r1"}, {"req": "r1"}),
     ("collab", "list", {"anything": 1}, {}),
 ])
 def test_fields_of_the_new_commands_are_kept(channel: str, event: str, data: dict[str, Any],
                                              want: dict[str, Any]) -> None:
-    assert check_command(WsFrame(channel, event, data)) == want
+    cmd = decode_command(channel, event, data)
+    got = {f: getattr(cmd, f) for f in ("node_name", "node_id", "before", "limit", "req")
+           if hasattr(cmd, f) and (getattr(cmd, f) is not None or f in data)}
+    assert got == want
 
 
 @pytest.mark.parametrize(("channel", "event", "data"), [
@@ -48,7 +53,7 @@ def test_fields_of_the_new_commands_are_kept(channel: str, event: str, data: dic
 def test_mistyped_fields_of_the_new_commands_are_a_bad_request(
         channel: str, event: str, data: dict[str, Any]) -> None:
     with pytest.raises(RemoteProtocolError) as info:
-        check_command(WsFrame(channel, event, data))
+        decode_command(channel, event, data)
     assert info.value.code == "bad_request"
 
 

@@ -1,16 +1,20 @@
 """Collaborative panes and peer chat on the node: feed the machines, run their effects.
 
-The rules live in ``hd_protocol.collab`` and ``hd_protocol.chat``; this feeds them
-(tab commands, verified peer messages, session life-cycle) and runs what they return,
-in order: persist first, then tell tabs, then queue for peers. Sends never wait: they
-are queued on the peer's link (``LinkDriver.send``); a tab command then waits for room
-on the links it wrote to (``wait_room``), and the catch-up after a session opens is
-paced the same way, so a burst is slowed down instead of growing a queue without bound.
+The rules live in ``hd_protocol.collab``, ``hd_protocol.collab_tabs`` (which tab has
+which pane open, what a tab is answered and pushed) and ``hd_protocol.chat``; this
+feeds them (decoded tab commands, verified peer messages, session life-cycle) and runs
+what they return, in order: persist first, then tell tabs, then queue for peers.
+Sends never wait: they are queued on the peer's link (``LinkDriver.send``); a tab
+command then waits for room on the links it wrote to (``wait_room``), and the catch-up
+after a session opens is paced the same way, so a burst is slowed down instead of
+growing a queue without bound.
 
-What tabs see besides the machines' events: ``on_chat_change`` is told which peers'
-conversations changed (their PeerInfo rows carry ``unread`` and ``last_message``), and
-``collab panes`` (the ``list`` answer) is pushed to every tab when the set of panes,
-their sharers or their members change — not on every write.
+Besides the machines' effects: ``on_chat_change`` is told which peers' conversations
+changed (their PeerInfo rows carry ``unread`` and ``last_message``), before the tab
+whose command changed them is answered.
+
+Chat ack timers sleep until the machine's next deadline; a ``SendChat`` (the only effect
+that comes with a new deadline) wakes them to look again.
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ import trio
 
 from hd_protocol import Identity, LocalProtocolError, ProtocolError
 from hd_protocol.chat import CHAT_TYPES, ChatLog
-from hd_protocol.collab import COLLAB_TYPES, Panes, check_pane_key
+from hd_protocol.collab import COLLAB_TYPES, Panes
+from hd_protocol.collab_tabs import PaneTabs
 from hd_protocol.connection import Message, PeerError
 from hd_protocol.effects import (
     Effect,
@@ -38,6 +43,7 @@ from hd_protocol.effects import (
     TabReply,
 )
 from hd_protocol.limits import Limits
+from hd_protocol.tabcommands import Command
 from hd_shell.clock import mono_ms, trio_deadline, wall_ms
 
 from ..hub.linkdriver import LinkBusy, LinkDriver
@@ -63,12 +69,10 @@ class Features:
         self.metrics = metrics
         self.panes = Panes(identity.node_id, store.load_panes(), limits=limits)
         self.chat = chat
-        self.pane_members: dict[str, set[Tab]] = {}
+        self.pane_tabs = PaneTabs(self.panes)
         self.tasks = tasks
         self.on_chat_change = on_chat_change
-        # The pane list last pushed (``_panes_changed``) and its keys.
-        self._listed: list[tuple[str, list[str], list[str]]] = []
-        self._listed_keys: set[str] = set()
+        self._timer_changed = trio.Event()
         for t in COLLAB_TYPES:
             sessions.route(t, self._on_collab)
         for t in CHAT_TYPES:
@@ -78,16 +82,15 @@ class Features:
 
     # --- effects ----------------------------------------------------------------------
 
-    def apply(self, effects: Sequence[Effect], *, tab: Tab | None = None,
-              req: str | None = None) -> set[LinkDriver]:
-        """Run effects in order; returns the links they queued envelopes on."""
+    def apply(self, effects: Sequence[Effect], *, tab: Tab | None = None) -> set[LinkDriver]:
+        """Run effects in order (``TabReply`` to ``tab``, as the machine built it);
+        returns the links they queued envelopes on."""
         touched: set[LinkDriver] = set()
         chats: set[str] = set()
-        panes_changed = False
+        timer = False  # a new ack deadline only ever comes with a SendChat
         store = self.store
         for e in effects:
             if isinstance(e, PersistPane):
-                panes_changed |= e.pane.key not in self._listed_keys
                 store.save_pane(e.pane)
             elif isinstance(e, PersistMessage):
                 store.insert_message(e.message)
@@ -99,15 +102,15 @@ class Features:
                 store.set_read_mark(e.peer_id, e.seq)
                 chats.add(e.peer_id)
             elif isinstance(e, TabEvent):
-                data = e.data
-                if e.channel == "collab" and e.event == "state":
-                    data = {**data, "members": self._members(data["paneKey"])}
-                    panes_changed = True  # the machine says so when sharers change
-                self.bus.publish(e.channel, e.event, data)
+                self.bus.publish(e.channel, e.event, e.data)
             elif isinstance(e, TabReply):
+                if chats:  # the peers' rows first: an answer implies what it changed
+                    self.on_chat_change(chats)
+                    chats = set()
                 if tab is not None:
-                    tab.push(e.channel, e.event, _with_req(dict(e.data), req))
+                    tab.push(e.channel, e.event, dict(e.data))
             elif isinstance(e, SendChat):
+                timer = True
                 self._send(touched, e.peer_id, "peer_chat", e.data, msg_id=e.msg_id)
             elif isinstance(e, SendToPeer):
                 self._send(touched, e.peer_id, e.type, e.data, re=e.re, msg_id=e.msg_id)
@@ -118,8 +121,8 @@ class Features:
                 log.info("peer request refused peer=%s code=%s", e.peer_id, e.code)
         if chats:
             self.on_chat_change(chats)
-        if panes_changed:
-            self._panes_changed()
+        if timer:
+            self._timer_changed.set()
         return touched
 
     def _send(self, touched: set[LinkDriver], peer_id: str, type_: str, data: dict[str, Any],
@@ -160,14 +163,14 @@ class Features:
 
     async def run_timers(self) -> None:
         """Chat ack timers: a message a live peer has not acked in time is sent again
-        (``ChatLog.on_timer``). Wakes at the next deadline, and at least once a second
-        to pick up deadlines set since."""
+        (``ChatLog.on_timer``). Sleeps until the machine's next deadline; woken early
+        when an effect may have set a closer one."""
         while True:
-            now = mono_ms()
+            self._timer_changed = trio.Event()
             dl = self.chat.next_deadline()
-            await trio.sleep_until(trio_deadline(now + 1000 if dl is None
-                                                 else min(dl, now + 1000)))
-            now, dl = mono_ms(), self.chat.next_deadline()
+            with trio.move_on_at(trio_deadline(dl)):
+                await self._timer_changed.wait()
+            now = mono_ms()
             if dl is not None and now >= dl - 1:
                 with self.store.batch():
                     self.apply(self.chat.on_timer(max(now, dl)))
@@ -181,7 +184,7 @@ class Features:
             "trusted" if session.level == "trusted" else "guest")
         # The machines learn of the session now (its messages may already be arriving);
         # the catch-up they ask for is sent paced, in its own task (SPEC 6.1/6.2).
-        effects = [*self.panes.session_opened(driver.peer_id, level),
+        effects = [*self.pane_tabs.session_opened(driver.peer_id, level),
                    *self.chat.session_opened(driver.peer_id, at=mono_ms())]
         if effects:
             self.tasks.start_soon(self.apply_paced, effects)
@@ -189,8 +192,7 @@ class Features:
     def session_closed(self, driver: LinkDriver, reason: str, remote: bool) -> None:
         peer = driver.peer_id
         assert peer is not None
-        self.panes.session_closed(peer)
-        self.chat.session_closed(peer)
+        self.apply([*self.pane_tabs.session_closed(peer), *self.chat.session_closed(peer)])
 
     def peer_error(self, driver: LinkDriver, err: PeerError) -> None:
         assert driver.peer_id is not None
@@ -200,7 +202,7 @@ class Features:
 
     def _on_collab(self, driver: LinkDriver, msg: Message) -> None:
         assert driver.peer_id is not None
-        self.apply(self.panes.receive(driver.peer_id, msg))
+        self.apply(self.pane_tabs.receive(driver.peer_id, msg))
 
     def _on_chat(self, driver: LinkDriver, msg: Message) -> None:
         assert driver.peer_id is not None
@@ -208,81 +210,22 @@ class Features:
 
     # --- tab commands -----------------------------------------------------------------------
 
-    def _members(self, pane_key: str) -> list[str]:
-        return sorted(t.name for t in self.pane_members.get(pane_key, ()))
-
-    def _presence(self, pane_key: str) -> None:
-        self.bus.publish("collab", "presence",
-                         {"paneKey": pane_key, "members": self._members(pane_key)})
-        self._panes_changed()
-
-    def _pane_list(self) -> TabReply:
-        return self.panes.list_event({k: [t.name for t in tabs]
-                                      for k, tabs in self.pane_members.items()})
-
-    def _panes_changed(self) -> None:
-        """Push ``collab panes`` if the list (revisions aside) is not what was pushed."""
-        panes = self._pane_list().data["panes"]
-        listed = [(p["paneKey"], p["sharers"], p["members"]) for p in panes]
-        if listed != self._listed:
-            self.bus.publish("collab", "panes", {"panes": panes})
-            self._listed, self._listed_keys = listed, {k for k, _, _ in listed}
-
-    async def collab_command(self, tab: Tab | None, event: str, data: dict[str, Any]) -> None:
-        req = data.pop("req", None)
-        if event == "list":
-            self.apply([self._pane_list()], tab=tab, req=req)
-            return
-        if event in ("join", "leave"):
-            key = check_pane_key(data["paneKey"])
-            members = self.pane_members.setdefault(key, set())
-            if tab is not None:
-                (members.add if event == "join" else members.discard)(tab)
-            if not members:
-                del self.pane_members[key]
-            if event == "join":
-                self.apply([self.panes.state_event(key, self._members(key))], tab=tab, req=req)
-            self._presence(key)
-            if event == "leave" and req is not None and tab is not None:
-                tab.push("collab", "presence",
-                         {"paneKey": key, "members": self._members(key), "req": req})
-            return
+    async def collab_command(self, tab: Tab | None, cmd: Command) -> None:
         with self.store.batch():
-            effects = self.panes.tab_command(event, data)
-            touched = self.apply(effects, tab=tab, req=req)
-        if req is not None and tab is not None and not any(
-                isinstance(e, TabReply) for e in effects):
-            # Tell the one tab its command went through (SPEC 9 has no ack event;
-            # `state` with its `req` doubles as one).
-            tab.push("collab", "state", {**self.panes.state_data(data["paneKey"]),
-                                         "members": self._members(data["paneKey"]),
-                                         "req": req})
+            effects = self.pane_tabs.command(cmd, tab.name if tab is not None else None)
+            touched = self.apply(effects, tab=tab)
         await self.wait_room(touched)
 
-    async def chat_command(self, tab: Tab | None, event: str, data: dict[str, Any]) -> None:
-        req = data.pop("req", None)
+    async def chat_command(self, tab: Tab | None, cmd: Command) -> None:
         names = ({p.node_id: p.node_name for p in self.store.list_peers()}
-                 if event == "conversations" else None)
+                 if cmd.event == "conversations" else None)
         with self.store.batch():
-            effects = self.chat.tab_command(event, data, wall_ms(), at=mono_ms(), names=names)
-            touched = self.apply(effects, tab=tab, req=req)
-        if req is not None and tab is not None and not any(
-                isinstance(e, TabReply) for e in effects):
-            tab.push("peerchat", "unread", {"counts": self.chat.unread_counts(), "req": req})
+            effects = self.chat.command(cmd, wall_ms(), at=mono_ms(), names=names)
+            touched = self.apply(effects, tab=tab)
         await self.wait_room(touched)
 
     def tab_gone(self, tab: Tab) -> None:
-        for key in [k for k, members in self.pane_members.items() if tab in members]:
-            self.pane_members[key].discard(tab)
-            if not self.pane_members[key]:
-                del self.pane_members[key]
-            self._presence(key)
-
-
-def _with_req(data: dict[str, Any], req: str | None) -> dict[str, Any]:
-    if req is not None:
-        data["req"] = req
-    return data
+        self.apply(self.pane_tabs.tab_gone(tab.name))
 
 
 __all__ = ["Features", "ProtocolError"]

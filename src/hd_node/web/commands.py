@@ -1,8 +1,9 @@
 """The one command layer: what a tab (``/ws``) or the CLI (``/api``) may ask of the node.
 
 Both front doors hand a ``(channel, event, data)`` command to ``Commands.run``; it
-checks the fields (``hd_protocol.ws.check_command``: one table for both), runs the
-command and returns its answer. Errors are ``HubError`` or ``ProtocolError`` with a
+decodes it once into a typed command (``hd_protocol.tabcommands``: one table for
+both, with each field's type and value rule), runs the handler and returns its answer;
+handlers take the typed command as it is. Errors are ``HubError`` or ``ProtocolError`` with a
 ``code``; each front door renders them its own way (an ``error`` frame, an HTTP status).
 """
 
@@ -14,8 +15,26 @@ from dataclasses import dataclass
 from typing import Any
 
 from hd_protocol import ProtocolError
-from hd_protocol.addressbook import check_peer_url
-from hd_protocol.ws import WsFrame, check_command
+from hd_protocol.tabcommands import (
+    AgentAsk,
+    AgentAskPeer,
+    AgentCancel,
+    Command,
+    LobbyConnect,
+    LobbyCreateRoom,
+    LobbyJoinRoom,
+    LobbyLeaveRoom,
+    NetworkBench,
+    NetworkConnect,
+    NetworkDisconnect,
+    NetworkForget,
+    NetworkInviteCreate,
+    NetworkInviteRevoke,
+    NetworkPairRedeem,
+    NetworkRename,
+    NetworkSetTrust,
+    decode_command,
+)
 
 from .. import __version__
 from ..discovery.lobby import LobbyLink
@@ -42,13 +61,8 @@ class Answer:
     data: dict[str, Any]
 
 
-Handler = Callable[["Commands", dict[str, Any], Tab | None], Awaitable[Answer | None]]
-
-# Commands that may take seconds (a dial, a pairing, a bench): a tab runs them beside
-# its other commands instead of waiting for each in turn.
-LONG = frozenset({("network", "connect"), ("network", "pair_redeem"), ("network", "bench"),
-                  ("lobby", "join_room"), ("lobby", "list_rooms"), ("lobby", "create_room"),
-                  ("lobby", "leave_room"), ("agent", "ask"), ("agent", "ask_peer")})
+# Each handler takes its own command class (``Any`` here: the table says which).
+Handler = Callable[["Commands", Any, Tab | None], Awaitable[Answer | None]]
 
 
 class Commands:
@@ -69,168 +83,155 @@ class Commands:
 
     async def run(self, channel: str, event: str, data: dict[str, Any],
                   tab: Tab | None = None) -> Answer | None:
-        handler = HANDLERS.get((channel, event))
-        if handler is None:
-            raise HubError("unsupported", f"{channel} {event} is not served yet")
-        checked = check_command(WsFrame(channel, event, data))
-        return await handler(self, checked, tab)
+        return await self.run_command(decode_command(channel, event, data), tab)
+
+    async def run_command(self, cmd: Command, tab: Tab | None = None) -> Answer | None:
+        return await HANDLERS[(cmd.channel, cmd.event)](self, cmd, tab)
 
 
 # --- system ---------------------------------------------------------------------------
 
 
-async def _hello(c: Commands, d: dict[str, Any], tab: Tab | None) -> Answer:
+async def _hello(c: Commands, cmd: Command, tab: Tab | None) -> Answer:
     return Answer("system", "hello", {"node_id": c.node_id, "version": __version__})
 
 
-async def _ping(c: Commands, d: dict[str, Any], tab: Tab | None) -> Answer:
+async def _ping(c: Commands, cmd: Command, tab: Tab | None) -> Answer:
     return Answer("system", "pong", {})
 
 
 # --- network --------------------------------------------------------------------------
 
 
-async def _self(c: Commands, d: dict[str, Any], tab: Tab | None) -> Answer:
+async def _self(c: Commands, cmd: Command, tab: Tab | None) -> Answer:
     return Answer("network", "self", c.peers.self_info())
 
 
-async def _list_peers(c: Commands, d: dict[str, Any], tab: Tab | None) -> Answer:
+async def _list_peers(c: Commands, cmd: Command, tab: Tab | None) -> Answer:
     return Answer("network", "peers", {"self": c.peers.self_info(),
                                        "peers": c.peers.list_peers()})
 
 
-async def _connect(c: Commands, d: dict[str, Any], tab: Tab | None) -> Answer:
-    intent = DialIntent(expected_node_id=d.get("node_id"))
-    # A malformed address is the user's typo: say so, without a ladder to nowhere.
-    driver = await c.connector.dial_any([check_peer_url(d["address"])], intent)
+async def _connect(c: Commands, cmd: NetworkConnect, tab: Tab | None) -> Answer:
+    # The table checked the address: a typo never starts a ladder to nowhere.
+    intent = DialIntent(expected_node_id=cmd.node_id)
+    driver = await c.connector.dial_any([cmd.address], intent)
     assert driver.peer_id is not None
     return Answer("network", "peer_update", {"peer": c.peers.peer_info(driver.peer_id)})
 
 
-async def _disconnect(c: Commands, d: dict[str, Any], tab: Tab | None) -> Answer:
-    c.peers.disconnect(d["node_id"])
-    return Answer("network", "peer_update", {"peer": c.peers.peer_info(d["node_id"])})
+async def _disconnect(c: Commands, cmd: NetworkDisconnect, tab: Tab | None) -> Answer:
+    c.peers.disconnect(cmd.node_id)
+    return Answer("network", "peer_update", {"peer": c.peers.peer_info(cmd.node_id)})
 
 
-async def _invite_create(c: Commands, d: dict[str, Any], tab: Tab | None) -> Answer:
-    ttl = d.get("ttl")
-    if ttl is not None and ttl <= 0:
-        raise HubError("bad_request", "ttl must be a positive number of seconds")
+async def _invite_create(c: Commands, cmd: NetworkInviteCreate, tab: Tab | None) -> Answer:
+    ttl = cmd.ttl
     return Answer("network", "invite",
                   c.pairing.create_invite(None if ttl is None else ttl * 1000))
 
 
-async def _invite_list(c: Commands, d: dict[str, Any], tab: Tab | None) -> Answer:
+async def _invite_list(c: Commands, cmd: Command, tab: Tab | None) -> Answer:
     return Answer("network", "invites", {"invites": c.pairing.list_invites()})
 
 
-async def _invite_revoke(c: Commands, d: dict[str, Any], tab: Tab | None) -> Answer:
-    c.pairing.revoke_invite(d["token_id"])
+async def _invite_revoke(c: Commands, cmd: NetworkInviteRevoke, tab: Tab | None) -> Answer:
+    c.pairing.revoke_invite(cmd.token_id)
     return Answer("network", "invites", {"invites": c.pairing.list_invites()})
 
 
-async def _pair_redeem(c: Commands, d: dict[str, Any], tab: Tab | None) -> Answer:
+async def _pair_redeem(c: Commands, cmd: NetworkPairRedeem, tab: Tab | None) -> Answer:
     try:
-        peer = await c.pairing.pair_redeem(d["invite"])
+        peer = await c.pairing.pair_redeem(cmd.invite)
     except HubError as exc:
         return Answer("network", "pair_result",
                       {"ok": False, "error": exc.code, "message": exc.message})
     return Answer("network", "pair_result", {"ok": True, "peer": peer})
 
 
-async def _set_trust(c: Commands, d: dict[str, Any], tab: Tab | None) -> Answer:
-    info = c.peers.set_trust(d["node_id"], d["trusted"], d.get("blocked"))
+async def _set_trust(c: Commands, cmd: NetworkSetTrust, tab: Tab | None) -> Answer:
+    info = c.peers.set_trust(cmd.node_id, cmd.trusted, cmd.blocked)
     return Answer("network", "peer_update", {"peer": info})
 
 
-async def _rename(c: Commands, d: dict[str, Any], tab: Tab | None) -> Answer:
+async def _rename(c: Commands, cmd: NetworkRename, tab: Tab | None) -> Answer:
     # Every tab (this one too) is also pushed ``network self``; peers get a presence.
-    return Answer("network", "self", c.peers.rename(d["node_name"]))
+    return Answer("network", "self", c.peers.rename(cmd.node_name))
 
 
-async def _forget(c: Commands, d: dict[str, Any], tab: Tab | None) -> Answer:
+async def _forget(c: Commands, cmd: NetworkForget, tab: Tab | None) -> Answer:
     # Pushed to every tab as well: the row goes everywhere at once.
-    c.peers.forget(d["node_id"])
-    return Answer("network", "peer_removed", {"node_id": d["node_id"]})
+    c.peers.forget(cmd.node_id)
+    return Answer("network", "peer_removed", {"node_id": cmd.node_id})
 
 
-async def _lan_peers(c: Commands, d: dict[str, Any], tab: Tab | None) -> Answer:
+async def _lan_peers(c: Commands, cmd: Command, tab: Tab | None) -> Answer:
     view = c.lan_peers() if c.lan_peers is not None else {"enabled": False, "peers": []}
     return Answer("network", "lan_peers", view)
 
 
-async def _list_metrics(c: Commands, d: dict[str, Any], tab: Tab | None) -> Answer:
+async def _list_metrics(c: Commands, cmd: Command, tab: Tab | None) -> Answer:
     return Answer("network", "peer_metrics", {"metrics": c.peers.metrics_view()})
 
 
-async def _bench(c: Commands, d: dict[str, Any], tab: Tab | None) -> Answer:
+async def _bench(c: Commands, cmd: NetworkBench, tab: Tab | None) -> Answer:
     try:
-        count, size = bench.check_args(d.get("count"), d.get("size"))
+        count, size = bench.check_args(cmd.count, cmd.size)
     except bench.BenchError as exc:
         raise HubError("bad_request", str(exc)) from None
-    driver = c.sessions.get(d["node_id"])
+    driver = c.sessions.get(cmd.node_id)
     if driver is None:
         raise HubError("not_found", "no session with that peer")
-    log.info("bench started peer=%s count=%d size=%d", d["node_id"], count, size)
+    log.info("bench started peer=%s count=%d size=%d", cmd.node_id, count, size)
     return Answer("network", "bench_result", await bench.run(driver, count, size))
 
 
 # --- collab and peerchat (SPEC 6.1, 6.2, 9): answers go out as the machines say -----------
 
 
-def _collab(event: str) -> Handler:
-    async def handler(c: Commands, d: dict[str, Any], tab: Tab | None) -> None:
-        await c.features.collab_command(tab, event, d)
-
-    return handler
+async def _collab(c: Commands, cmd: Command, tab: Tab | None) -> None:
+    await c.features.collab_command(tab, cmd)
 
 
-def _peerchat(event: str) -> Handler:
-    async def handler(c: Commands, d: dict[str, Any], tab: Tab | None) -> None:
-        await c.features.chat_command(tab, event, d)
-
-    return handler
+async def _peerchat(c: Commands, cmd: Command, tab: Tab | None) -> None:
+    await c.features.chat_command(tab, cmd)
 
 
 # --- lobby (SPEC 7, 9) ---------------------------------------------------------------------
 
 
-async def _lobby_state(c: Commands, d: dict[str, Any], tab: Tab | None) -> Answer:
+async def _lobby_state(c: Commands, cmd: Command, tab: Tab | None) -> Answer:
     return Answer("lobby", "state", c.lobby.state())
 
 
-async def _lobby_connect(c: Commands, d: dict[str, Any], tab: Tab | None) -> Answer:
-    url = d.get("url")
-    if url is not None and not url.startswith(("ws://", "wss://")):
-        raise HubError("bad_request", "url is a ws:// or wss:// URL of /lobby-ws")
-    if url is None and not c.lobby.url:
+async def _lobby_connect(c: Commands, cmd: LobbyConnect, tab: Tab | None) -> Answer:
+    if cmd.url is None and not c.lobby.url:
         raise HubError("bad_request", "no lobby configured: give url")
-    c.lobby.connect(url)
+    c.lobby.connect(cmd.url)
     return Answer("lobby", "state", c.lobby.state())
 
 
-async def _lobby_disconnect(c: Commands, d: dict[str, Any], tab: Tab | None) -> Answer:
+async def _lobby_disconnect(c: Commands, cmd: Command, tab: Tab | None) -> Answer:
     c.lobby.disconnect()
     return Answer("lobby", "state", c.lobby.state())
 
 
-async def _lobby_rooms(c: Commands, d: dict[str, Any], tab: Tab | None) -> Answer:
+async def _lobby_rooms(c: Commands, cmd: Command, tab: Tab | None) -> Answer:
     return Answer("lobby", "rooms", {"rooms": await c.lobby.list_rooms()})
 
 
-async def _lobby_create(c: Commands, d: dict[str, Any], tab: Tab | None) -> Answer:
-    room = await c.lobby.create_room(d["name"], d["visibility"], d["joinPolicy"],
-                                     d.get("token"))
+async def _lobby_create(c: Commands, cmd: LobbyCreateRoom, tab: Tab | None) -> Answer:
+    room = await c.lobby.create_room(cmd.name, cmd.visibility, cmd.joinPolicy, cmd.token)
     return Answer("lobby", "room_created", {"room": room})
 
 
-async def _lobby_join(c: Commands, d: dict[str, Any], tab: Tab | None) -> Answer:
-    return Answer("lobby", "joined", await c.lobby.join_room(d["roomId"], d.get("token")))
+async def _lobby_join(c: Commands, cmd: LobbyJoinRoom, tab: Tab | None) -> Answer:
+    return Answer("lobby", "joined", await c.lobby.join_room(cmd.roomId, cmd.token))
 
 
-async def _lobby_leave(c: Commands, d: dict[str, Any], tab: Tab | None) -> Answer:
-    await c.lobby.leave_room(d["roomId"])
-    return Answer("lobby", "room_closed", {"roomId": d["roomId"]})
+async def _lobby_leave(c: Commands, cmd: LobbyLeaveRoom, tab: Tab | None) -> Answer:
+    await c.lobby.leave_room(cmd.roomId)
+    return Answer("lobby", "room_closed", {"roomId": cmd.roomId})
 
 
 # --- agent (SPEC 6.3, 9) -------------------------------------------------------------------
@@ -238,32 +239,23 @@ async def _lobby_leave(c: Commands, d: dict[str, Any], tab: Tab | None) -> Answe
 # they happen; the command's own answer is ``done {turnId, ok}`` once the turn is over.
 
 
-def _turn_id(d: dict[str, Any]) -> str:
-    turn_id = d["turnId"]
-    if not 0 < len(turn_id) <= 64:
-        raise HubError("bad_request", "turnId is 1..64 characters")
-    return str(turn_id)
+async def _agent_ask(c: Commands, cmd: AgentAsk, tab: Tab | None) -> Answer:
+    ok = await c.agents.ask(tab, cmd.turnId, cmd.prompt)
+    return Answer("agent", "done", {"turnId": cmd.turnId, "ok": ok})
 
 
-async def _agent_ask(c: Commands, d: dict[str, Any], tab: Tab | None) -> Answer:
-    turn_id = _turn_id(d)
-    ok = await c.agents.ask(tab, turn_id, d["prompt"])
-    return Answer("agent", "done", {"turnId": turn_id, "ok": ok})
+async def _agent_ask_peer(c: Commands, cmd: AgentAskPeer, tab: Tab | None) -> Answer:
+    ok = await c.agents.ask_peer(tab, cmd.turnId, cmd.node_id, cmd.prompt)
+    return Answer("agent", "done", {"turnId": cmd.turnId, "ok": ok})
 
 
-async def _agent_ask_peer(c: Commands, d: dict[str, Any], tab: Tab | None) -> Answer:
-    turn_id = _turn_id(d)
-    ok = await c.agents.ask_peer(tab, turn_id, d["node_id"], d["prompt"])
-    return Answer("agent", "done", {"turnId": turn_id, "ok": ok})
-
-
-async def _agent_cancel(c: Commands, d: dict[str, Any], tab: Tab | None) -> Answer:
-    turn_id = _turn_id(d)
-    if not c.agents.cancel(tab, turn_id):
+async def _agent_cancel(c: Commands, cmd: AgentCancel, tab: Tab | None) -> Answer:
+    if not c.agents.cancel(tab, cmd.turnId):
         raise HubError("not_found", "no such turn running in this tab")
-    return Answer("agent", "cancelling", {"turnId": turn_id})
+    return Answer("agent", "cancelling", {"turnId": cmd.turnId})
 
 
+# One handler for each command of the table (``tests/shell/test_commands_table.py``).
 HANDLERS: dict[tuple[str, str], Handler] = {
     ("system", "hello"): _hello,
     ("system", "ping"): _ping,
@@ -281,8 +273,8 @@ HANDLERS: dict[tuple[str, str], Handler] = {
     ("network", "list_metrics"): _list_metrics,
     ("network", "lan_peers"): _lan_peers,
     ("network", "bench"): _bench,
-    **{("collab", e): _collab(e) for e in ("join", "leave", "op", "share", "unshare", "list")},
-    **{("peerchat", e): _peerchat(e)
+    **{("collab", e): _collab for e in ("join", "leave", "op", "share", "unshare", "list")},
+    **{("peerchat", e): _peerchat
        for e in ("open", "send", "read", "unread", "close", "conversations")},
     ("agent", "ask"): _agent_ask,
     ("agent", "ask_peer"): _agent_ask_peer,
@@ -296,4 +288,4 @@ HANDLERS: dict[tuple[str, str], Handler] = {
     ("lobby", "leave_room"): _lobby_leave,
 }
 
-__all__ = ["LONG", "Answer", "Commands", "HubError", "ProtocolError"]
+__all__ = ["Answer", "Commands", "HubError", "ProtocolError"]

@@ -16,13 +16,14 @@ from typing import Any
 import trio
 
 from hd_protocol import ProtocolError
+from hd_protocol.tabcommands import COMMANDS, decode_command, req_of
 from hd_protocol.ws import WsFrame, decode_ws_frame
 
 from ..errors import HubError
 from ..hub.tabbus import Tab, TabBus
 from ..metrics import NodeMetrics
 from ..transports.seam import Link, LinkClosed
-from .commands import LONG, Answer, Commands
+from .commands import Answer, Commands
 
 log = logging.getLogger("hd_node.tabs")
 
@@ -99,7 +100,7 @@ class TabSession:
                         channel = "system"  # the frame itself is broken: no channel to trust
                     self.error(tab, channel, exc.code, exc.message, req)
                     continue
-                if (frame.channel, frame.event) in LONG:
+                if COMMANDS[(frame.channel, frame.event)].long:
                     await limit.acquire()
                     nursery.start_soon(self._long, tab, frame, limit)
                 else:
@@ -112,10 +113,10 @@ class TabSession:
             limit.release()
 
     async def _handle(self, tab: Tab, frame: WsFrame) -> None:
-        req = frame.data.get("req")
-        req = req if type(req) is str and len(req) <= 64 else None
+        req = req_of(frame.data)
         try:
-            answer = await self.commands.run(frame.channel, frame.event, dict(frame.data), tab)
+            cmd = decode_command(frame.channel, frame.event, frame.data)
+            answer = await self.commands.run_command(cmd, tab)
         except (HubError, ProtocolError) as exc:
             self.error(tab, frame.channel, exc.code, exc.message, req)
             return
@@ -141,5 +142,4 @@ def _peek(raw: str | bytes) -> tuple[str, str | None]:
         frame = decode_ws_frame(raw, allowed=None)
     except ProtocolError:
         return "system", None
-    req = frame.data.get("req")
-    return frame.channel, req if type(req) is str and len(req) <= 64 else None
+    return frame.channel, req_of(frame.data)
