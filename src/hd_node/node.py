@@ -296,7 +296,8 @@ def compose(identity: Identity, settings: Settings, store: NodeStore, metrics: N
                       addresses=registration_candidates,
                       pinned_key=(settings.directory_key or None)
                       if settings.trust_mode == "directory" else None,
-                      on_signal=webrtc.on_signal if webrtc is not None else None)
+                      on_signal=webrtc.on_signal if webrtc is not None else None,
+                      on_url_change=relay.default_url_changed)
     hub.peers.on_renamed(lobby.rename)
     # SPEC 8.5: mDNS discovery, dialling over the `lan` kind of the direct transport.
     lan = None

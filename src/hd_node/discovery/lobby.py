@@ -55,8 +55,10 @@ class LobbyLink:
                  node_name: str, capabilities: list[str], url: str | None,
                  addresses: Callable[[], list[dict[str, Any]]],
                  pinned_key: str | None = None,
-                 on_signal: Callable[[str, str, str, str], None] | None = None) -> None:
+                 on_signal: Callable[[str, str, str, str], None] | None = None,
+                 on_url_change: Callable[[], None] = lambda: None) -> None:
         """``addresses``: our candidates, for the lobby to give room peers;
+        ``on_url_change``: called when a command moves ``url`` (the relay beside it);
         ``pinned_key``: in trust mode directory, the lobby must be the one our directory
         key names; ``on_signal``: where ``signal`` frames go (the WebRTC transport)."""
         self.identity = identity
@@ -86,6 +88,7 @@ class LobbyLink:
         self._session_scope: trio.CancelScope | None = None
         # WebRTC signalling (SPEC 7.5, 8.4): where inbound signals go, and our queue.
         self.on_signal = on_signal
+        self.on_url_change = on_url_change
         self._signals: trio.MemorySendChannel[str] | None = None
 
     # --- views ----------------------------------------------------------------------------
@@ -307,12 +310,14 @@ class LobbyLink:
         if self._session_scope is not None:
             self._session_scope.cancel()
         self._url_changed.set()
+        self.on_url_change()
 
     def disconnect(self) -> None:
         self.url, self.last_error = None, None
         if self._session_scope is not None:
             self._session_scope.cancel()
         self._url_changed.set()
+        self.on_url_change()
 
     async def request(self, make: Callable[[lc.LobbyClient], Send],
                       expect: tuple[type, ...],

@@ -156,11 +156,17 @@ class Attachment:
     async def run(self) -> None:
         async with trio.open_nursery() as n:
             self._nursery = n
-            while True:
+            while True:  # wakes on the machine's deadline, or when another task moved it
                 self._wake = trio.Event()
                 await self._apply(self.client.on_timer(mono_ms()))
                 with trio.move_on_at(trio_deadline(self.client.next_deadline())):
                     await self._wake.wait()
+
+    async def _step(self, outs: list[Output]) -> None:
+        """Outputs from a task other than ``run``: applied, then ``run`` looks again at
+        the deadline (``run``'s own outputs must not wake it: it would never sleep)."""
+        await self._apply(outs)
+        self._wake.set()
 
     async def _connection(self) -> None:
         t = self.transport
@@ -171,10 +177,10 @@ class Attachment:
                 ws = await dial_ws(self.url, timeout_s=DIAL_TIMEOUT_MS / 1000,
                                    max_message_size=t.max_frame, kind="relay")
                 self.ws = ws
-                await self._apply(self.client.connected(mono_ms()))
+                await self._step(self.client.connected(mono_ms()))
                 while True:
                     for raw in await ws.receive_some():
-                        await self._apply(self.client.receive(raw, mono_ms()))
+                        await self._step(self.client.receive(raw, mono_ms()))
             except (DialError, LinkClosed) as exc:
                 log.info("relay connection lost url=%s reason=%s", self.url, exc)
             except Exception:  # a bug of ours: logged, and the attachment carries on
@@ -186,7 +192,7 @@ class Attachment:
         self._conn, self.ws, self._close_with = None, None, (1000, "")
         self.attached = trio.Event()
         self._changed.set()
-        await self._apply(self.client.disconnected(mono_ms()))
+        await self._step(self.client.disconnected(mono_ms()))
 
     async def _apply(self, outs: list[Output]) -> None:
         for o in outs:
@@ -213,7 +219,6 @@ class Attachment:
                 log.info("relay frame dropped url=%s code=%s", self.url, o.code)
             elif isinstance(o, Queued):
                 log.debug("relay stored an envelope for later url=%s", self.url)
-        self._wake.set()
 
     async def _write(self, wire: str) -> None:
         ws = self.ws
@@ -256,6 +261,12 @@ class RelayTransport:
         self.attachments: dict[str, Attachment] = {}
         self._gate: InboundGate | None = None
         self._nursery: trio.Nursery | None = None
+        self._default_moved = trio.Event()
+
+    def default_url_changed(self) -> None:
+        """What ``default_url`` answers may have changed (the settings or the lobby we use
+        moved): the transport attaches to it now."""
+        self._default_moved.set()
 
     def attachment(self, url: str) -> Attachment:
         att = self.attachments.get(url)
@@ -271,10 +282,11 @@ class RelayTransport:
             self._gate, self._nursery = gate, n
             task_status.started()
             while True:  # our own relay follows the settings (and the lobby we use)
+                moved = self._default_moved = trio.Event()
                 url = self.default_url()
                 if url:
                     self.attachment(url)
-                await trio.sleep(1.0)
+                await moved.wait()
 
     async def open(self, candidate: DialCandidate, *, timeout_s: float,
                    peer_id: str | None = None) -> Link:
