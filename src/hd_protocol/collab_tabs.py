@@ -43,9 +43,11 @@ _Listed = list[tuple[str, list[str], list[str]]]  # (paneKey, sharers, members)
 class PaneTabs:
     def __init__(self, panes: Panes) -> None:
         self.panes = panes
-        self._members: dict[str, set[str]] = {}  # pane key -> tab names, by first join
+        self._members: dict[str, set[str]] = {}  # pane key -> tab names
+        self._joined: dict[str, list[str]] = {}  # tab name -> pane keys, in join order
         self._listed: _Listed = []  # the list last pushed (``panes``), revisions aside
         self._listed_keys: set[str] = set()
+        self._panes_pushed()  # what the panes loaded from storage make is the start
 
     # --- queries ----------------------------------------------------------------------
 
@@ -75,7 +77,7 @@ class PaneTabs:
     def tab_gone(self, tab: str) -> list[CollabEffect]:
         """Tab ``tab`` went away: it leaves every pane it had open."""
         out: list[CollabEffect] = []
-        for key in [k for k, names in self._members.items() if tab in names]:
+        for key in self._joined.pop(tab, []):
             self._members[key].discard(tab)
             if not self._members[key]:
                 del self._members[key]
@@ -86,7 +88,15 @@ class PaneTabs:
         key = cmd.paneKey
         names = self._members.setdefault(key, set())
         if tab is not None:
-            (names.add if isinstance(cmd, CollabJoin) else names.discard)(tab)
+            keys = self._joined.setdefault(tab, [])
+            if isinstance(cmd, CollabJoin) and tab not in names:
+                names.add(tab)
+                keys.append(key)
+            elif isinstance(cmd, CollabLeave) and tab in names:
+                names.discard(tab)
+                keys.remove(key)
+            if not keys:
+                del self._joined[tab]
         if not names:
             del self._members[key]
         if isinstance(cmd, CollabJoin):
