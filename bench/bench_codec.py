@@ -51,8 +51,8 @@ from hd_protocol import (
     signing_bytes,
     verify_envelope,
 )
-from hd_protocol.handshake import Send
-from hd_protocol.session import Message
+from hd_protocol.peer.handshake import Send
+from hd_protocol.peer.session import Message
 
 TARGET = 0.70
 PAYLOAD_BYTES = 200

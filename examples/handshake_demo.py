@@ -2,7 +2,7 @@
 
 This is the whole of SPEC 4 and SPEC 5 without a socket: ``alice`` makes an invite, ``bob``
 redeems it by dialling her (``Dialer``/``Acceptor``), both decide admission with the pure
-functions of ``hd_protocol.admission``, and then they talk through ``Session`` objects.
+functions of ``hd_protocol.peer.admission``, and then they talk through ``Session`` objects.
 The loop that carries frames between them here is what a transport does in a node.
 
 It is a shell, not protocol code, so it reads the clock and ``os.urandom`` itself and
@@ -40,9 +40,9 @@ from hd_protocol import (
     make_candidate,
     new_token,
 )
-from hd_protocol.handshake import Failed, Send
-from hd_protocol.session import Closed, Dropped, Message, Pong
-from hd_protocol.session import Send as SessionSend
+from hd_protocol.peer.handshake import Failed, Send
+from hd_protocol.peer.session import Closed, Dropped, Message, Pong
+from hd_protocol.peer.session import Send as SessionSend
 
 INVITE_TTL_MS = 24 * 3600 * 1000
 

@@ -66,9 +66,9 @@ from hd_protocol import (
     signing_bytes,
     verify_envelope,
 )
-from hd_protocol.connection import Connection, HandshakeFailed
 from hd_protocol.envelope import FIELDS
-from hd_protocol.handshake import (
+from hd_protocol.peer.connection import Connection, HandshakeFailed
+from hd_protocol.peer.handshake import (
     REASONS,
     Established,
     Failed,
@@ -76,9 +76,8 @@ from hd_protocol.handshake import (
     NeedAdmission,
     State,
 )
-from hd_protocol.handshake import Send as HsSend
-from hd_protocol.seal import box_aad
-from hd_protocol.session import (
+from hd_protocol.peer.handshake import Send as HsSend
+from hd_protocol.peer.session import (
     KNOWN_TYPES,
     Closed,
     Dropped,
@@ -88,7 +87,8 @@ from hd_protocol.session import (
     Reply,
     Timeout,
 )
-from hd_protocol.session import Send as SessionSend
+from hd_protocol.peer.session import Send as SessionSend
+from hd_protocol.seal import box_aad
 from hd_protocol.stun import StunClient, decode_message, encode_binding_request
 from hd_shell.ws.inbound import Inbound
 

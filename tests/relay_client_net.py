@@ -16,8 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hd_protocol import Envelope, Identity, encode_envelope, make_envelope, sign_envelope
-from hd_protocol.effects import Send
-from hd_protocol.relay import (
+from hd_protocol.brokers.relay import (
     CloseConn,
     DeleteQueued,
     LoadQueued,
@@ -26,7 +25,8 @@ from hd_protocol.relay import (
     StoreQueued,
     ToConn,
 )
-from hd_protocol.relay_client import Close, Deliver, Dial, Output, RelayClient
+from hd_protocol.brokers.relay_client import Close, Deliver, Dial, Output, RelayClient
+from hd_protocol.effects import Send
 
 T0 = 10_000
 WALL = 1_764_000_000_000

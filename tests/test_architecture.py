@@ -18,6 +18,10 @@ MAX_FOLDER = 15  # modules in one folder at most: past that, it holds two concer
 # below it, never one above it or beside it (features and discovery know nothing of each
 # other). The bottom wing is the package's top-level modules other than cli and node.
 WINGS = ("cli", "node", "web", "features|discovery", "hub", "transports", "base")
+# The same for the core: its face (``__init__``) over what runs on a session, the other
+# carriers and the two brokers (which know nothing of each other), over two nodes and one
+# link (``peer``), over the codecs and records everything shares (the top-level modules).
+PROTOCOL_WINGS = ("__init__", "apps|reach|brokers", "peer", "base")
 
 # The hub knows links, candidates and transports only through the seam
 # (hd_node.transports.seam), never one by name.
@@ -136,30 +140,39 @@ def test_no_module_is_over_450_lines(package: str) -> None:
     assert not long, f"modules over {MAX_LINES} lines: {long}"
 
 
-def _wing(module: str) -> str:
+def _wing(module: str, wings: tuple[str, ...] = WINGS) -> str:
+    """A module's wing: its subpackage, a top-level module a wing names (``cli``,
+    ``node``, ``__init__``), else the package's base."""
     top = module.split(".")[0]
-    if "." in module:
+    if "." in module or top in {w for ws in wings for w in ws.split("|")}:
         return top
-    return top if top in ("cli", "node") else "base"
+    return "base"
 
 
-def _rank(wing: str) -> int:
-    return next(i for i, w in enumerate(WINGS) if wing in w.split("|"))
+def _rank(wing: str, wings: tuple[str, ...] = WINGS) -> int:
+    return next(i for i, w in enumerate(wings) if wing in w.split("|"))
 
 
-def _against_the_wings(package: str = "hd_node") -> list[str]:
+def _against_the_wings(package: str = "hd_node", wings: tuple[str, ...] = WINGS) -> list[str]:
     bad = []
     for name, path in _modules(package).items():
-        me = _wing(name)
+        me = _wing(name, wings)
         for dep in sorted(_imports(package, path)):
-            other = _wing(dep)
-            if other != me and _rank(other) <= _rank(me):
+            other = _wing(dep, wings)
+            if other != me and _rank(other, wings) <= _rank(me, wings):
                 bad.append(f"{name} ({me}) imports {dep} ({other})")
     return bad
 
 
 def test_each_wing_of_the_node_imports_only_the_wings_below_it() -> None:
     assert not _against_the_wings(), "\n".join(_against_the_wings())
+
+
+def test_each_part_of_the_core_imports_only_the_parts_below_it() -> None:
+    bad = _against_the_wings("hd_protocol", PROTOCOL_WINGS)
+    assert not bad, "\n".join(bad)
+    assert {_wing(m, PROTOCOL_WINGS) for m in _modules("hd_protocol")} == {
+        w for ws in PROTOCOL_WINGS for w in ws.split("|")}
 
 
 def test_the_wing_check_sees_each_kind_of_wrong_arrow() -> None:
@@ -169,12 +182,7 @@ def test_the_wing_check_sees_each_kind_of_wrong_arrow() -> None:
     assert {_wing(m) for m in _modules("hd_node")} <= {w for ws in WINGS for w in ws.split("|")}
 
 
-# hd_protocol is the library people import: its module paths (``hd_protocol.stun``,
-# ``hd_protocol.relay``, ...) are public names (SPEC 12), so its one folder stays whole.
-FOLDER_CAPPED = tuple(p for p in PACKAGES if p != "hd_protocol")
-
-
-@pytest.mark.parametrize("package", FOLDER_CAPPED)
+@pytest.mark.parametrize("package", PACKAGES)
 def test_no_folder_holds_more_than_15_modules(package: str) -> None:
     folders: dict[Path, int] = {}
     for path in _modules(package).values():

@@ -55,9 +55,9 @@ from hd_protocol import (
     session,
     signing_bytes,
 )
-from hd_protocol.connection import RttEstimator
 from hd_protocol.limits import DEFAULT_LIMITS, Limits
-from hd_protocol.presence import presence_data
+from hd_protocol.peer.connection import RttEstimator
+from hd_protocol.peer.presence import presence_data
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC_PATH = ROOT / "docs" / "protocol.md"

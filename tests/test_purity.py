@@ -166,7 +166,9 @@ def test_package_imports_with_io_and_concurrency_modules_blocked() -> None:
     proc = run_guard(PKG.parent)
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
-    expected = {f"hd_protocol.{p.stem}" for p in PKG.glob("*.py") if p.stem != "__init__"}
+    expected = {"hd_protocol." + ".".join(p.relative_to(PKG).with_suffix("").parts)
+                for p in PKG.rglob("*.py") if p.stem != "__init__"}
+    assert "hd_protocol.brokers.relay" in expected
     assert expected <= set(report["loaded"])
     assert report["closure"] == []
 

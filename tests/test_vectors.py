@@ -41,7 +41,7 @@ from hd_protocol import (
     signing_bytes,
     verify_envelope,
 )
-from hd_protocol.handshake import transcript_hash
+from hd_protocol.peer.handshake import transcript_hash
 
 VECTORS = Path(__file__).parent / "vectors"
 EXPECTED_FILES = {"cjson", "envelope", "handshake", "identity", "invite", "seal"}

@@ -28,9 +28,9 @@ from prometheus_client import CollectorRegistry, Gauge
 
 import hd_relay
 from hd_protocol import node_id_for
+from hd_protocol.brokers.lobby import LobbyServer
 from hd_protocol.errors import ProtocolError
 from hd_protocol.limits import DEFAULT_LIMITS
-from hd_protocol.lobby import LobbyServer
 from hd_shell.server.app import ServerApp
 from hd_shell.server.frames import FrameServer
 from hd_shell.server.process import ServerProcess, run_main

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 import trio
 import trio_websocket
 
-from hd_protocol.rebase import rebase
+from hd_protocol.apps.rebase import rebase
 from hd_shell.errors import url_host
 
 Event = dict[str, Any]

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from hd_protocol.limits import DEFAULT_LIMITS, Limits
-from hd_protocol.webrtc import IceConfig, ice_config
+from hd_protocol.reach.webrtc import IceConfig, ice_config
 
 TRUST_MODES = ("manual", "open-lan", "directory")
 

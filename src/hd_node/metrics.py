@@ -22,8 +22,8 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from hd_protocol.candidates import LINK_KINDS
-from hd_protocol.monitor import LinkFigures
+from hd_protocol.peer.candidates import LINK_KINDS
+from hd_protocol.peer.monitor import LinkFigures
 
 # `_created` series double the output and say nothing a scraper needs here.
 disable_created_metrics()  # type: ignore[no-untyped-call]

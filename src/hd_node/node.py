@@ -29,7 +29,7 @@ import trio
 
 from hd_protocol import ChatLog, Identity, make_candidate
 from hd_protocol.limits import Limits
-from hd_protocol.webrtc import CAPABILITY as WEBRTC
+from hd_protocol.reach.webrtc import CAPABILITY as WEBRTC
 from hd_shell.errors import find, url_host
 from hd_shell.http.server import ServerLimits, serve
 from hd_shell.rlimits import raise_open_file_limit

@@ -2,7 +2,7 @@
 
 Only this class opens the database. Each logical write is one transaction. Invite
 tokens are never stored, only their SHA-256; lookups go by hash and the final
-comparison is constant-time inside hd_protocol.admission.
+comparison is constant-time inside hd_protocol.peer.admission.
 
 The file is created or checked first (``dbfile``: mode 0600, ``integrity_check``, a
 damaged file refused and kept as is). WAL with ``synchronous=NORMAL`` (a commit survives
@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from hd_protocol import InviteRecord, PeerRecord
-from hd_protocol.addressbook import Book, dial_order, from_json, to_json
-from hd_protocol.chat import ChatMessage
-from hd_protocol.collab import Pane
+from hd_protocol.apps.chat import ChatMessage
+from hd_protocol.apps.collab import Pane
+from hd_protocol.peer.addressbook import Book, dial_order, from_json, to_json
 from hd_shell.sqlitefile import Transactions, connect, open_checked, read_only
 
 from .dbfile import EMPTY_IS_DAMAGE, LOST
@@ -89,7 +89,7 @@ class StoredPeer:
     node_name: str
     trusted: bool
     blocked: bool
-    book: Book  # where it can be reached (hd_protocol.addressbook)
+    book: Book  # where it can be reached (hd_protocol.peer.addressbook)
     capabilities: list[str]
     first_seen: int
     last_seen: int

@@ -7,36 +7,12 @@ random bytes come from an injected ``rng(n) -> bytes``. See the SPEC sections
 referenced in each module; ``Connection`` is the one machine a link needs.
 """
 
-from .admission import (
-    Decision,
-    InviteRecord,
-    PeerRecord,
-    Policy,
-    Presented,
-    admit,
-    decode_invite,
-    dialer_view,
-    encode_invite,
-    hash_token,
-    invite_expired,
-    issue_attestation,
-    new_token,
-    token_matches,
-    verify_attestation,
-)
-from .agent import Agents
-from .candidates import (
-    DialCandidate,
-    Ladder,
-    direct_candidates,
-    make_candidate,
-    priority,
-    sort_candidates,
-)
-from .chat import ChatLog
+from .apps.agent import Agents
+from .apps.chat import ChatLog
+from .apps.collab import Panes
+from .apps.rebase import rebase
+from .apps.ws import WsFrame, decode_ws_frame, encode_ws_frame
 from .cjson import canonical_json, loads_strict
-from .collab import Panes
-from .connection import Connection, HandshakeFailed, RttEstimator
 from .effects import Send
 from .envelope import (
     Envelope,
@@ -55,7 +31,35 @@ from .errors import (
     ProtocolError,
     RemoteProtocolError,
 )
-from .handshake import (
+from .identity import Identity, Rng, node_id_for, verify_signature
+from .limits import DEFAULT_LIMITS, Limits
+from .peer.admission import (
+    Decision,
+    InviteRecord,
+    PeerRecord,
+    Policy,
+    Presented,
+    admit,
+    decode_invite,
+    dialer_view,
+    encode_invite,
+    hash_token,
+    invite_expired,
+    issue_attestation,
+    new_token,
+    token_matches,
+    verify_attestation,
+)
+from .peer.candidates import (
+    DialCandidate,
+    Ladder,
+    direct_candidates,
+    make_candidate,
+    priority,
+    sort_candidates,
+)
+from .peer.connection import Connection, HandshakeFailed, RttEstimator
+from .peer.handshake import (
     Acceptor,
     Dialer,
     Established,
@@ -65,16 +69,38 @@ from .handshake import (
     PeerHello,
     derive_session_keys,
 )
-from .identity import Identity, Rng, node_id_for, verify_signature
-from .limits import DEFAULT_LIMITS, Limits
-from .presence import Presence, parse_presence
-from .rebase import rebase
+from .peer.presence import Presence, parse_presence
+from .peer.session import Session, keep_new_session, reconnect_delay_ms, should_redial
 from .records import ChatMessage, Pane
 from .seal import open_envelope, seal_envelope
-from .session import Session, keep_new_session, reconnect_delay_ms, should_redial
-from .ws import WsFrame, decode_ws_frame, encode_ws_frame
 
 __version__ = "0.1.0"
+
+# The module paths of before the subpackages (``hd_protocol.session``,
+# ``hd_protocol.relay``, ...) still import: each names the module that moved.
+import sys as _sys  # noqa: E402
+
+from .apps import agent, chat, collab, collab_tabs, tabcommands, ws  # noqa: E402
+from .apps import rebase as _rebase  # noqa: E402  (``rebase`` is the function)
+from .brokers import frames, lobby, lobby_client, relay, relay_client, rooms  # noqa: E402
+from .peer import (  # noqa: E402
+    addressbook,
+    admission,
+    candidates,
+    connection,
+    handshake,
+    hello,
+    monitor,
+    policy,
+    presence,
+    session,
+)
+from .reach import lan, webrtc  # noqa: E402
+
+for _module in (agent, chat, collab, collab_tabs, _rebase, tabcommands, ws, frames, lobby,
+                lobby_client, relay, relay_client, rooms, addressbook, admission, candidates,
+                connection, handshake, hello, monitor, policy, presence, session, lan, webrtc):
+    _sys.modules.setdefault(f"hd_protocol.{_module.__name__.rpartition('.')[2]}", _module)
 
 __all__ = [
     "Acceptor", "admit", "Agents", "canonical_json", "CanonicalError", "ChatLog", "ChatMessage",

@@ -1,8 +1,8 @@
 """What a node persists of its features: pane states (SPEC 6.1) and chat messages
 (SPEC 6.2), plus the strict checks of a pane's wire form.
 
-Plain immutable records; the rules that change them live in ``hd_protocol.collab`` and
-``hd_protocol.chat``, the effects that store them in ``hd_protocol.effects``."""
+Plain immutable records; the rules that change them live in ``hd_protocol.apps.collab`` and
+``hd_protocol.apps.chat``, the effects that store them in ``hd_protocol.effects``."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """hd-relay: the standalone relay broker (SPEC 7.7), a thin trio shell around
-``hd_protocol.relay.RelayServer``.
+``hd_protocol.brokers.relay.RelayServer``.
 
 Its package face is what ``hd-lobby`` bundles beside its lobby: the relay service (the
 machine, its SQLite mailbox and its frames), the WebSocket path it serves and the frame

@@ -13,7 +13,7 @@ import json
 from collections.abc import Collection, Sequence
 from pathlib import Path
 
-from hd_protocol.relay import QueuedEnvelope, StoreQueued
+from hd_protocol.brokers.relay import QueuedEnvelope, StoreQueued
 from hd_shell.sqlitefile import Transactions, connect, open_checked
 
 SCHEMA = """

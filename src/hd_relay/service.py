@@ -15,14 +15,14 @@ import trio
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from hd_protocol import Identity
-from hd_protocol.limits import Limits
-from hd_protocol.relay import (
+from hd_protocol.brokers.relay import (
     DeleteQueued,
     LoadQueued,
     RelayServer,
     StoreQueued,
     ToConn,
 )
+from hd_protocol.limits import Limits
 from hd_shell.clock import wall_ms
 from hd_shell.server.frames import FrameServer
 from hd_shell.ws.link import WsLink

@@ -299,7 +299,7 @@ def test_every_waiting_handshake_state_moves_on_for_the_honest_frame_only() -> N
 def test_a_machine_that_takes_a_frame_of_another_type_would_be_reported(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import hd_protocol.handshake as hs
+    import hd_protocol.peer.handshake as hs
 
     strict = hs._Machine._open_sealed
 
@@ -316,7 +316,7 @@ def test_a_machine_that_takes_a_frame_of_another_type_would_be_reported(
 def test_a_dialer_that_listens_after_a_refusal_would_be_reported(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import hd_protocol.handshake as hs
+    import hd_protocol.peer.handshake as hs
 
     original = hs.Dialer._on_auth_result
 
@@ -357,7 +357,7 @@ def test_structural_invite_mutations_reach_the_field_checks() -> None:
 def test_an_invite_decoder_that_skips_the_length_check_would_be_reported(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import hd_protocol.admission as admission
+    import hd_protocol.peer.admission as admission
 
     body = targets._invite_seed_body()
     body["addrs"] = [targets.make_candidate("host", targets._long_url(512))] * 16

@@ -43,9 +43,9 @@ from hd_protocol import (
     new_msg_id,
     sign_envelope,
 )
-from hd_protocol.frames import encode_frame, parse_challenge
-from hd_protocol.lobby_client import LobbyClient
-from hd_protocol.relay import ack_frame, attach_frame, relay_frame
+from hd_protocol.brokers.frames import encode_frame, parse_challenge
+from hd_protocol.brokers.lobby_client import LobbyClient
+from hd_protocol.brokers.relay import ack_frame, attach_frame, relay_frame
 from hd_shell.ws.link import LinkClosed, WsLink, dial_ws
 
 from .attackers import upgrade

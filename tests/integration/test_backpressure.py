@@ -20,7 +20,7 @@ from websockets.sync.client import connect as ws_connect
 
 from hd_node.client import NodeError
 from hd_protocol import Connection, Decision, Identity, decode_invite
-from hd_protocol.connection import NeedAdmission
+from hd_protocol.peer.connection import NeedAdmission
 from hd_shell.ws.link import dial_ws
 
 from .conftest import Cluster, connected, eventually

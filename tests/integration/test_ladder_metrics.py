@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from hd_protocol.candidates import LINK_KINDS
+from hd_protocol.peer.candidates import LINK_KINDS
 
 from .conftest import Cluster, NodeProcess
 from .servers import Servers, servers  # noqa: F401 - the fixture

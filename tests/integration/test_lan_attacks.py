@@ -30,7 +30,7 @@ from typing import Any
 import trio
 
 from hd_protocol import Identity
-from hd_protocol.lan import MAX_LAN_PEERS
+from hd_protocol.reach.lan import MAX_LAN_PEERS
 
 from .conftest import Cluster, NodeProcess, eventually
 from .test_lan import lan_peers, lan_row, over_lan

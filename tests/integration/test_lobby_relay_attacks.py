@@ -31,8 +31,8 @@ from typing import Any
 import trio
 
 from hd_protocol import Identity, verify_envelope
+from hd_protocol.brokers.frames import attach_bytes, encode_frame, parse_challenge
 from hd_protocol.envelope import envelope_from_obj
-from hd_protocol.frames import attach_bytes, encode_frame, parse_challenge
 from hd_protocol.identity import b64encode
 
 from .conftest import _clean_env

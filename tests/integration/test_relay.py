@@ -9,8 +9,8 @@ from typing import Any
 import trio
 
 from hd_protocol import Identity, encode_envelope, make_envelope, new_msg_id, sign_envelope
-from hd_protocol.frames import decode_frame, parse_challenge
-from hd_protocol.relay import ack_frame, attach_frame, relay_frame
+from hd_protocol.brokers.frames import decode_frame, parse_challenge
+from hd_protocol.brokers.relay import ack_frame, attach_frame, relay_frame
 from hd_shell.ws.link import WsLink, dial_ws
 
 from .conftest import Cluster, connected, eventually, free_port

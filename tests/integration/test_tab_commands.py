@@ -8,7 +8,7 @@ from typing import Any
 
 import trio
 
-from hd_protocol.ws import CLIENT_EVENTS
+from hd_protocol.apps.ws import CLIENT_EVENTS
 
 from .conftest import Cluster
 

@@ -37,8 +37,8 @@ from typing import Any
 import pytest
 import trio
 
-from hd_protocol.frames import encode_frame
-from hd_protocol.webrtc import MAX_ATTEMPTS_PER_PEER, MAX_SDP
+from hd_protocol.brokers.frames import encode_frame
+from hd_protocol.reach.webrtc import MAX_ATTEMPTS_PER_PEER, MAX_SDP
 from hd_shell.ws.link import LinkClosed
 
 from .conftest import Cluster, NodeProcess, eventually

@@ -22,7 +22,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hd_protocol.agent import (
+from hd_protocol.apps.agent import (
     MAX_EARLY,
     MAX_TURNS_PER_PEER,
     Agents,
@@ -33,7 +33,7 @@ from hd_protocol.agent import (
     error_code,
 )
 from hd_protocol.effects import PeerErrorReply, SendToPeer
-from hd_protocol.session import Message
+from hd_protocol.peer.session import Message
 
 A, B, C = "a" * 16, "b" * 16, "c" * 16
 PEERS = ["p" * 16, "q" * 16, "r" * 16]

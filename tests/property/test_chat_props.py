@@ -24,7 +24,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hd_protocol.chat import (
+from hd_protocol.apps.chat import (
     ChatLog,
     ChatMessage,
     PersistMessage,
@@ -32,8 +32,8 @@ from hd_protocol.chat import (
     PersistStatus,
     SendChat,
 )
-from hd_protocol.collab import PeerErrorReply, SendToPeer
-from hd_protocol.session import Message
+from hd_protocol.apps.collab import PeerErrorReply, SendToPeer
+from hd_protocol.peer.session import Message
 
 NODES = ["a" * 16, "b" * 16]
 MAX_DELIVERIES = 5_000

@@ -19,7 +19,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hd_protocol.collab import (
+from hd_protocol.apps.collab import (
     Pane,
     Panes,
     PeerErrorReply,
@@ -28,7 +28,7 @@ from hd_protocol.collab import (
     TabReply,
     parse_op,
 )
-from hd_protocol.session import Message
+from hd_protocol.peer.session import Message
 
 NODES = [c * 16 for c in "abcde"]
 KEY = "scratch"

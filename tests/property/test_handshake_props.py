@@ -22,8 +22,8 @@ from hd_protocol import (
     Session,
     decode_envelope,
 )
-from hd_protocol.handshake import Send
-from hd_protocol.session import Message
+from hd_protocol.peer.handshake import Send
+from hd_protocol.peer.session import Message
 
 T0 = 1_764_000_000_000
 TIMEOUT = 10_000

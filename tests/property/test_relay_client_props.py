@@ -17,9 +17,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from relay_client_net import T0, Net, ident, wire
 
-from hd_protocol.effects import Send
-from hd_protocol.frames import challenge
-from hd_protocol.relay_client import (
+from hd_protocol.brokers.frames import challenge
+from hd_protocol.brokers.relay_client import (
     Attached,
     Close,
     Deliver,
@@ -29,6 +28,7 @@ from hd_protocol.relay_client import (
     RelayClient,
     RelayError,
 )
+from hd_protocol.effects import Send
 
 SENDERS = ("alice", "carol")  # alice's link is open from the start; carol opens by hello
 

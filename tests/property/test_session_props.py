@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hd_protocol import Identity, Session, decode_envelope, encode_envelope
-from hd_protocol.session import Message, PeerError, Pong, Reply, Send
+from hd_protocol.peer.session import Message, PeerError, Pong, Reply, Send
 
 T0 = 1_764_000_000_000
 ACTED_ON = (Message, Reply, PeerError, Pong)

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hd_protocol.errors import RemoteProtocolError
-from hd_protocol.webrtc import (
+from hd_protocol.reach.webrtc import (
     Accept,
     Answered,
     Budget,

@@ -25,7 +25,7 @@ from hd_node.transports.seam import Link, Ticket
 from hd_protocol import DialCandidate, Envelope, Identity
 from hd_protocol.envelope import encode_envelope, make_envelope, new_msg_id, sign_envelope
 from hd_protocol.limits import DEFAULT_LIMITS
-from hd_protocol.webrtc import address_for
+from hd_protocol.reach.webrtc import address_for
 from hd_relay import PATH, QueueStore, RelayService, relay_frame_limit
 from hd_shell.http.server import ServerLimits, serve
 from hd_shell.server.app import ServerApp

@@ -18,7 +18,8 @@ import trio.testing
 
 from hd_node.hub.linkdriver import LinkBusy, LinkDriver, LinkLimits
 from hd_protocol import Connection, Decision, Identity
-from hd_protocol.connection import (
+from hd_protocol.limits import DEFAULT_LIMITS, Limits
+from hd_protocol.peer.connection import (
     Closed,
     Event,
     HandshakeFailed,
@@ -27,7 +28,6 @@ from hd_protocol.connection import (
     Reply,
     Timeout,
 )
-from hd_protocol.limits import DEFAULT_LIMITS, Limits
 from hd_shell.clock import mono_ms, wall_ms
 from hd_shell.testing import MemoryLink, memory_link_pair
 

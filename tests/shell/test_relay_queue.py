@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from hd_protocol.relay import StoreQueued
+from hd_protocol.brokers.relay import StoreQueued
 from hd_relay import QueueStore
 from hd_shell.datadir import DataError
 

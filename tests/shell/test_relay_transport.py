@@ -1,4 +1,4 @@
-"""The relay transport as the shell of ``hd_protocol.relay_client``, on a real relay.
+"""The relay transport as the shell of ``hd_protocol.brokers.relay_client``, on a real relay.
 
 A virtual link whose reader pauses must not lose what arrives meanwhile: the machine
 holds what the link had no room for and offers it again when its timer fires (the
@@ -16,8 +16,8 @@ import trio.testing
 
 from hd_node.transports.relay import LINK_QUEUE, RelayTransport
 from hd_protocol import Envelope
+from hd_protocol.brokers.relay_client import MAX_HELD
 from hd_protocol.limits import DEFAULT_LIMITS
-from hd_protocol.relay_client import MAX_HELD
 
 from .linkpairs import DEADLINE_S, KeepingGate, relay_pair
 from .test_webrtc_transport import A

@@ -12,7 +12,7 @@ from hd_node.config import Settings
 from hd_node.hub.peerhub import node_name_for
 from hd_node.store import NodeStore, stored_setting
 from hd_protocol import Identity
-from hd_protocol.chat import ChatMessage
+from hd_protocol.apps.chat import ChatMessage
 
 PEER = "p" * 16
 

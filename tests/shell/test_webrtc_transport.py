@@ -27,7 +27,7 @@ from hd_node.transports.webrtc.link import WebRtcLink
 from hd_node.transports.webrtc.transport import WebRtcTransport
 from hd_protocol import DialCandidate, Identity
 from hd_protocol.limits import DEFAULT_LIMITS
-from hd_protocol.webrtc import Budget, IceConfig, address_for, fragment
+from hd_protocol.reach.webrtc import Budget, IceConfig, address_for, fragment
 
 A = Identity.from_seed(b"\x2a" * 32)
 B = Identity.from_seed(b"\x2b" * 32)

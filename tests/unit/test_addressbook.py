@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hd_protocol import RemoteProtocolError
-from hd_protocol.addressbook import (
+from hd_protocol.peer.addressbook import (
     KnownAddress,
     check_peer_url,
     dial_order,
@@ -16,7 +16,7 @@ from hd_protocol.addressbook import (
     record,
     to_json,
 )
-from hd_protocol.presence import parse_presence
+from hd_protocol.peer.presence import parse_presence
 
 U1, U2 = "ws://10.0.0.1:8766/peer-ws", "ws://10.0.0.2:8766/peer-ws"
 P1, P2, P3 = ("ws://203.0.113.1:9/peer-ws", "ws://[2001:db8::1]:9/peer-ws",

@@ -486,7 +486,7 @@ def test_decode_invite_refuses_non_strings(value: Any) -> None:
 
 
 def test_open_lan_does_not_count_documentation_or_benchmark_ranges_as_lan() -> None:
-    from hd_protocol.admission import is_private_address
+    from hd_protocol.peer.admission import is_private_address
 
     doc = ("192.0.2.1", "198.51.100.7", "203.0.113.9", "198.18.0.1", "8.8.8.8", "2001:db8::1")
     for addr in doc:

@@ -28,7 +28,7 @@ from hd_protocol import (
     new_token,
     verify_attestation,
 )
-from hd_protocol.admission import is_private_address
+from hd_protocol.peer.admission import is_private_address
 
 NOW = 1_764_000_000_000
 TOKEN = "tok-" + "k" * 28

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from hd_protocol.agent import (
+from hd_protocol.apps.agent import (
     MAX_CALLS,
     MAX_CHAIN_ENTRIES,
     MAX_DELTA_CHARS,
@@ -36,7 +36,7 @@ from hd_protocol.agent import (
 )
 from hd_protocol.effects import PeerErrorReply, SendToPeer
 from hd_protocol.errors import LocalProtocolError
-from hd_protocol.session import Message
+from hd_protocol.peer.session import Message
 
 ME = "m" * 16
 P = "p" * 16

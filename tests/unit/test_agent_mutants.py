@@ -8,7 +8,7 @@ import itertools
 from dataclasses import replace
 from typing import Any
 
-from hd_protocol.agent import (
+from hd_protocol.apps.agent import (
     MAX_EARLY,
     MAX_ERROR_CHARS,
     Agents,
@@ -18,8 +18,8 @@ from hd_protocol.agent import (
 )
 from hd_protocol.effects import PeerErrorReply, SendToPeer
 from hd_protocol.limits import DEFAULT_LIMITS
+from hd_protocol.peer.session import Message
 from hd_protocol.seal import sealed_size
-from hd_protocol.session import Message
 
 ME = "m" * 16
 P = "p" * 16

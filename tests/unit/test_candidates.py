@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from hd_protocol import ProtocolError, make_candidate, priority, sort_candidates
-from hd_protocol.candidates import DialCandidate, check_candidate, dial_candidates
+from hd_protocol.peer.candidates import DialCandidate, check_candidate, dial_candidates
 
 
 @pytest.mark.parametrize(

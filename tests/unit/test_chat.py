@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from hd_protocol.chat import (
+from hd_protocol.apps.chat import (
     ChatLog,
     ChatMessage,
     PersistMessage,
@@ -16,12 +16,12 @@ from hd_protocol.chat import (
     PersistStatus,
     SendChat,
 )
-from hd_protocol.collab import PeerErrorReply, SendToPeer, TabEvent, TabReply
+from hd_protocol.apps.collab import PeerErrorReply, SendToPeer, TabEvent, TabReply
+from hd_protocol.apps.tabcommands import decode_command
 from hd_protocol.errors import LocalProtocolError, ProtocolError
 from hd_protocol.limits import Limits
+from hd_protocol.peer.session import Message
 from hd_protocol.seal import sealed_size
-from hd_protocol.session import Message
-from hd_protocol.tabcommands import decode_command
 
 ME = "m" * 16
 P = "p" * 16

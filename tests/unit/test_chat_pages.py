@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from hd_protocol.chat import HISTORY_LIMIT, HISTORY_MAX, PREVIEW_CHARS, ChatLog, ChatMessage
-from hd_protocol.collab import TabReply
+from hd_protocol.apps.chat import HISTORY_LIMIT, HISTORY_MAX, PREVIEW_CHARS, ChatLog, ChatMessage
+from hd_protocol.apps.collab import TabReply
+from hd_protocol.apps.tabcommands import decode_command
 from hd_protocol.errors import ProtocolError
-from hd_protocol.tabcommands import decode_command
 
 ME = "m" * 16
 P = "p" * 16

@@ -7,8 +7,7 @@ from typing import Any
 
 import pytest
 
-from hd_protocol.cjson import MAX_INT
-from hd_protocol.collab import (
+from hd_protocol.apps.collab import (
     Pane,
     Panes,
     PeerErrorReply,
@@ -17,11 +16,12 @@ from hd_protocol.collab import (
     TabEvent,
     TabReply,
 )
+from hd_protocol.apps.tabcommands import CollabOp, CollabShare, CollabUnshare
+from hd_protocol.cjson import MAX_INT
 from hd_protocol.errors import LocalProtocolError, ProtocolError, RemoteProtocolError
 from hd_protocol.limits import Limits
+from hd_protocol.peer.session import Message
 from hd_protocol.seal import sealed_size
-from hd_protocol.session import Message
-from hd_protocol.tabcommands import CollabOp, CollabShare, CollabUnshare
 
 ME = "m" * 16
 P = "p" * 16

@@ -3,7 +3,7 @@ holds, shares through a room or has open in a tab, with its sharers and members.
 
 from __future__ import annotations
 
-from hd_protocol.collab import Pane, Panes, TabReply
+from hd_protocol.apps.collab import Pane, Panes, TabReply
 
 ME = "m" * 16
 P = "p" * 16

@@ -1,4 +1,4 @@
-"""SPEC 9 ``collab`` as the tabs see it (``hd_protocol.collab_tabs.PaneTabs``): which tab
+"""SPEC 9 ``collab`` as the tabs see it (``hd_protocol.apps.collab_tabs.PaneTabs``): which tab
 has which pane open, what the tab whose command it was is answered, and what every
 tab is pushed. One test per rule of the module's docstring, each on the exact effects
 (types, order, data)."""
@@ -12,13 +12,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hd_protocol.collab import Pane, Panes
-from hd_protocol.collab_tabs import PaneTabs
+from hd_protocol.apps.collab import Pane, Panes
+from hd_protocol.apps.collab_tabs import PaneTabs
+from hd_protocol.apps.tabcommands import Command, decode_command
 from hd_protocol.effects import PersistPane, SendToPeer, TabEvent, TabReply
 from hd_protocol.errors import LocalProtocolError
 from hd_protocol.limits import Limits
-from hd_protocol.session import Message
-from hd_protocol.tabcommands import Command, decode_command
+from hd_protocol.peer.session import Message
 
 ME = "m" * 16
 P = "p" * 16

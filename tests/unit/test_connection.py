@@ -16,8 +16,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hd_protocol import Identity, LocalProtocolError, decode_envelope
-from hd_protocol.admission import Decision, reject
-from hd_protocol.connection import (
+from hd_protocol.limits import DEFAULT_LIMITS
+from hd_protocol.peer.admission import Decision, reject
+from hd_protocol.peer.connection import (
     FIRST_PING_MS,
     Closed,
     Connection,
@@ -31,7 +32,6 @@ from hd_protocol.connection import (
     State,
     Timeout,
 )
-from hd_protocol.limits import DEFAULT_LIMITS
 
 
 def DeterministicRng(seed: str) -> Callable[[int], bytes]:  # noqa: N802 - reads as a type

@@ -17,8 +17,10 @@ from typing import Any
 import pytest
 
 from hd_protocol import Identity, LocalProtocolError, decode_envelope
-from hd_protocol.admission import Decision
-from hd_protocol.connection import (
+from hd_protocol.envelope import wire_size
+from hd_protocol.limits import Limits
+from hd_protocol.peer.admission import Decision
+from hd_protocol.peer.connection import (
     FIRST_PING_MS,
     Closed,
     Connection,
@@ -31,8 +33,6 @@ from hd_protocol.connection import (
     RttEstimator,
     State,
 )
-from hd_protocol.envelope import wire_size
-from hd_protocol.limits import Limits
 
 
 def rng(seed: str) -> Callable[[int], bytes]:

@@ -14,7 +14,7 @@ import json
 import pytest
 
 from hd_protocol import Identity, RemoteProtocolError
-from hd_protocol.frames import (
+from hd_protocol.brokers.frames import (
     ATTACH_PREFIX,
     REGISTER_PREFIX,
     attach_bytes,

@@ -35,7 +35,7 @@ from hd_protocol import (
     sign_envelope,
     signing_bytes,
 )
-from hd_protocol.handshake import Send
+from hd_protocol.peer.handshake import Send
 
 T0 = 1_764_000_000_000
 AUTH_ID = "a" * 32

@@ -37,8 +37,8 @@ from hd_protocol import (
     sign_envelope,
     signing_bytes,
 )
-from hd_protocol.handshake import Send, State
-from hd_protocol.hello import transcript_hash
+from hd_protocol.peer.handshake import Send, State
+from hd_protocol.peer.hello import transcript_hash
 
 T0 = 1_764_000_000_000
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hd_protocol.candidates import (
+from hd_protocol.peer.candidates import (
     LADDER_DEADLINE_MS,
     DialCandidate,
     Ladder,

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from hd_protocol import Identity, PeerRecord, Policy, ProtocolError
-from hd_protocol.lan import (
+from hd_protocol.reach.lan import (
     MAX_URLS,
     SERVICE_TYPE,
     LanAnnouncement,

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from hd_protocol import Identity, Policy, ProtocolError
-from hd_protocol.lan import (
+from hd_protocol.reach.lan import (
     MAX_NAME_CHARS,
     MAX_TXT_KEYS,
     SERVICE_TYPE,

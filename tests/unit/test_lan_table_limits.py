@@ -6,7 +6,7 @@ announcement the place of one that is not kept."""
 from __future__ import annotations
 
 from hd_protocol import Identity, ProtocolError
-from hd_protocol.lan import (
+from hd_protocol.reach.lan import (
     MAX_LAN_PEERS,
     MAX_SERVICES_PER_NODE,
     SERVICE_TYPE,

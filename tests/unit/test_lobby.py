@@ -27,12 +27,8 @@ from hd_protocol import (
     verify_attestation,
     verify_envelope,
 )
-from hd_protocol.candidates import make_candidate
-from hd_protocol.effects import Send
-from hd_protocol.envelope import envelope_from_obj
-from hd_protocol.frames import encode_frame, register_bytes
-from hd_protocol.limits import DEFAULT_LIMITS, Limits
-from hd_protocol.lobby import (
+from hd_protocol.brokers.frames import encode_frame, register_bytes
+from hd_protocol.brokers.lobby import (
     ATTEST_TTL_MS,
     BAD_FRAMES_BEFORE_CLOSE,
     HEARTBEAT_S,
@@ -40,8 +36,12 @@ from hd_protocol.lobby import (
     PRESENCE_BATCH_MS,
     LobbyServer,
 )
-from hd_protocol.lobby_client import LobbyClient
-from hd_protocol.relay import CloseConn, ToConn
+from hd_protocol.brokers.lobby_client import LobbyClient
+from hd_protocol.brokers.relay import CloseConn, ToConn
+from hd_protocol.effects import Send
+from hd_protocol.envelope import envelope_from_obj
+from hd_protocol.limits import DEFAULT_LIMITS, Limits
+from hd_protocol.peer.candidates import make_candidate
 
 T0 = 1_000  # monotonic ms
 WALL = 1_764_000_000_000  # Unix ms: far from T0 on purpose

@@ -15,12 +15,9 @@ from typing import Any
 import pytest
 
 from hd_protocol import Identity, LocalProtocolError, verify_attestation
-from hd_protocol.admission import issue_attestation
-from hd_protocol.candidates import make_candidate
-from hd_protocol.effects import Send
-from hd_protocol.frames import challenge, encode_frame
-from hd_protocol.lobby import LobbyServer
-from hd_protocol.lobby_client import (
+from hd_protocol.brokers.frames import challenge, encode_frame
+from hd_protocol.brokers.lobby import LobbyServer
+from hd_protocol.brokers.lobby_client import (
     Attestation,
     Card,
     DirectoryUpdate,
@@ -36,7 +33,10 @@ from hd_protocol.lobby_client import (
     Rooms,
     Signal,
 )
-from hd_protocol.relay import CloseConn, ToConn
+from hd_protocol.brokers.relay import CloseConn, ToConn
+from hd_protocol.effects import Send
+from hd_protocol.peer.admission import issue_attestation
+from hd_protocol.peer.candidates import make_candidate
 
 T0 = 5_000
 WALL = 1_764_000_000_000

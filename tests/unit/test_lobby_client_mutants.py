@@ -15,10 +15,8 @@ from typing import Any
 import pytest
 
 from hd_protocol import Identity
-from hd_protocol.admission import issue_attestation
-from hd_protocol.frames import challenge, encode_frame
-from hd_protocol.limits import DEFAULT_LIMITS
-from hd_protocol.lobby_client import (
+from hd_protocol.brokers.frames import challenge, encode_frame
+from hd_protocol.brokers.lobby_client import (
     Attestation,
     DirectoryUpdate,
     Dropped,
@@ -26,6 +24,8 @@ from hd_protocol.lobby_client import (
     LobbyError,
     Registered,
 )
+from hd_protocol.limits import DEFAULT_LIMITS
+from hd_protocol.peer.admission import issue_attestation
 
 T0 = 5_000
 

@@ -16,11 +16,11 @@ from typing import Any
 import pytest
 
 from hd_protocol import Identity
+from hd_protocol.brokers.frames import encode_frame
+from hd_protocol.brokers.lobby import HEARTBEAT_S, MISSED_HEARTBEATS, LobbyServer, Output
+from hd_protocol.brokers.lobby_client import LobbyClient
+from hd_protocol.brokers.relay import CloseConn, ToConn
 from hd_protocol.effects import Send
-from hd_protocol.frames import encode_frame
-from hd_protocol.lobby import HEARTBEAT_S, MISSED_HEARTBEATS, LobbyServer, Output
-from hd_protocol.lobby_client import LobbyClient
-from hd_protocol.relay import CloseConn, ToConn
 
 T0 = 1_000
 WALL = 1_764_000_000_000

@@ -12,8 +12,10 @@ from hypothesis import strategies as st
 
 from hd_node.features.bench import percentiles
 from hd_protocol import Identity, LocalProtocolError, decode_envelope
-from hd_protocol.admission import Decision
-from hd_protocol.connection import (
+from hd_protocol.envelope import wire_size
+from hd_protocol.limits import DEFAULT_LIMITS
+from hd_protocol.peer.admission import Decision
+from hd_protocol.peer.connection import (
     FIRST_PING_MS,
     Connection,
     Established,
@@ -21,10 +23,8 @@ from hd_protocol.connection import (
     Pong,
     Timeout,
 )
-from hd_protocol.envelope import wire_size
-from hd_protocol.limits import DEFAULT_LIMITS
-from hd_protocol.monitor import LinkMonitor, RttEstimator, SlidingCounter
-from hd_protocol.session import Stats
+from hd_protocol.peer.monitor import LinkMonitor, RttEstimator, SlidingCounter
+from hd_protocol.peer.session import Stats
 
 T0 = 1_000  # monotonic ms
 WALL = 1_764_000_000_000

@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 
 from hd_protocol import LocalProtocolError
-from hd_protocol.monitor import LinkMonitor, RttEstimator, SlidingCounter
-from hd_protocol.session import Stats
+from hd_protocol.peer.monitor import LinkMonitor, RttEstimator, SlidingCounter
+from hd_protocol.peer.session import Stats
 
 
 def test_a_link_monitor_gives_its_window_and_resolution_to_all_four_counters() -> None:

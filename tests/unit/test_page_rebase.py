@@ -1,4 +1,4 @@
-"""The web page's JS rebase must agree with hd_protocol.rebase (SPEC 6.1.1).
+"""The web page's JS rebase must agree with hd_protocol.apps.rebase (SPEC 6.1.1).
 
 Runs the page's own functions under Node.js (present on every machine of this
 project's kind) on a batch of generated edits and compares with the Python helper.
@@ -15,7 +15,7 @@ from importlib import resources
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hd_protocol.rebase import rebase
+from hd_protocol.apps.rebase import rebase
 
 NODE = shutil.which("node")
 # BMP only: JS indexes UTF-16 code units, Python code points; the page never needs

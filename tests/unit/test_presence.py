@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from hd_protocol import ProtocolError, parse_presence
-from hd_protocol.presence import Presence, presence_data
+from hd_protocol.peer.presence import Presence, presence_data
 
 ADDR = "ws://10.0.0.1:8766/peer-ws"
 

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hd_protocol.rebase import Change, change_between, rebase
+from hd_protocol.apps.rebase import Change, change_between, rebase
 
 # --- the change a side made -------------------------------------------------------------
 

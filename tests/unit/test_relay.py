@@ -27,10 +27,8 @@ from hd_protocol import (
     sign_envelope,
     verify_envelope,
 )
-from hd_protocol.envelope import envelope_from_obj
-from hd_protocol.frames import encode_frame, parse_challenge
-from hd_protocol.limits import DEFAULT_LIMITS, Limits
-from hd_protocol.relay import (
+from hd_protocol.brokers.frames import encode_frame, parse_challenge
+from hd_protocol.brokers.relay import (
     BAD_FRAMES_BEFORE_CLOSE,
     CloseConn,
     DeleteQueued,
@@ -44,6 +42,8 @@ from hd_protocol.relay import (
     attach_frame,
     relay_frame,
 )
+from hd_protocol.envelope import envelope_from_obj
+from hd_protocol.limits import DEFAULT_LIMITS, Limits
 
 T0 = 2_000  # monotonic ms
 WALL = 1_764_000_000_000  # Unix ms

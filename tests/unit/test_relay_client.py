@@ -15,10 +15,9 @@ import pytest
 from relay_client_net import RELAY, T0, Net, Node, ident, wire
 
 from hd_protocol import LocalProtocolError
-from hd_protocol.effects import Send
-from hd_protocol.frames import challenge, encode_frame
-from hd_protocol.relay import MAX_ACK_QIDS
-from hd_protocol.relay_client import (
+from hd_protocol.brokers.frames import challenge, encode_frame
+from hd_protocol.brokers.relay import MAX_ACK_QIDS
+from hd_protocol.brokers.relay_client import (
     ATTACH_TIMEOUT_MS,
     RETRY_CAP_MS,
     RETRY_MS,
@@ -31,6 +30,7 @@ from hd_protocol.relay_client import (
     RelayClient,
     RelayError,
 )
+from hd_protocol.effects import Send
 
 
 def two(**kw: Any) -> tuple[Net, Node, Node]:

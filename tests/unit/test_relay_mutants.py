@@ -22,9 +22,8 @@ from hd_protocol import (
     make_envelope,
     sign_envelope,
 )
-from hd_protocol.frames import parse_challenge
-from hd_protocol.limits import DEFAULT_LIMITS
-from hd_protocol.relay import (
+from hd_protocol.brokers.frames import parse_challenge
+from hd_protocol.brokers.relay import (
     MAX_ACK_QIDS,
     CloseConn,
     DeleteQueued,
@@ -38,6 +37,7 @@ from hd_protocol.relay import (
     attach_frame,
     relay_frame,
 )
+from hd_protocol.limits import DEFAULT_LIMITS
 
 T0 = 2_000
 WALL = 1_764_000_000_000

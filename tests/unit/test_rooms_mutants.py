@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from hd_protocol import RemoteProtocolError
-from hd_protocol.rooms import parse_create_room, token_hash
+from hd_protocol.brokers.rooms import parse_create_room, token_hash
 
 
 def create(**over: Any) -> dict[str, Any]:

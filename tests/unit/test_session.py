@@ -27,7 +27,7 @@ from hd_protocol import (
     seal_envelope,
     signing_bytes,
 )
-from hd_protocol.session import (
+from hd_protocol.peer.session import (
     Closed,
     Dropped,
     Message,

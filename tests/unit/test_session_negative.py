@@ -23,9 +23,9 @@ from hd_protocol import (
     keep_new_session,
     reconnect_delay_ms,
 )
-from hd_protocol.connection import HandshakeFailed, NeedAdmission
 from hd_protocol.envelope import wire_size
-from hd_protocol.session import Closed, Dropped, Message, PeerError, Pong, Reply, Send, Stats
+from hd_protocol.peer.connection import HandshakeFailed, NeedAdmission
+from hd_protocol.peer.session import Closed, Dropped, Message, PeerError, Pong, Reply, Send, Stats
 
 T0 = 1_764_000_000_000
 

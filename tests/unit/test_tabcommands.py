@@ -1,4 +1,4 @@
-"""The one table of tab commands (SPEC 9, ``hd_protocol.tabcommands``): each command's
+"""The one table of tab commands (SPEC 9, ``hd_protocol.apps.tabcommands``): each command's
 fields are checked once, in a fixed order, into a typed command."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from hd_protocol import RemoteProtocolError
-from hd_protocol.tabcommands import (
+from hd_protocol.apps.tabcommands import (
     COMMANDS,
     AgentAskPeer,
     CollabOp,
@@ -22,7 +22,7 @@ from hd_protocol.tabcommands import (
     decode_command,
     req_of,
 )
-from hd_protocol.ws import CLIENT_EVENTS
+from hd_protocol.apps.ws import CLIENT_EVENTS
 
 P = "p" * 16
 

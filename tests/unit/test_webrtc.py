@@ -6,7 +6,7 @@ import pytest
 
 from hd_protocol import DialCandidate
 from hd_protocol.errors import LocalProtocolError, RemoteProtocolError
-from hd_protocol.webrtc import (
+from hd_protocol.reach.webrtc import (
     FLAG_LAST,
     FLAG_MORE,
     MAX_ATTEMPTS_PER_PEER,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from hd_protocol.errors import LocalProtocolError, RemoteProtocolError
-from hd_protocol.webrtc import (
+from hd_protocol.reach.webrtc import (
     FLAG_LAST,
     FLAG_MORE,
     MAX_ATTEMPTS,

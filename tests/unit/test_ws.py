@@ -13,7 +13,7 @@ from hd_protocol import (
     decode_ws_frame,
     encode_ws_frame,
 )
-from hd_protocol.ws import CLIENT_EVENTS, error_frame
+from hd_protocol.apps.ws import CLIENT_EVENTS, error_frame
 
 MiB = 1024 * 1024
 

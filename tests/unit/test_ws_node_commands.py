@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from hd_protocol import RemoteProtocolError, WsFrame, decode_ws_frame, encode_ws_frame
-from hd_protocol.tabcommands import decode_command
-from hd_protocol.ws import check_node_name
+from hd_protocol.apps.tabcommands import decode_command
+from hd_protocol.apps.ws import check_node_name
 
 
 @pytest.mark.parametrize(("channel", "event"), [

@@ -1,6 +1,6 @@
 """LAN discovery (SPEC 8.5): announce ``_hd-peer._tcp.local.`` with zeroconf, browse
 for the others, list them to the tabs (``network lan_peers``) and dial the ones
-``hd_protocol.lan`` says to — known trusted peers always, unknown ones only in
+``hd_protocol.reach.lan`` says to — known trusted peers always, unknown ones only in
 ``open-lan`` — over the ``lan`` transport (the direct WebSocket transport under
 another kind), pinning the announced id and key on every dial.
 
@@ -13,7 +13,7 @@ thread that a cancellation abandons (lookups and the close have deadlines). On s
 the browser is cancelled and the service unregistered (the goodbye tells the others at
 once) before the node says ``bye`` to its peers.
 
-The table (``hd_protocol.lan``) holds at most ``MAX_LAN_PEERS``: made-up nodes are free
+The table (``hd_protocol.reach.lan``) holds at most ``MAX_LAN_PEERS``: made-up nodes are free
 to make, so a trusted peer's announcement that finds it full takes the place of one we
 do not trust.
 """
@@ -29,7 +29,7 @@ from prometheus_client import Counter, Gauge
 from zeroconf import ServiceBrowser, ServiceInfo, Zeroconf
 
 from hd_protocol import DialCandidate, ProtocolError
-from hd_protocol.lan import (
+from hd_protocol.reach.lan import (
     NO_REDIAL,
     SERVICE_TYPE,
     LanAnnouncement,

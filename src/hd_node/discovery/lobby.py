@@ -1,6 +1,6 @@
 """The node's lobby connection (SPEC 7) and what the ``/ws`` ``lobby`` channel does with it.
 
-``hd_protocol.lobby_client.LobbyClient`` speaks the protocol; this keeps one connection
+``hd_protocol.brokers.lobby_client.LobbyClient`` speaks the protocol; this keeps one connection
 to the configured lobby up (reconnecting with backoff), answers tab commands one at a
 time (a lobby answers in order, so each command waits for its answer or an ``error``,
 with a deadline), and acts on what the lobby says:
@@ -29,10 +29,10 @@ import trio
 from hd_protocol import Identity, hash_token, reconnect_delay_ms
 from hd_protocol import lobby_client as lc
 from hd_protocol import webrtc as rtc
-from hd_protocol.candidates import dial_candidates
 from hd_protocol.effects import Send
 from hd_protocol.errors import RemoteProtocolError
 from hd_protocol.limits import Limits
+from hd_protocol.peer.candidates import dial_candidates
 from hd_shell.clock import mono_ms, trio_deadline
 from hd_shell.ws.link import DialError, WsLink, dial_ws
 

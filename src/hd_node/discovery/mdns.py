@@ -23,7 +23,7 @@ from zeroconf import (
     current_time_millis,
 )
 
-from hd_protocol.lan import MAX_LAN_PEERS, SERVICE_TYPE
+from hd_protocol.reach.lan import MAX_LAN_PEERS, SERVICE_TYPE
 from hd_shell.clock import mono_ms, trio_deadline
 
 from ..transports.addresses import interface_addresses
@@ -64,7 +64,7 @@ def announced_addresses(host: str, include_loopback: bool) -> list[str]:
 
 @dataclass(frozen=True)
 class Resolved:
-    """What one lookup found, as plain data for ``hd_protocol.lan.parse_announcement``."""
+    """What one lookup found, as plain data for ``hd_protocol.reach.lan.parse_announcement``."""
 
     properties: dict[bytes, bytes | None]
     addresses: list[str]

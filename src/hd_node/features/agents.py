@@ -1,7 +1,7 @@
 """Agents on the node (SPEC 6.3): a person's turns, turns run for peers, and the calls
 between them.
 
-``hd_protocol.agent.Agents`` decides (admission, chains, streams, deadlines); this runs
+``hd_protocol.apps.agent.Agents`` decides (admission, chains, streams, deadlines); this runs
 what it says:
 
 - a **local turn** (``/ws`` ``agent ask``): the configured backend answers a person's
@@ -33,7 +33,7 @@ from typing import Any
 import trio
 
 from hd_protocol import Identity, LocalProtocolError
-from hd_protocol.agent import (
+from hd_protocol.apps.agent import (
     AGENT_TYPES,
     AgentEffect,
     Agents,
@@ -43,7 +43,7 @@ from hd_protocol.agent import (
     StopAgentTurn,
     error_code,
 )
-from hd_protocol.connection import Message, PeerError
+from hd_protocol.peer.connection import Message, PeerError
 from hd_shell.clock import mono_ms, trio_deadline
 
 from ..errors import HubError

@@ -18,7 +18,7 @@ from typing import Any
 
 import trio
 
-from hd_protocol.connection import Message, Reply, Timeout
+from hd_protocol.peer.connection import Message, Reply, Timeout
 
 from ..hub.linkdriver import LinkDriver
 

@@ -1,7 +1,7 @@
 """Collaborative panes and peer chat on the node: feed the machines, run their effects.
 
-The rules live in ``hd_protocol.collab``, ``hd_protocol.collab_tabs`` (which tab has
-which pane open, what a tab is answered and pushed) and ``hd_protocol.chat``; this
+The rules live in ``hd_protocol.apps.collab``, ``hd_protocol.apps.collab_tabs`` (which tab has
+which pane open, what a tab is answered and pushed) and ``hd_protocol.apps.chat``; this
 feeds them (decoded tab commands, verified peer messages, session life-cycle) and runs
 what they return, in order: persist first, then tell tabs, then queue for peers.
 Sends never wait: they are queued on the peer's link (``LinkDriver.send``); a tab
@@ -26,10 +26,10 @@ from typing import Any, Literal
 import trio
 
 from hd_protocol import Identity, LocalProtocolError, ProtocolError
-from hd_protocol.chat import CHAT_TYPES, ChatLog
-from hd_protocol.collab import COLLAB_TYPES, Panes
-from hd_protocol.collab_tabs import PaneTabs
-from hd_protocol.connection import Message, PeerError
+from hd_protocol.apps.chat import CHAT_TYPES, ChatLog
+from hd_protocol.apps.collab import COLLAB_TYPES, Panes
+from hd_protocol.apps.collab_tabs import PaneTabs
+from hd_protocol.apps.tabcommands import Command
 from hd_protocol.effects import (
     Effect,
     PeerErrorReply,
@@ -43,7 +43,7 @@ from hd_protocol.effects import (
     TabReply,
 )
 from hd_protocol.limits import Limits
-from hd_protocol.tabcommands import Command
+from hd_protocol.peer.connection import Message, PeerError
 from hd_shell.clock import mono_ms, trio_deadline, wall_ms
 
 from ..hub.linkdriver import LinkBusy, LinkDriver

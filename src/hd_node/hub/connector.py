@@ -18,10 +18,10 @@ from typing import Any
 import trio
 
 from hd_protocol import Connection, DialCandidate, Identity, Ladder
-from hd_protocol.addressbook import learn, record
-from hd_protocol.candidates import LadderOutput, StartDial
-from hd_protocol.handshake import State as HsState
 from hd_protocol.limits import Limits
+from hd_protocol.peer.addressbook import learn, record
+from hd_protocol.peer.candidates import LadderOutput, StartDial
+from hd_protocol.peer.handshake import State as HsState
 from hd_shell.clock import mono_ms, trio_deadline, wall_ms
 
 from ..errors import HubError

@@ -1,6 +1,6 @@
 """Driving one link: a reader, one writer and a timer around one ``Connection``.
 
-The protocol lives in ``hd_protocol.connection``; this only moves bytes and keeps time:
+The protocol lives in ``hd_protocol.peer.connection``; this only moves bytes and keeps time:
 
 - the **reader** waits for frames, feeds them to the connection and hands whatever
   happened to the owner, synchronously, then wakes the writer. It never waits on the
@@ -37,7 +37,7 @@ from typing import Any, Protocol
 import trio
 
 from hd_protocol import Decision, DialCandidate
-from hd_protocol.connection import (
+from hd_protocol.peer.connection import (
     Closed,
     Connection,
     Established,

@@ -25,8 +25,8 @@ from typing import Any
 
 import trio
 
-from hd_protocol.connection import Connection, PeerError
 from hd_protocol.limits import Limits
+from hd_protocol.peer.connection import Connection, PeerError
 from hd_shell.clock import mono_ms
 
 from ..metrics import NodeMetrics, PeerSeries

@@ -20,8 +20,8 @@ from hd_protocol import (
     new_token,
     sort_candidates,
 )
-from hd_protocol.candidates import dial_candidates
 from hd_protocol.limits import Limits
+from hd_protocol.peer.candidates import dial_candidates
 from hd_shell.clock import wall_ms
 
 from ..errors import HubError

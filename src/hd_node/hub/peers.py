@@ -15,12 +15,12 @@ from collections.abc import Callable
 from typing import Any
 
 from hd_protocol import Identity, Policy, ProtocolError
-from hd_protocol.addressbook import learn
-from hd_protocol.chat import ChatLog
-from hd_protocol.connection import Message, PeerError
+from hd_protocol.apps.chat import ChatLog
+from hd_protocol.apps.ws import check_node_name
 from hd_protocol.limits import Limits
-from hd_protocol.presence import parse_presence, presence_data
-from hd_protocol.ws import check_node_name
+from hd_protocol.peer.addressbook import learn
+from hd_protocol.peer.connection import Message, PeerError
+from hd_protocol.peer.presence import parse_presence, presence_data
 from hd_shell.clock import mono_ms, wall_ms
 
 from ..errors import HubError

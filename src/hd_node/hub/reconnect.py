@@ -14,8 +14,8 @@ from collections.abc import Callable
 import trio
 
 from hd_protocol import direct_candidates, reconnect_delay_ms, should_redial
-from hd_protocol.connection import PeerError
 from hd_protocol.limits import Limits
+from hd_protocol.peer.connection import PeerError
 
 from ..errors import HubError
 from ..store import NodeStore

@@ -16,8 +16,9 @@ from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 from hd_protocol import Decision, Identity, LocalProtocolError, keep_new_session
-from hd_protocol.admission import reject
-from hd_protocol.connection import (
+from hd_protocol.limits import Limits
+from hd_protocol.peer.admission import reject
+from hd_protocol.peer.connection import (
     Closed,
     Dropped,
     Event,
@@ -26,7 +27,6 @@ from hd_protocol.connection import (
     NeedAdmission,
     PeerError,
 )
-from hd_protocol.limits import Limits
 
 from ..metrics import NodeMetrics
 from ..store import NodeStore

@@ -23,7 +23,7 @@ from typing import Any
 
 import trio
 
-from hd_protocol.ws import encode_ws_frame
+from hd_protocol.apps.ws import encode_ws_frame
 
 from ..metrics import NodeMetrics
 

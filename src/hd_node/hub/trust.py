@@ -1,4 +1,4 @@
-"""Admission glue (SPEC 4.1): read the store, ask ``hd_protocol.admission``, persist
+"""Admission glue (SPEC 4.1): read the store, ask ``hd_protocol.peer.admission``, persist
 what the decision says. The decision itself is the pure ``admit``/``dialer_view``.
 
 Also holds the two in-memory admission sources the lobby will fill (SPEC 7.4): guests
@@ -21,8 +21,8 @@ from hd_protocol import (
     hash_token,
     token_matches,
 )
-from hd_protocol.admission import reject
-from hd_protocol.handshake import NeedAdmission
+from hd_protocol.peer.admission import reject
+from hd_protocol.peer.handshake import NeedAdmission
 from hd_shell.clock import wall_ms
 
 from ..store import NodeStore

@@ -1,6 +1,6 @@
 """The relay transport (SPEC 7.7, 8.1): sessions through a relay broker, on the link seam.
 
-The node's side of the relay protocol is ``hd_protocol.relay_client.RelayClient``: when
+The node's side of the relay protocol is ``hd_protocol.brokers.relay_client.RelayClient``: when
 to dial, the attach, routing what arrives, and which stored envelopes to acknowledge.
 This module is its shell: one ``Attachment`` per relay URL runs the machine (its timers
 wake on the machine's own deadline, not on a poll), dials the WebSocket it asks for,
@@ -26,9 +26,7 @@ from typing import Any
 import trio
 
 from hd_protocol import DEFAULT_LIMITS, DialCandidate, Envelope, Identity
-from hd_protocol.effects import Send
-from hd_protocol.errors import LocalProtocolError
-from hd_protocol.relay_client import (
+from hd_protocol.brokers.relay_client import (
     DIAL_TIMEOUT_MS,
     Attached,
     Close,
@@ -40,6 +38,8 @@ from hd_protocol.relay_client import (
     RelayClient,
     RelayError,
 )
+from hd_protocol.effects import Send
+from hd_protocol.errors import LocalProtocolError
 from hd_shell.clock import mono_ms, trio_deadline
 from hd_shell.ws.link import DialError, WsLink, dial_ws
 

@@ -1,7 +1,7 @@
 """The one command layer: what a tab (``/ws``) or the CLI (``/api``) may ask of the node.
 
 Both front doors hand a ``(channel, event, data)`` command to ``Commands.run``; it
-decodes it once into a typed command (``hd_protocol.tabcommands``: one table for
+decodes it once into a typed command (``hd_protocol.apps.tabcommands``: one table for
 both, with each field's type and value rule), runs the handler and returns its answer;
 handlers take the typed command as it is. Errors are ``HubError`` or ``ProtocolError`` with a
 ``code``; each front door renders them its own way (an ``error`` frame, an HTTP status).
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hd_protocol import ProtocolError
-from hd_protocol.tabcommands import (
+from hd_protocol.apps.tabcommands import (
     AgentAsk,
     AgentAskPeer,
     AgentCancel,

@@ -16,8 +16,8 @@ from typing import Any
 import trio
 
 from hd_protocol import ProtocolError
-from hd_protocol.tabcommands import COMMANDS, decode_command, req_of
-from hd_protocol.ws import WsFrame, decode_ws_frame
+from hd_protocol.apps.tabcommands import COMMANDS, decode_command, req_of
+from hd_protocol.apps.ws import WsFrame, decode_ws_frame
 
 from ..errors import HubError
 from ..hub.tabbus import Tab, TabBus

@@ -1,7 +1,7 @@
 """Frames in and out for a server machine that speaks in connection ids.
 
 The lobby and the relay broker are each one sans-IO machine for all their connections
-(``hd_protocol.lobby.LobbyServer``, ``hd_protocol.relay.RelayServer``): it takes
+(``hd_protocol.brokers.lobby.LobbyServer``, ``hd_protocol.brokers.relay.RelayServer``): it takes
 ``connect``/``receive``/``disconnect`` with a connection id and returns ``ToConn`` (send
 a frame), ``CloseConn`` and the machine's own effects (store an envelope, ...). This
 moves the bytes: one reader per connection feeding the machine, one writer per
@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 import trio
 
-from hd_protocol.relay import CloseConn, ToConn
+from hd_protocol.brokers.relay import CloseConn, ToConn
 from hd_shell.clock import mono_ms, trio_deadline, wall_ms
 from hd_shell.link import LinkClosed
 from hd_shell.ws.link import WsLink

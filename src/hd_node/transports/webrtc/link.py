@@ -19,7 +19,7 @@ import trio
 
 from hd_protocol import Envelope
 from hd_protocol.errors import RemoteProtocolError
-from hd_protocol.webrtc import Budget, Reassembler, address_for, fragment
+from hd_protocol.reach.webrtc import Budget, Reassembler, address_for, fragment
 
 from ..seam import LinkClosed
 from .aiothread import AsyncioThread

@@ -24,7 +24,7 @@ import aiortc
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
 from aiortc.sdp import SessionDescription
 
-from hd_protocol.webrtc import LABEL, IceConfig, keep_candidates
+from hd_protocol.reach.webrtc import LABEL, IceConfig, keep_candidates
 
 # aiortc >= 1.10 has the ICE transport policy; before it, relay-only is enforced by
 # dropping every other candidate from both descriptions.

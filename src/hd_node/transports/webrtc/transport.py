@@ -7,7 +7,7 @@ Optional: it exists only when the ``webrtc`` extra (aiortc) imports and
 - **Signalling** goes through the lobby (``signal {to, sid, kind, sdp}``, SPEC 7.5),
   non-trickle: an offer and an answer each carry every candidate. What an inbound
   signal means — and glare, both nodes offering at once — is decided by
-  ``hd_protocol.webrtc.Signaling``; a fresh ``sid`` names each attempt.
+  ``hd_protocol.reach.webrtc.Signaling``; a fresh ``sid`` names each attempt.
 - **Dialling** (``open``): offer, wait for the answer, wait for the ``hd-peer``
   channel to open, all within the connect deadline (10 s). An attempt that loses the
   glare waits for the peer's link (answered by us, so inbound) to authenticate and
@@ -41,10 +41,10 @@ from typing import Any
 import trio
 
 from hd_protocol import DialCandidate, Identity
+from hd_protocol.brokers.frames import TokenBucket
 from hd_protocol.errors import LocalProtocolError, RemoteProtocolError
-from hd_protocol.frames import TokenBucket
 from hd_protocol.limits import DEFAULT_LIMITS, Limits
-from hd_protocol.webrtc import (
+from hd_protocol.reach.webrtc import (
     Accept,
     Answered,
     Budget,

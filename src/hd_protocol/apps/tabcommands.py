@@ -30,9 +30,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar, get_type_hints
 
-from .addressbook import check_peer_url
-from .errors import RemoteProtocolError
-from .records import _check_rev, _is_node_id, check_pane_key
+from ..errors import RemoteProtocolError
+from ..peer.addressbook import check_peer_url
+from ..records import _check_rev, _is_node_id, check_pane_key
 
 REQ_CHARS = 64
 

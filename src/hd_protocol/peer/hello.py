@@ -1,5 +1,5 @@
 """The handshake's frames, outputs and key schedule (SPEC 4); the machines that use
-them are in ``hd_protocol.handshake``.
+them are in ``hd_protocol.peer.handshake``.
 
 ``hello`` and ``hello_ack`` are the two unsealed frames: each names its sender's key,
 proves it with a signature, and brings a fresh nonce and an ephemeral X25519 key. The
@@ -17,10 +17,10 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from .effects import Send
-from .envelope import Envelope, signing_bytes, verify_envelope
-from .errors import HandshakeError, RemoteProtocolError
-from .identity import b64decode_strict, b64encode, node_id_for
+from ..effects import Send
+from ..envelope import Envelope, signing_bytes, verify_envelope
+from ..errors import HandshakeError, RemoteProtocolError
+from ..identity import b64decode_strict, b64encode, node_id_for
 
 PROTO = "hd/1"
 HELLO_FIELDS = frozenset({"proto", "node_name", "public_key", "capabilities", "nonce", "eph"})

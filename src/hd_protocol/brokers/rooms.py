@@ -1,5 +1,5 @@
 """Lobby rooms (SPEC 7.3): the record, what a ``create_room`` frame may ask for, and
-who a room admits. ``hd_protocol.lobby`` owns the rooms and their frames."""
+who a room admits. ``hd_protocol.brokers.lobby`` owns the rooms and their frames."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import RemoteProtocolError
+from ..errors import RemoteProtocolError
 from .frames import fields, text
 
 VISIBILITY = ("public", "unlisted")

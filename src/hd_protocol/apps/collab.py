@@ -43,7 +43,7 @@ Decisions where SPEC 6.1 is silent (documented here, tested in
 - ``collab_leave`` from P removes P from the pane's sharers and room peers;
   ``unshare`` removes a sharer locally and tells it with ``collab_leave``.
 - Tab membership of a pane (``join``/``leave`` on /ws, ``members``, ``presence``) and
-  what a tab is answered are ``hd_protocol.collab_tabs.PaneTabs``, which wraps this
+  what a tab is answered are ``hd_protocol.apps.collab_tabs.PaneTabs``, which wraps this
   machine: ``state`` TabEvents emitted on a sharers change carry no ``members`` and
   ``PaneTabs`` adds them.
 """
@@ -54,11 +54,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from typing import Any, Final
 
-from .cjson import MAX_INT
-from .effects import PeerErrorReply, PersistPane, SendToPeer, TabEvent, TabReply
-from .errors import LocalProtocolError, ProtocolError, RemoteProtocolError
-from .limits import DEFAULT_LIMITS, Limits
-from .records import (
+from ..cjson import MAX_INT
+from ..effects import PeerErrorReply, PersistPane, SendToPeer, TabEvent, TabReply
+from ..errors import LocalProtocolError, ProtocolError, RemoteProtocolError
+from ..limits import DEFAULT_LIMITS, Limits
+from ..peer.session import Message
+from ..records import (
     KEY_FIELDS,
     PANE_KEY_RE,
     Level,
@@ -71,8 +72,7 @@ from .records import (
     check_text,
     parse_op,
 )
-from .seal import check_sealed_size
-from .session import Message
+from ..seal import check_sealed_size
 from .tabcommands import CollabOp, CollabShare, CollabUnshare, check_node_id
 
 CHANNEL: Final = "collab"
@@ -198,7 +198,7 @@ class Panes:
         (key and node id already checked there). What the machine alone can judge (its
         own id, its size limits) raises ``ProtocolError``; the shell answers the tab
         with an ``error`` frame carrying its code. Tab membership (``join``/``leave``)
-        and what the tab is answered are ``hd_protocol.collab_tabs``'."""
+        and what the tab is answered are ``hd_protocol.apps.collab_tabs``'."""
         if isinstance(cmd, CollabOp):
             return self._write(cmd.paneKey, cmd.baseRev, cmd.text)
         if isinstance(cmd, CollabShare):

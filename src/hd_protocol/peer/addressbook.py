@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from .errors import RemoteProtocolError
+from ..errors import RemoteProtocolError
 
 Source = Literal["user", "peer"]
 MAX_URL_CHARS = 256

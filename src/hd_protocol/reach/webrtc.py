@@ -23,10 +23,10 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from .candidates import DialCandidate
-from .errors import LocalProtocolError, RemoteProtocolError
-from .identity import is_node_id
-from .stun import parse_server
+from ..errors import LocalProtocolError, RemoteProtocolError
+from ..identity import is_node_id
+from ..peer.candidates import DialCandidate
+from ..stun import parse_server
 
 LABEL = "hd-peer"
 CAPABILITY = "webrtc"
@@ -36,7 +36,7 @@ MAX_MESSAGE = 60_000  # bytes on the channel per message, the flag byte included
 FLAG_LAST = 0x00
 FLAG_MORE = 0x01
 SIGNAL_KINDS = ("offer", "answer", "bye")
-MAX_SDP = 32 * 1024  # what the lobby relays (hd_protocol.lobby.MAX_SDP)
+MAX_SDP = 32 * 1024  # what the lobby relays (hd_protocol.brokers.lobby.MAX_SDP)
 MAX_ATTEMPTS_PER_PEER = 8
 MAX_ATTEMPTS = 64
 ICE_POLICIES = ("all", "relay")

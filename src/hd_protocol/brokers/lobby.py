@@ -24,9 +24,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .admission import issue_attestation
-from .candidates import check_candidate
-from .errors import RemoteProtocolError
+from ..errors import RemoteProtocolError
+from ..identity import Identity, Rng, b64encode, is_node_id
+from ..limits import DEFAULT_LIMITS, Limits
+from ..peer.admission import issue_attestation
+from ..peer.candidates import check_candidate
 from .frames import (
     TokenBucket,
     challenge,
@@ -38,8 +40,6 @@ from .frames import (
     register_bytes,
     text,
 )
-from .identity import Identity, Rng, b64encode, is_node_id
-from .limits import DEFAULT_LIMITS, Limits
 from .relay import CloseConn, ToConn, check_relayed
 from .rooms import Room, admit, parse_create_room
 
@@ -371,7 +371,7 @@ def _h_signal(s: LobbyServer, c: _Conn, n: _Node, f: dict[str, Any]) -> list[Out
 
 
 def _h_relay(s: LobbyServer, c: _Conn, n: _Node, f: dict[str, Any]) -> list[Output]:
-    """The lobby's bundled relay, live only: /relay-ws (hd_protocol.relay) stores and
+    """The lobby's bundled relay, live only: /relay-ws (hd_protocol.brokers.relay) stores and
     forwards; here an envelope goes to a registered node or gets ``not_found``."""
     fields(f, ("to", "envelope"))
     relayed = check_relayed(f["envelope"], n.node_id, f["to"])

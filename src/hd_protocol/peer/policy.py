@@ -7,8 +7,8 @@
 
 from __future__ import annotations
 
-from .identity import Rng
-from .limits import DEFAULT_LIMITS
+from ..identity import Rng
+from ..limits import DEFAULT_LIMITS
 
 
 def keep_new_session(

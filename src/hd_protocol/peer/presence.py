@@ -4,7 +4,7 @@
 ``ws://…/peer-ws`` candidates, so the receiver can reconnect to it later (an
 acceptor otherwise only knows the dialer's ephemeral source port). Each must pass
 ``addressbook.check_peer_url``; the receiver keeps them below the addresses its user
-gave (``hd_protocol.addressbook``).
+gave (``hd_protocol.peer.addressbook``).
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from ..errors import RemoteProtocolError
+from ..limits import DEFAULT_LIMITS, Limits
 from .addressbook import check_peer_url
-from .errors import RemoteProtocolError
-from .limits import DEFAULT_LIMITS, Limits
 
 
 @dataclass(frozen=True, slots=True)

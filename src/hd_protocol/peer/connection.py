@@ -18,7 +18,7 @@ Inside: the handshake machine (``Dialer``/``Acceptor``, SPEC 4) until it ends, t
 closes with ``bye {reason: "timeout"}`` after ``limits.ping_misses_before_close``
 unanswered pings in a row. Every pong feeds the RFC 6298 RTT estimator and every
 ping timeout and envelope is counted by the session's ``monitor``
-(``hd_protocol.monitor.LinkMonitor``: the figures of the SPEC 6.4 peer monitor).
+(``hd_protocol.peer.monitor.LinkMonitor``: the figures of the SPEC 6.4 peer monitor).
 """
 
 from __future__ import annotations
@@ -29,15 +29,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from ..effects import Send
+from ..envelope import Envelope, wire_size
+from ..errors import LocalProtocolError
+from ..identity import Identity, Rng
+from ..limits import DEFAULT_LIMITS, Limits
 from .admission import Decision
-from .effects import Send
-from .envelope import Envelope, wire_size
-from .errors import LocalProtocolError
 from .handshake import Acceptor, Dialer, Established, NeedAdmission, PeerHello
 from .handshake import Failed as _HsFailed
 from .handshake import Output as _HsOutput
-from .identity import Identity, Rng
-from .limits import DEFAULT_LIMITS, Limits
 from .monitor import LinkFigures, LinkMonitor, RttEstimator
 from .session import (
     KNOWN_TYPES,

@@ -18,8 +18,8 @@ from typing import Any
 
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
-from .effects import Send
-from .envelope import (
+from ..effects import Send
+from ..envelope import (
     Envelope,
     decode_envelope,
     make_envelope,
@@ -27,14 +27,14 @@ from .envelope import (
     verify_envelope,
     wire_size,
 )
-from .errors import LocalProtocolError, ProtocolError, RemoteProtocolError
+from ..errors import LocalProtocolError, ProtocolError, RemoteProtocolError
+from ..identity import Identity, Rng
+from ..limits import DEFAULT_LIMITS, Limits
+from ..seal import open_with, seal_sign_encode
 from .handshake import HandshakeResult
-from .identity import Identity, Rng
-from .limits import DEFAULT_LIMITS, Limits
 
-# The session policies live in hd_protocol.policy; importable from here as before.
+# The session policies live in hd_protocol.peer.policy; importable from here as before.
 from .policy import NO_REDIAL_REASONS, keep_new_session, reconnect_delay_ms, should_redial
-from .seal import open_with, seal_sign_encode
 
 # SPEC 5 core types plus the feature types of SPEC 6.
 CORE_TYPES = frozenset({"ping", "pong", "presence", "bye", "error"})

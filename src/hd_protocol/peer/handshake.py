@@ -19,9 +19,8 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
-from .admission import Decision
-from .effects import Send
-from .envelope import (
+from ..effects import Send
+from ..envelope import (
     Envelope,
     decode_envelope,
     encode_envelope,
@@ -30,7 +29,11 @@ from .envelope import (
     sign_envelope,
     verify_envelope,
 )
-from .errors import HandshakeError, LocalProtocolError, RemoteProtocolError
+from ..errors import HandshakeError, LocalProtocolError, RemoteProtocolError
+from ..identity import Identity, Rng, b64encode
+from ..limits import DEFAULT_LIMITS
+from ..seal import open_with, seal_with
+from .admission import Decision
 from .hello import (
     HELLO_ACK_FIELDS,
     HELLO_FIELDS,
@@ -46,9 +49,6 @@ from .hello import (
     derive_session_keys,
     transcript_hash,
 )
-from .identity import Identity, Rng, b64encode
-from .limits import DEFAULT_LIMITS
-from .seal import open_with, seal_with
 
 REASONS = (
     "pairing_required", "blocked", "key_mismatch", "wrong_node", "busy", "version",

@@ -3,7 +3,7 @@ each tab is answered and pushed.
 
 ``PaneTabs`` wraps the node's ``Panes`` machine (SPEC 6.1). It holds each pane's
 *members* — the names of the tabs that joined it (the shell names each tab once,
-uniquely) — takes the typed ``collab`` commands (``hd_protocol.tabcommands``), the
+uniquely) — takes the typed ``collab`` commands (``hd_protocol.apps.tabcommands``), the
 inbound ``collab_*`` messages and the session life-cycle, and returns the pane
 machine's effects with these rules applied (each tested in
 ``tests/unit/test_collab_tabs.py``):
@@ -31,10 +31,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from ..effects import PersistPane, TabEvent, TabReply, answered
+from ..errors import LocalProtocolError
+from ..peer.session import Message
 from .collab import CHANNEL, CollabEffect, Level, Panes
-from .effects import PersistPane, TabEvent, TabReply, answered
-from .errors import LocalProtocolError
-from .session import Message
 from .tabcommands import CollabJoin, CollabLeave, CollabOp, CollabShare, CollabUnshare, Command
 
 _Listed = list[tuple[str, list[str], list[str]]]  # (paneKey, sharers, members)

@@ -18,10 +18,10 @@ import re
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
+from ..cjson import canonical_json, loads_strict
+from ..errors import CanonicalError, ProtocolError, RemoteProtocolError
+from ..identity import Identity, Rng, is_node_id, node_id_for, verify_signature
 from .candidates import check_candidate
-from .cjson import canonical_json, loads_strict
-from .errors import CanonicalError, ProtocolError, RemoteProtocolError
-from .identity import Identity, Rng, is_node_id, node_id_for, verify_signature
 
 TRUSTED: Final = "trusted"
 GUEST: Final = "guest"

@@ -25,8 +25,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .envelope import envelope_from_obj, wire_size
-from .errors import LocalProtocolError, RemoteProtocolError
+from ..envelope import envelope_from_obj, wire_size
+from ..errors import LocalProtocolError, RemoteProtocolError
+from ..identity import Identity, Rng, b64encode, is_node_id
+from ..limits import DEFAULT_LIMITS, Limits
 from .frames import (
     ServerHello,
     TokenBucket,
@@ -38,8 +40,6 @@ from .frames import (
     error_frame,
     fields,
 )
-from .identity import Identity, Rng, b64encode, is_node_id
-from .limits import DEFAULT_LIMITS, Limits
 
 FRAME_SLACK = 4096  # a relay frame is an envelope and a few members around it
 MAX_ACK_QIDS = 1000

@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import ProtocolError, RemoteProtocolError
+from ..errors import ProtocolError, RemoteProtocolError
 
 TYPE_PREF = {"host": 126, "srflx": 100, "relay": 0}
 MAX_URL_CHARS = 512

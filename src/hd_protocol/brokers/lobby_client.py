@@ -14,13 +14,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .admission import verify_attestation
-from .candidates import check_candidate
-from .effects import Send
-from .errors import LocalProtocolError, RemoteProtocolError
+from ..effects import Send
+from ..errors import LocalProtocolError, RemoteProtocolError
+from ..identity import Identity, is_node_id, node_id_for
+from ..limits import DEFAULT_LIMITS, Limits
+from ..peer.admission import verify_attestation
+from ..peer.candidates import check_candidate
 from .frames import decode_frame, encode_frame, parse_challenge, register_bytes
-from .identity import Identity, is_node_id, node_id_for
-from .limits import DEFAULT_LIMITS, Limits
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
-from .errors import LocalProtocolError
+from ..errors import LocalProtocolError
 from .session import Stats
 
 RATE_WINDOW_MS = 10_000  # SPEC 6.4: rates over the last 10 s

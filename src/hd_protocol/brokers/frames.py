@@ -17,10 +17,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .cjson import canonical_json, loads_strict
-from .envelope import wire_size
-from .errors import CanonicalError, RemoteProtocolError
-from .identity import Identity, b64decode_strict, b64encode, node_id_for, verify_signature
+from ..cjson import canonical_json, loads_strict
+from ..envelope import wire_size
+from ..errors import CanonicalError, RemoteProtocolError
+from ..identity import Identity, b64decode_strict, b64encode, node_id_for, verify_signature
 
 REGISTER_PREFIX = b"hd1-lobby-register\n"
 ATTACH_PREFIX = b"hd1-relay-attach\n"

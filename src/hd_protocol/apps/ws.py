@@ -4,7 +4,7 @@
 channel and event a tab may send, or raises ``ProtocolError`` whose ``code`` the node
 echoes back as ``{channel, event:"error", data:{code, message}}`` — the socket stays open.
 The fields of each command are checked afterwards, once, by
-``hd_protocol.tabcommands.decode_command``.
+``hd_protocol.apps.tabcommands.decode_command``.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ import unicodedata
 from dataclasses import dataclass, field
 from typing import Any
 
-from .cjson import loads_strict
-from .envelope import wire_size
-from .errors import CanonicalError, RemoteProtocolError
-from .limits import DEFAULT_LIMITS
+from ..cjson import loads_strict
+from ..envelope import wire_size
+from ..errors import CanonicalError, RemoteProtocolError
+from ..limits import DEFAULT_LIMITS
 from .tabcommands import client_events
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}\Z")  # \Z: "$" would admit a trailing newline

@@ -32,13 +32,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .effects import Send
-from .envelope import Envelope, envelope_from_obj, wire_size
-from .errors import LocalProtocolError, RemoteProtocolError
+from ..effects import Send
+from ..envelope import Envelope, envelope_from_obj, wire_size
+from ..errors import LocalProtocolError, RemoteProtocolError
+from ..identity import Identity, Rng, is_node_id
+from ..limits import DEFAULT_LIMITS, Limits
+from ..peer.policy import reconnect_delay_ms
 from .frames import decode_frame, fields, parse_challenge
-from .identity import Identity, Rng, is_node_id
-from .limits import DEFAULT_LIMITS, Limits
-from .policy import reconnect_delay_ms
 from .relay import FRAME_SLACK, MAX_ACK_QIDS, ack_frame, attach_frame, relay_frame
 
 ATTACH_TIMEOUT_MS = 10_000  # from the connection being up to ``attached``

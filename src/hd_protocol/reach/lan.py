@@ -20,9 +20,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from .admission import PeerRecord, Policy, is_private_address
-from .errors import ProtocolError, RemoteProtocolError
-from .identity import is_node_id, node_id_for
+from ..errors import ProtocolError, RemoteProtocolError
+from ..identity import is_node_id, node_id_for
+from ..peer.admission import PeerRecord, Policy, is_private_address
 
 SERVICE_TYPE = "_hd-peer._tcp.local."
 TXT_VERSION = "1"

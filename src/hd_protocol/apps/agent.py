@@ -31,13 +31,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from .effects import PeerErrorReply, SendToPeer
-from .envelope import new_msg_id
-from .errors import LocalProtocolError, RemoteProtocolError
-from .identity import Rng, is_node_id
-from .limits import DEFAULT_LIMITS, Limits
-from .seal import sealed_size
-from .session import Message
+from ..effects import PeerErrorReply, SendToPeer
+from ..envelope import new_msg_id
+from ..errors import LocalProtocolError, RemoteProtocolError
+from ..identity import Rng, is_node_id
+from ..limits import DEFAULT_LIMITS, Limits
+from ..peer.session import Message
+from ..seal import sealed_size
 
 AGENT_TYPES: Final = frozenset({"agent_request", "agent_stream", "agent_result",
                                 "agent_cancel"})

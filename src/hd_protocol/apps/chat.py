@@ -12,7 +12,7 @@ executes the effects that come back, **in order**:
 - ``SendChat(peer_id, msg_id, data)`` — send ``peer_chat`` **with that msg_id** as the
   envelope's ``msg_id`` (SPEC 6.2: the message id *is* the envelope's msg_id, the same
   on both sides). ``Session.send`` needs an optional ``msg_id`` argument for this;
-- ``SendToPeer`` / ``PeerErrorReply`` — as in ``hd_protocol.collab``;
+- ``SendToPeer`` / ``PeerErrorReply`` — as in ``hd_protocol.apps.collab``;
 - ``TabEvent`` / ``TabReply`` — /ws ``peerchat`` frames (``message``, ``status``,
   ``unread``; ``history`` and ``unread`` answers).
 
@@ -46,8 +46,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from typing import Any, Final, TypeGuard
 
-from .cjson import MAX_INT
-from .effects import (
+from ..cjson import MAX_INT
+from ..effects import (
     PeerErrorReply,
     PersistMessage,
     PersistReadMark,
@@ -58,13 +58,13 @@ from .effects import (
     TabReply,
     answered,
 )
-from .envelope import new_msg_id
-from .errors import LocalProtocolError, ProtocolError, RemoteProtocolError
-from .identity import NODE_ID_RE, Rng
-from .limits import DEFAULT_LIMITS, Limits
-from .records import ChatMessage, Status
-from .seal import check_sealed_size
-from .session import Message
+from ..envelope import new_msg_id
+from ..errors import LocalProtocolError, ProtocolError, RemoteProtocolError
+from ..identity import NODE_ID_RE, Rng
+from ..limits import DEFAULT_LIMITS, Limits
+from ..peer.session import Message
+from ..records import ChatMessage, Status
+from ..seal import check_sealed_size
 from .tabcommands import (
     Command,
     PeerchatClose,
