@@ -97,7 +97,7 @@ fuzz: $(STAMP)
 	  || exit 1; done
 
 # Mutation testing of the sans-IO core with the fast suites (unit, property, vectors;
-# never the integration tests): one worker, niced. MUTANTS="hd_protocol.handshake*"
+# never the integration tests): one worker, niced. MUTANTS="hd_protocol.peer.handshake*"
 # limits a run to some mutants (mutmut keeps earlier results in ./mutants).
 mutation: $(STAMP)
 	$(BIN)/python -c 'import mutmut' 2>/dev/null || $(BIN)/python -m pip install -q -e '.[mutation]'
