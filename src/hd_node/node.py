@@ -32,6 +32,7 @@ from hd_protocol.limits import Limits
 from hd_protocol.reach.webrtc import CAPABILITY as WEBRTC
 from hd_shell.errors import find, url_host
 from hd_shell.http.server import ServerLimits, serve
+from hd_shell.logs import own_logs
 from hd_shell.rlimits import raise_open_file_limit
 
 from . import files
@@ -335,6 +336,7 @@ class Node:
 
     async def run(self, *, task_status: trio.TaskStatus[dict[str, Any]] = trio.TASK_STATUS_IGNORED
                   ) -> None:
+        own_logs("hd_node")  # the kit's lines (HTTP, WebSocket) as hd_node.http, hd_node.ws
         s = self.settings
         hub = self.hub
         nofile, nofile_hard, nofile_max = raise_open_file_limit()

@@ -421,7 +421,7 @@ def test_a_damaged_server_key_is_one_line_in_the_servers_words_and_is_kept(
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_every_log_line_names_the_servers_own_logger_or_the_shared_kit(
+def test_every_log_line_names_the_servers_own_logger(
     servers: Servers, kind: str,  # noqa: F811
 ) -> None:
     p = _server(servers, kind, ["--log-level", "DEBUG"])
@@ -440,6 +440,6 @@ def test_every_log_line_names_the_servers_own_logger_or_the_shared_kit(
     assert own in names or any(n.startswith(own + ".") for n in names), names
     text = p.log_text()
     assert "listening" in text and "shutting down" in text and "open to other" in text, text
-    foreign = {n for n in names if n.split(".")[0] not in {own, "hd_shell"}
-               and not (kind == "lobby" and n == "hd_lobby.relay")}
+    assert f"{own}.http" in names, names  # the HTTP kit's lines, in our name
+    foreign = {n for n in names if n != own and not n.startswith(own + ".")}
     assert not foreign, f"lines under other loggers: {foreign}"

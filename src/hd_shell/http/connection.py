@@ -14,7 +14,6 @@ import base64
 import binascii
 import http
 import json
-import logging
 from collections.abc import Callable
 from urllib.parse import parse_qs
 
@@ -27,8 +26,9 @@ from wsproto.events import Request as WsRequest
 from hd_shell.http.api import App, Request, Response, ServerLimits
 from hd_shell.ws.link import WsLink
 
+from ..logs import logger
+
 # The server's logger: these lines are about the listener's connections.
-log = logging.getLogger("hd_shell.http")
 
 HTTP_CHUNK = 64 * 1024
 LINGER_S = 1.0
@@ -151,7 +151,8 @@ class HttpConnection:
                 conn.receive_data(data)
                 started = True
             if not started:
-                log.debug("http keep-alive idle name=%s remote=%s", self.name, self.remote)
+                logger("http").debug("http keep-alive idle name=%s remote=%s", self.name,
+                                     self.remote)
                 return None
         ev = await self._next_event(trio.current_time() + limits.head_timeout_s)
         if isinstance(ev, h11.Request):
@@ -205,7 +206,7 @@ class HttpConnection:
             await self.stream.send_all(data)
             return True
         self.count("response_timeout")
-        log.info("http client refused name=%s remote=%s why=response_timeout",
+        logger("http").info("http client refused name=%s remote=%s why=response_timeout",
                  self.name, self.remote)
         return False
 
@@ -213,7 +214,7 @@ class HttpConnection:
                       linger: bool = False) -> None:
         """Count, log and answer a request we will not serve, then let the caller close."""
         self.count(why)
-        log.info("http request refused name=%s remote=%s why=%s status=%s",
+        logger("http").info("http request refused name=%s remote=%s why=%s status=%s",
                  self.name, self.remote, why, status)
         if await self._send(_raw_error(status, why, message)) and linger:
             await self._linger()
@@ -256,7 +257,7 @@ class HttpConnection:
             data += conn.send(h11.EndOfMessage())
         except Exception:
             self.count("handler_error")
-            log.exception("http response invalid name=%s remote=%s status=%s",
+            logger("http").exception("http response invalid name=%s remote=%s status=%s",
                           self.name, self.remote, status)
             await self._send(RAW_500)
             return False
@@ -316,7 +317,7 @@ class HttpConnection:
                 raise TypeError(f"app.http returned {type(response).__name__}")
         except Exception:
             self.count("handler_error")
-            log.exception("http handler failed name=%s remote=%s method=%s path=%s",
+            logger("http").exception("http handler failed name=%s remote=%s method=%s path=%s",
                           self.name, self.remote, method, path)
             await self._send(RAW_500)
             return False
@@ -332,12 +333,12 @@ class HttpConnection:
                 raise TypeError(f"websocket_check returned {type(refusal).__name__}")
         except Exception:
             self.count("handler_error")
-            log.exception("websocket check failed name=%s remote=%s path=%s",
+            logger("http").exception("websocket check failed name=%s remote=%s path=%s",
                           self.name, self.remote, request.path)
             await self._send(RAW_500)
             return
         if refusal is not None:
-            log.debug("websocket refused by app name=%s remote=%s path=%s status=%s",
+            logger("http").debug("websocket refused by app name=%s remote=%s path=%s status=%s",
                       self.name, self.remote, request.path, refusal.status)
             await self._respond(request.method, refusal, close=True)
             return
@@ -354,7 +355,7 @@ class HttpConnection:
                     raise ValueError("no WebSocket request")
                 accept = ws.send(AcceptConnection())
             except Exception as exc:
-                log.debug("websocket upgrade invalid name=%s remote=%s error=%s",
+                logger("http").debug("websocket upgrade invalid name=%s remote=%s error=%s",
                           self.name, self.remote, exc)
                 await self._refuse(400, "bad_request", "malformed WebSocket upgrade")
                 return
@@ -372,7 +373,7 @@ class HttpConnection:
                 await self.app.websocket(request, link)
             except Exception:
                 self.count("handler_error")
-                log.exception("websocket handler failed name=%s remote=%s path=%s",
+                logger("http").exception("websocket handler failed name=%s remote=%s path=%s",
                               self.name, self.remote, request.path)
             finally:
                 await link.aclose()

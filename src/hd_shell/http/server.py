@@ -22,7 +22,6 @@ upgrade are :mod:`hd_shell.http.connection`. The app-facing types live in :mod:`
 
 from __future__ import annotations
 
-import logging
 import socket
 from collections.abc import Callable
 
@@ -32,7 +31,7 @@ from hd_shell.http.api import DEFAULT_LIMITS, App, Request, Response, ServerLimi
 from hd_shell.http.connection import HttpConnection
 from hd_shell.ws.dial import peer_ip
 
-log = logging.getLogger("hd_shell.http")
+from ..logs import logger
 
 ACCEPT_RETRY_S = 0.1
 BACKLOG = 1024
@@ -111,7 +110,7 @@ class _QuietLog:
             msg += " suppressed_since_last=%s"
             args = (*args, self.suppressed)
             self.suppressed = 0
-        log.info(msg, *args)
+        logger("http").info(msg, *args)
 
 
 async def _bind(host: str, port: int) -> trio.socket.SocketType:
@@ -160,11 +159,11 @@ async def serve(
         try:
             count(why)
         except Exception:
-            log.exception("http count callback failed name=%s why=%s", name, why)
+            logger("http").exception("http count callback failed name=%s why=%s", name, why)
 
     try:
         actual_port = int(sock.getsockname()[1])
-        log.debug("http listener bound name=%s host=%s port=%s", name, host, actual_port)
+        logger("http").debug("http listener bound name=%s host=%s port=%s", name, host, actual_port)
         task_status.started((host, actual_port))
         async with trio.open_nursery() as nursery:
             while True:
@@ -226,11 +225,11 @@ async def _run_connection(conn: HttpConnection, budget: _Budget,
         with conn.scope:
             await conn.run()
     except _TRANSPORT_ERRORS as exc:
-        log.debug("http connection lost name=%s remote=%s error=%s",
+        logger("http").debug("http connection lost name=%s remote=%s error=%s",
                   conn.name, conn.remote, type(exc).__name__)
     except Exception:
         conn.count("handler_error")
-        log.exception("http connection failed name=%s remote=%s", conn.name, conn.remote)
+        logger("http").exception("http connection failed name=%s remote=%s", conn.name, conn.remote)
     finally:
         waiting.pop(conn, None)
         budget.release(conn.remote)
@@ -238,7 +237,7 @@ async def _run_connection(conn: HttpConnection, budget: _Budget,
             try:
                 await conn.stream.aclose()
             except Exception as exc:
-                log.debug("http close failed name=%s remote=%s error=%s",
+                logger("http").debug("http close failed name=%s remote=%s error=%s",
                           conn.name, conn.remote, type(exc).__name__)
 
 

@@ -21,6 +21,7 @@ from hd_protocol import Identity
 from hd_shell import datadir
 from hd_shell.errors import find, url_host
 from hd_shell.http.server import ServerLimits, serve
+from hd_shell.logs import own_logs
 from hd_shell.rlimits import raise_open_file_limit
 
 from .app import ServerApp
@@ -55,7 +56,9 @@ class ServerProcess:
                   background: list[Callable[[], Awaitable[None]]], name: str,
                   log_fields: dict[str, Any] | None = None) -> None:
         """``log_fields`` go on the one "listening" line: a server logs nothing before it
-        listens, so a start that fails is exactly its one error line on stderr."""
+        listens, so a start that fails is exactly its one error line on stderr. The kit's
+        lines (HTTP, WebSocket) go under this server's logger too (``hd_relay.http``)."""
+        own_logs(self.log.name)
         s = self.settings
         stop = trio.Event()
         nofile, _, nofile_max = raise_open_file_limit()

@@ -12,7 +12,6 @@ violation) ends parsing and is recorded in :attr:`Inbound.failure`.
 
 from __future__ import annotations
 
-import logging
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,8 +21,9 @@ import trio
 from wsproto.connection import Connection, ConnectionState
 from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
 
+from ..logs import logger
+
 # The link's own logger: these lines are about the link, whichever module decides them.
-log = logging.getLogger("hd_shell.ws.link")
 
 MAX_EVENTS_PER_PASS = 2048
 """wsproto events parsed before giving other tasks a turn: 256 KiB of minimal frames is
@@ -136,7 +136,7 @@ class Inbound:
         except Exception:
             # wsproto turns malformed input into close events; anything else escaping
             # it is a bug there, which a remote party must still not turn into a crash.
-            log.warning("ws frame parsing failed remote=%s kind=%s", self.remote_addr,
+            logger("ws").warning("ws frame parsing failed remote=%s kind=%s", self.remote_addr,
                         self.kind, exc_info=True)
             self.expect_reply = False
             return self._violation(CLOSE_PROTOCOL_ERROR, "unparseable frame")
@@ -234,7 +234,7 @@ class Inbound:
 
     def _violation(self, code: int, reason: str) -> bytes:
         """The peer broke a rule: close with ``code`` and stop reading."""
-        log.info("ws link violation remote=%s kind=%s code=%s why=%s",
+        logger("ws").info("ws link violation remote=%s kind=%s code=%s why=%s",
                  self.remote_addr, self.kind, code, reason)
         self.fail(code, reason)
         if self._on_violation is not None:

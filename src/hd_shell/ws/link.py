@@ -27,7 +27,6 @@ connection in :mod:`hd_shell.ws.dial`; ``DialError`` stays importable from here.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Sequence
 
 import trio
@@ -39,7 +38,7 @@ from hd_shell import link as transport
 from hd_shell.ws.dial import DialError, open_ws, peer_ip
 from hd_shell.ws.inbound import MAX_EVENTS_PER_PASS, Inbound, WsBudget
 
-log = logging.getLogger("hd_shell.ws.link")
+from ..logs import logger
 
 LINGER_S = 0.3  # after a violation: time to let our close frame reach the peer
 LINGER_BYTES = 256 * 1024
@@ -296,7 +295,7 @@ class WsLink:
                 with trio.move_on_after(self._close_timeout):
                     await self._close_handshake(code, reason)
         except Exception as exc:  # best effort: the stream is closed below anyway
-            log.debug("ws close handshake failed remote=%s error=%s",
+            logger("ws").debug("ws close handshake failed remote=%s error=%s",
                       self.remote_addr, type(exc).__name__)
         finally:
             self._in.fail(code, "closed locally")
@@ -305,7 +304,7 @@ class WsLink:
                 try:
                     await self._stream.aclose()
                 except Exception as exc:
-                    log.debug("ws stream close failed remote=%s error=%s",
+                    logger("ws").debug("ws stream close failed remote=%s error=%s",
                               self.remote_addr, type(exc).__name__)
 
     async def _close_handshake(self, code: int, reason: str) -> None:
