@@ -20,9 +20,9 @@ import trio
 from hd_protocol import Envelope
 from hd_protocol.errors import RemoteProtocolError
 from hd_protocol.reach.webrtc import Budget, Reassembler, address_for, fragment
+from hd_shell.aiothread import AsyncioThread
 
 from ..seam import LinkClosed
-from .aiothread import AsyncioThread
 
 log = logging.getLogger("hd_node.webrtc")
 

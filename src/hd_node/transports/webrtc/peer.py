@@ -1,6 +1,6 @@
 """One aiortc ``RTCPeerConnection`` and its ``hd-peer`` data channel (SPEC 8.4).
 
-Everything here runs on the asyncio thread (``aiothread``); what happens to the
+Everything here runs on the asyncio thread (``hd_shell.aiothread``); what happens to the
 connection is reported through ``events(kind, value)`` — ``("open", None)``,
 ``("message", str | bytes)``, ``("closed", reason)`` — which the trio side turns into
 calls on its own run. Imported only when the ``webrtc`` extra is installed.

@@ -2,7 +2,7 @@
 
 Optional: it exists only when the ``webrtc`` extra (aiortc) imports and
 ``enableWebRtc`` is set. aiortc runs on its own asyncio loop in a dedicated thread
-(``hd_node.transports.webrtc.aiothread``); this module is the trio side: links, attempts, deadlines.
+(``hd_shell.aiothread``); this module is the trio side: links, attempts, deadlines.
 
 - **Signalling** goes through the lobby (``signal {to, sid, kind, sdp}``, SPEC 7.5),
   non-trickle: an offer and an answer each carry every candidate. What an inbound
@@ -58,12 +58,12 @@ from hd_protocol.reach.webrtc import (
     new_sid,
     peer_of,
 )
+from hd_shell.aiothread import AsyncioThread, trio_caller
 from hd_shell.listener import PREAUTH
 
 from ...config import Settings
 from ...metrics import NodeMetrics
 from ..seam import DialFailed, InboundGate, Link, LinkClosed, Ticket
-from .aiothread import AsyncioThread, trio_caller
 from .link import WebRtcLink
 
 log = logging.getLogger("hd_node.webrtc")

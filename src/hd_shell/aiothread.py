@@ -1,4 +1,5 @@
-"""An asyncio event loop on its own thread, for libraries that only speak asyncio (aiortc).
+"""An asyncio event loop on its own thread, for libraries that only speak asyncio (aiortc,
+nats-py): the one bridge between trio and asyncio in the code base.
 
 Why a thread and not trio-asyncio: trio-asyncio patches asyncio for the whole process
 (ENV.md). Here the asyncio world stays on one thread with its own
@@ -16,7 +17,6 @@ Why a thread and not trio-asyncio: trio-asyncio patches asyncio for the whole pr
 from __future__ import annotations
 
 import asyncio
-import logging
 import threading
 from collections.abc import Awaitable, Callable
 from concurrent.futures import CancelledError, Future
@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 import trio
 
-log = logging.getLogger("hd_node.aiothread")
+from .logs import logger
 
 T = TypeVar("T")
 
@@ -113,7 +113,7 @@ class AsyncioThread:
         self.post(loop.stop)
         await trio.to_thread.run_sync(thread.join, timeout_s, abandon_on_cancel=True)
         if thread.is_alive():
-            log.warning("asyncio thread did not stop within %.1f s", timeout_s)
+            logger("asyncio").warning("asyncio thread did not stop within %.1f s", timeout_s)
 
 
 def trio_caller() -> Callable[..., None]:
