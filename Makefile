@@ -11,7 +11,7 @@ DATA_DIR ?= data/node
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev,webrtc]'
+	$(BIN)/python -m pip install -q -e '.[dev,webrtc,cluster]'
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -20,7 +20,7 @@ venv: $(STAMP)
 # it to a venv made before it was, and does nothing once it imports.
 webrtc-deps: $(STAMP)
 	@$(BIN)/python -c 'import aiortc' 2>/dev/null || \
-	  $(BIN)/python -m pip install -q -e '.[dev,webrtc]'
+	  $(BIN)/python -m pip install -q -e '.[dev,webrtc,cluster]'
 
 # Browser tests drive Debian's Chromium (never a downloaded browser build, ENV.md) and
 # check the page with axe-core from the npm registry, kept in the venv (make clean drops

@@ -1,0 +1,285 @@
+"""The bus that lets several lobby or relay instances share state: NATS, seen from trio.
+
+nats-py speaks asyncio only; it runs on this process's :class:`~hd_shell.aiothread.
+AsyncioThread` (the one trio/asyncio bridge of the code base) and this module is its
+trio face. What the servers need of NATS, and nothing else:
+
+- core subjects: ``publish`` and ``subscribe`` (at most once; a subscriber's queue is
+  bounded, what overflows is dropped and counted);
+- KV buckets (:class:`Bucket`): ``get``, ``create`` (fails if the key exists), ``update``
+  (a compare-and-set on the key's revision), ``delete``, ``keys``; a value may carry its
+  own time to live (NATS 2.11+ per-message TTL), which is how presence expires when the
+  instance that wrote it dies.
+
+Every call has a deadline. A bus that is not connected, or a call that misses its
+deadline, raises :class:`ClusterUnavailable` (``code`` ``unavailable``): a server never
+accepts what it cannot keep, and never exits because the bus went away — nats-py keeps
+reconnecting, and ``connected``/``changed`` say when it is back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import trio
+
+from .aiothread import AsyncioThread, LoopGone, trio_caller
+from .logs import logger
+
+T = TypeVar("T")
+
+CALL_TIMEOUT_S = 2.0
+LEADER_WAIT_S = 10.0  # for a new replicated bucket to elect its leader
+INBOX_LIMIT = 1024  # messages waiting for one subscriber's trio task
+
+
+class ClusterUnavailable(Exception):
+    """The bus cannot do it now (not connected, or no answer in time)."""
+
+    code = "unavailable"
+
+
+class KeyExists(Exception):
+    """``create`` of a key that has a value."""
+
+
+class WrongRevision(Exception):
+    """``update`` against a revision that is no longer the key's last one."""
+
+
+@dataclass(frozen=True, slots=True)
+class BusMessage:
+    subject: str
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    key: str
+    value: bytes
+    revision: int
+
+
+class Bus:
+    """One NATS connection (to any of ``urls``) for one server process."""
+
+    def __init__(self, urls: Sequence[str], *, name: str,
+                 call_timeout_s: float = CALL_TIMEOUT_S) -> None:
+        self.urls = list(urls)
+        self.name = name
+        self.call_timeout_s = call_timeout_s
+        self.connected = False
+        self.changed = trio.Event()  # set (and replaced) whenever ``connected`` flips
+        self.dropped = 0  # subscriber messages that found a full queue
+        self.errors = 0  # calls that raised ClusterUnavailable
+        self._thread = AsyncioThread(f"hd-nats-{name}")
+        self._nc: Any = None
+        self._js: Any = None
+
+    # --- life ------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[Bus]:
+        """Connect in the background (it keeps trying) and close on the way out."""
+        import nats  # the cluster extra: imported only by a process that has a bus
+
+        to_trio = trio_caller()
+        self._thread.start()
+
+        def flip(up: bool) -> None:
+            if up != self.connected:
+                self.connected = up
+                logger("cluster").info("bus %s name=%s", "connected" if up else "lost",
+                                       self.name)
+                self.changed.set()
+                self.changed = trio.Event()
+
+        async def up() -> None:
+            to_trio(flip, True)
+
+        async def down() -> None:
+            to_trio(flip, False)
+
+        async def error(exc: Exception) -> None:
+            logger("cluster").debug("bus error name=%s error=%s", self.name, exc)
+
+        async def connect() -> Any:
+            return await nats.connect(
+                servers=self.urls, name=self.name, allow_reconnect=True,
+                max_reconnect_attempts=-1, reconnect_time_wait=0.5, connect_timeout=2,
+                ping_interval=5, max_outstanding_pings=2, disconnected_cb=down,
+                reconnected_cb=up, error_cb=error, closed_cb=down)
+
+        async def first_connection() -> None:
+            """Until the bus is there once (after that, nats-py reconnects by itself)."""
+            delay = 0.1
+            while True:
+                with trio.move_on_after(5):
+                    try:
+                        nc = await self._thread.run(connect)
+                    except Exception as exc:  # noqa: BLE001 - no server yet, or it refused
+                        logger("cluster").info("bus not reachable name=%s error=%s",
+                                               self.name, type(exc).__name__)
+                    else:
+                        self._nc, self._js = nc, nc.jetstream(timeout=self.call_timeout_s)
+                        flip(bool(nc.is_connected))
+                        return
+                await trio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+        try:
+            async with trio.open_nursery() as n:
+                n.start_soon(first_connection)
+                try:
+                    yield self
+                finally:
+                    n.cancel_scope.cancel()
+        finally:
+            with trio.CancelScope(shield=True):
+                if self._nc is not None:
+                    with trio.move_on_after(2), _quiet():
+                        await self._thread.run(self._nc.close)
+                await self._thread.stop()
+
+    async def _call(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """``fn(*args)`` on the asyncio side, within the deadline, as ClusterUnavailable."""
+        import nats.errors
+
+        if self._nc is None or not self.connected:
+            self.errors += 1
+            raise ClusterUnavailable("the cluster bus is not connected")
+        with trio.move_on_after(self.call_timeout_s):
+            try:
+                return await self._thread.run(fn, *args)
+            except (nats.errors.Error, LoopGone, OSError) as exc:  # KV answers pass as they are
+                self.errors += 1
+                raise ClusterUnavailable(f"the cluster bus failed: {type(exc).__name__}") from None
+        self.errors += 1
+        raise ClusterUnavailable("the cluster bus did not answer in time")
+
+    # --- core subjects ---------------------------------------------------------------------
+
+    async def publish(self, subject: str, data: bytes) -> None:
+        await self._call(self._nc.publish, subject, data)
+
+    @contextlib.asynccontextmanager
+    async def subscribe(self, subject: str, limit: int = INBOX_LIMIT
+                        ) -> AsyncIterator[trio.MemoryReceiveChannel[BusMessage]]:
+        """What arrives on ``subject`` (wildcards allowed) while the block runs."""
+        send, recv = trio.open_memory_channel[BusMessage](limit)
+        to_trio = trio_caller()
+
+        def put(msg: BusMessage) -> None:
+            try:
+                send.send_nowait(msg)
+            except trio.WouldBlock:
+                self.dropped += 1
+            except (trio.ClosedResourceError, trio.BrokenResourceError):
+                pass
+
+        async def cb(msg: Any) -> None:
+            to_trio(put, BusMessage(msg.subject, bytes(msg.data)))
+
+        async def sub() -> Any:
+            return await self._nc.subscribe(subject, cb=cb, pending_msgs_limit=limit)
+
+        subscription = await self._call(sub)
+        try:
+            async with recv:
+                yield recv
+        finally:
+            send.close()
+            with trio.CancelScope(shield=True), trio.move_on_after(2), _quiet():
+                await self._thread.run(subscription.unsubscribe)
+
+    # --- KV ------------------------------------------------------------------------------
+
+    async def bucket(self, name: str, *, replicas: int = 1,
+                     max_bytes: int | None = None) -> Bucket:
+        """The KV bucket ``name``, made if it is not there yet."""
+        import nats.js.api
+
+        config = nats.js.api.KeyValueConfig(bucket=name, history=1, replicas=replicas,
+                                            max_bytes=max_bytes)
+        kv = await self._call(self._js.create_key_value, config)
+        if replicas > 1:  # a replicated stream answers once its replicas chose a leader
+            with trio.move_on_after(LEADER_WAIT_S):
+                while not await self._has_leader(f"KV_{name}"):
+                    await trio.sleep(0.1)
+        return Bucket(self, name, kv)
+
+    async def _has_leader(self, stream: str) -> bool:
+        try:
+            info = await self._call(self._js.stream_info, stream)
+        except ClusterUnavailable:
+            return False
+        return info.cluster is not None and bool(info.cluster.leader)
+
+
+class Bucket:
+    def __init__(self, bus: Bus, name: str, kv: Any) -> None:
+        self.bus, self.name, self._kv = bus, name, kv
+
+    async def get(self, key: str) -> Entry | None:
+        import nats.js.errors
+
+        async def get() -> Entry | None:
+            try:
+                e = await self._kv.get(key)
+            except nats.js.errors.KeyNotFoundError:  # also a deleted or expired key
+                return None
+            return Entry(key, bytes(e.value or b""), int(e.revision))
+
+        return await self.bus._call(get)
+
+    async def create(self, key: str, value: bytes, *, ttl_s: float | None = None) -> int:
+        return await self._write(key, value, 0, ttl_s)
+
+    async def update(self, key: str, value: bytes, last: int, *,
+                     ttl_s: float | None = None) -> int:
+        """Write ``value`` if ``last`` is still the key's revision (else WrongRevision)."""
+        return await self._write(key, value, last, ttl_s)
+
+    async def _write(self, key: str, value: bytes, last: int, ttl_s: float | None) -> int:
+        import nats.js.errors
+
+        subject = f"$KV.{self.name}.{key}"
+
+        async def write() -> int:
+            headers = {"Nats-Expected-Last-Subject-Sequence": str(last)}
+            try:
+                ack = await self.bus._js.publish(subject, value, headers=headers,
+                                                 msg_ttl=ttl_s)
+            except nats.js.errors.APIError as exc:
+                if exc.err_code in (10071, 10164):  # the last sequence is another
+                    raise (KeyExists if last == 0 else WrongRevision)(key) from None
+                raise
+            return int(ack.seq)
+
+        return await self.bus._call(write)
+
+    async def delete(self, key: str) -> None:
+        await self.bus._call(self._kv.delete, key)
+
+    async def keys(self) -> list[str]:
+        import nats.js.errors
+
+        async def keys() -> list[str]:
+            try:
+                return list(await self._kv.keys())
+            except nats.js.errors.NoKeysError:
+                return []
+
+        return await self.bus._call(keys)
+
+
+def _quiet() -> contextlib.suppress:
+    """What closing a connection that is already gone may raise."""
+    return contextlib.suppress(Exception)
+
+
+__all__ = ["Bucket", "Bus", "BusMessage", "ClusterUnavailable", "Entry", "KeyExists",
+           "WrongRevision"]

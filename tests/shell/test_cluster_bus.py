@@ -1,0 +1,126 @@
+"""hd_shell.cluster.Bus against a real nats-server (the venv's, on free loopback ports):
+subjects, KV compare-and-set, per-key TTL, and a bus that goes away and comes back."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+import trio
+from natsservers import NatsServer, nats_cluster, nats_server
+
+from hd_shell.cluster import Bus, ClusterUnavailable, KeyExists, WrongRevision
+
+DEADLINE_S = 20.0
+T = TypeVar("T")
+
+
+async def wait_for(cond: object, what: str, timeout_s: float = DEADLINE_S) -> None:
+    assert callable(cond)
+    with trio.fail_after(timeout_s):
+        while not cond():
+            await trio.sleep(0.02)
+
+
+async def until_available(call: Callable[[], Awaitable[T]]) -> T:
+    with trio.fail_after(DEADLINE_S):
+        while True:
+            try:
+                return await call()
+            except ClusterUnavailable:
+                await trio.sleep(0.2)
+
+
+async def test_what_one_instance_publishes_another_receives(tmp_path: Path) -> None:
+    with nats_server(tmp_path) as server, trio.fail_after(DEADLINE_S):
+        async with Bus([server.url], name="a").running() as a, \
+                Bus([server.url], name="b").running() as b:
+            await wait_for(lambda: a.connected and b.connected, "both connected")
+            async with b.subscribe("hd.node.*") as inbox:
+                await a._call(a._nc.flush)  # noqa: SLF001 - the subscription is in place
+                await trio.sleep(0.05)
+                for i in range(3):
+                    await a.publish(f"hd.node.n{i}", b"x%d" % i)
+                got = [await inbox.receive() for _ in range(3)]
+    assert [(m.subject, m.data) for m in got] == [(f"hd.node.n{i}", b"x%d" % i)
+                                                  for i in range(3)]
+
+
+async def test_a_key_is_created_once_and_updated_only_against_its_last_revision(
+    tmp_path: Path,
+) -> None:
+    with nats_server(tmp_path) as server, trio.fail_after(DEADLINE_S):
+        async with Bus([server.url], name="a").running() as a, \
+                Bus([server.url], name="b").running() as b:
+            await wait_for(lambda: a.connected and b.connected, "both connected")
+            ka, kb = await a.bucket("presence"), await b.bucket("presence")
+            first = await ka.create("n1", b"on-a")
+            with pytest.raises(KeyExists):
+                await kb.create("n1", b"on-b")
+            second = await kb.update("n1", b"on-b", first)  # newest wins, by CAS
+            with pytest.raises(WrongRevision):
+                await ka.update("n1", b"on-a-again", first)  # a's view is stale
+            entry = await ka.get("n1")
+            assert entry is not None and (entry.value, entry.revision) == (b"on-b", second)
+            assert await ka.keys() == ["n1"]
+            await kb.delete("n1")
+            assert await ka.get("n1") is None
+
+
+async def test_a_value_with_a_ttl_expires_when_nobody_refreshes_it(tmp_path: Path) -> None:
+    with nats_server(tmp_path) as server, trio.fail_after(DEADLINE_S):
+        async with Bus([server.url], name="a").running() as a:
+            await wait_for(lambda: a.connected, "connected")
+            kv = await a.bucket("presence")
+            await kv.create("gone", b"1", ttl_s=1.0)
+            await kv.create("kept", b"1")
+            assert await kv.get("gone") is not None
+            await trio.sleep(2.5)
+            assert await kv.get("gone") is None
+            assert await kv.get("kept") is not None
+
+
+async def test_a_bus_that_goes_away_refuses_with_unavailable_and_recovers(
+    tmp_path: Path,
+) -> None:
+    server = NatsServer(tmp_path).start()
+    try:
+        with trio.fail_after(3 * DEADLINE_S):
+            async with Bus([server.url], name="a").running() as a:
+                await wait_for(lambda: a.connected, "connected")
+                kv = await a.bucket("mail")
+                await kv.create("k", b"kept")
+                server.stop(signal.SIGKILL)
+                await wait_for(lambda: not a.connected, "loss seen")
+                with pytest.raises(ClusterUnavailable) as info:
+                    await kv.create("k2", b"never")
+                assert info.value.code == "unavailable" and a.errors >= 1
+                server.start()  # same ports, same store
+                await wait_for(lambda: a.connected, "reconnected")
+                entry = await kv.get("k")
+                assert entry is not None and entry.value == b"kept"
+                await kv.create("k2", b"now")
+    finally:
+        server.stop()
+
+
+async def test_a_three_server_cluster_keeps_a_replicated_key_when_one_server_dies(
+    tmp_path: Path,
+) -> None:
+    with nats_cluster(tmp_path) as servers, trio.fail_after(3 * DEADLINE_S):
+        urls = [s.url for s in servers]
+        async with Bus(urls, name="a").running() as a:
+            await wait_for(lambda: a.connected, "connected")
+            kv = await a.bucket("mail", replicas=3)
+            await kv.create("k", b"kept")
+            servers[0].stop(signal.SIGKILL)
+            async with Bus(urls[1:], name="b").running() as b:
+                await wait_for(lambda: b.connected, "b connected")
+                # While the servers elect new leaders the bus answers ``unavailable``;
+                # a server shell tries again, as here.
+                kb = await until_available(lambda: b.bucket("mail", replicas=3))
+                entry = await until_available(lambda: kb.get("k"))
+                assert entry is not None and entry.value == b"kept"
