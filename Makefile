@@ -85,8 +85,11 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict src
 
+# Two workers (most tests wait on sockets and timers, not the CPU), then the mDNS tests
+# alone: they share the host's multicast group with every node another test starts.
 unit: $(STAMP) browser-deps coturn webrtc-deps
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile -m "not lan"
+	$(BIN)/python -m pytest -q -m lan
 
 test: lint typecheck unit
 

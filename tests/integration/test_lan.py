@@ -16,11 +16,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 
 from hd_protocol import Identity
 
 from .conftest import Cluster, NodeProcess, connected, eventually
+
+# mDNS is one multicast group per host: these run alone, after the parallel run
+# (Makefile), so no other test's nodes announce beside them.
+pytestmark = pytest.mark.lan
 
 LAN = "[network]\nenableLanDiscovery = true\n"
 OPEN_LAN = LAN + 'trustMode = "open-lan"\n'

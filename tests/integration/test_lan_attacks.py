@@ -27,6 +27,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 
 from hd_protocol import Identity
@@ -34,6 +35,10 @@ from hd_protocol.reach.lan import MAX_LAN_PEERS
 
 from .conftest import Cluster, NodeProcess, eventually
 from .test_lan import lan_peers, lan_row, over_lan
+
+# mDNS is one multicast group per host: these run alone, after the parallel run
+# (Makefile), so no other test's nodes announce beside them.
+pytestmark = pytest.mark.lan
 
 LAN = "[network]\nenableLanDiscovery = true\n"
 FLOODER = Path(__file__).with_name("lan_flooder.py")

@@ -6,11 +6,16 @@ list; a node without LAN discovery shows no such list at all.
 
 from __future__ import annotations
 
+import pytest
 import trio
 from playwright.sync_api import Browser, expect
 
 from ..conftest import Cluster
 from .helpers import open_page, pair, peer_row, screenshot, wait_online
+
+# mDNS is one multicast group per host: these run alone, after the parallel run
+# (Makefile), so no other test's nodes announce beside them.
+pytestmark = pytest.mark.lan
 
 LAN = "[network]\nenableLanDiscovery = true\n"
 SEEN_MS = 15_000  # zeroconf's first announcements and a browse on a loaded machine
