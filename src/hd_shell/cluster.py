@@ -73,7 +73,7 @@ class Bus:
         self.call_timeout_s = call_timeout_s
         self.connected = False
         self.changed = trio.Event()  # set (and replaced) whenever ``connected`` flips
-        self.dropped = 0  # subscriber messages that found a full queue
+        self.dropped = 0  # subscriber messages that found a full queue (ours or nats-py's)
         self.errors = 0  # calls that raised ClusterUnavailable
         self._thread = AsyncioThread(f"hd-nats-{name}")
         self._nc: Any = None
@@ -85,6 +85,7 @@ class Bus:
     async def running(self) -> AsyncIterator[Bus]:
         """Connect in the background (it keeps trying) and close on the way out."""
         import nats  # the cluster extra: imported only by a process that has a bus
+        import nats.errors
 
         to_trio = trio_caller()
         self._thread.start()
@@ -103,7 +104,13 @@ class Bus:
         async def down() -> None:
             to_trio(flip, False)
 
+        def slow() -> None:
+            self.dropped += 1
+
         async def error(exc: Exception) -> None:
+            if isinstance(exc, nats.errors.SlowConsumerError):  # nats-py's queue was full
+                to_trio(slow)
+                return
             logger("cluster").debug("bus error name=%s error=%s", self.name, exc)
 
         async def connect() -> Any:

@@ -124,3 +124,26 @@ async def test_a_three_server_cluster_keeps_a_replicated_key_when_one_server_die
                 kb = await until_available(lambda: b.bucket("mail", replicas=3))
                 entry = await until_available(lambda: kb.get("k"))
                 assert entry is not None and entry.value == b"kept"
+
+
+async def test_a_flood_on_a_subject_is_dropped_past_the_subscribers_queue_not_held(
+    tmp_path: Path,
+) -> None:
+    """Another instance (or anyone on the bus) floods a subject this one listens to and
+    this one is not reading: its queue stays at its bound, the rest is counted as dropped,
+    and the bus still answers."""
+    with nats_server(tmp_path) as server, trio.fail_after(DEADLINE_S):
+        async with Bus([server.url], name="a").running() as a, \
+                Bus([server.url], name="b").running() as b:
+            await wait_for(lambda: a.connected and b.connected, "both connected")
+            async with b.subscribe("hd.flood", limit=16) as inbox:
+                await trio.sleep(0.05)
+                for i in range(2000):
+                    await a.publish("hd.flood", b"%d" % i)
+                # Each message is queued or counted as dropped (by nats-py's pending limit
+                # or by ours), once nats-py's own queue of at most 16 has drained.
+                await wait_for(lambda: b.dropped + inbox.statistics().current_buffer_used
+                               >= 2000 - 16, "the flood arrived")
+                assert inbox.statistics().current_buffer_used == 16
+            kv = await b.bucket("after")
+            assert await kv.create("k", b"still served") > 0
