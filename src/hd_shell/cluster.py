@@ -19,6 +19,7 @@ reconnecting, and ``connected``/``changed`` say when it is back.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -61,6 +62,10 @@ class Entry:
     key: str
     value: bytes
     revision: int
+    deleted: bool = False  # a delete (or purge, or expiry) of ``key`` at ``revision``
+
+
+WATCH_BATCH = 512  # entries handed to trio per hop
 
 
 class Bus:
@@ -75,6 +80,7 @@ class Bus:
         self.changed = trio.Event()  # set (and replaced) whenever ``connected`` flips
         self.dropped = 0  # subscriber messages that found a full queue (ours or nats-py's)
         self.errors = 0  # calls that raised ClusterUnavailable
+        self.lag_s = 0.0  # the last measured round trip (``monitor``)
         self._thread = AsyncioThread(f"hd-nats-{name}")
         self._nc: Any = None
         self._js: Any = None
@@ -166,6 +172,49 @@ class Bus:
                 raise ClusterUnavailable(f"the cluster bus failed: {type(exc).__name__}") from None
         self.errors += 1
         raise ClusterUnavailable("the cluster bus did not answer in time")
+
+    async def call(self, fn: Callable[[Any], Awaitable[T]]) -> T:
+        """``fn(js)`` on the asyncio side (``js``: nats-py's JetStream context), within the
+        deadline; a bus that is gone raises ClusterUnavailable. For a server's own stream
+        (the relay's mailbox): ``fn`` is an asyncio coroutine function, and nats-py's own
+        answers other than connection trouble pass through as they are."""
+        return await self._call(fn, self._js)
+
+    async def monitor(self, every_s: float = 5.0) -> None:
+        """Measure the bus round trip (``lag_s``) every ``every_s`` while connected."""
+        import time
+
+        while True:
+            if self.connected and self._nc is not None:
+                t0 = time.perf_counter()
+                try:
+                    await self._call(self._nc.flush)
+                except ClusterUnavailable:
+                    pass
+                else:
+                    self.lag_s = time.perf_counter() - t0
+            with trio.move_on_after(every_s):
+                await self.changed.wait()
+
+    def register_metrics(self, registry: Any) -> None:
+        """``hd_cluster_*`` on a Prometheus registry."""
+        from prometheus_client import Gauge
+
+        for name, doc, fn in (
+                ("hd_cluster_connected", "1 while the cluster bus is connected",
+                 lambda: 1.0 if self.connected else 0.0),
+                ("hd_cluster_errors", "Bus calls that failed (not connected, no answer)",
+                 lambda: float(self.errors)),
+                ("hd_cluster_dropped", "Bus messages dropped at a full subscriber queue",
+                 lambda: float(self.dropped)),
+                ("hd_cluster_lag_seconds", "Round trip to the bus at the last measure",
+                 lambda: self.lag_s)):
+            Gauge(name, doc, registry=registry).set_function(fn)
+
+    def health(self) -> dict[str, Any]:
+        """What ``/healthz`` says of the bus."""
+        return {"connected": self.connected, "instance": self.name, "errors": self.errors,
+                "lag_ms": round(self.lag_s * 1000, 1)}
 
     # --- core subjects ---------------------------------------------------------------------
 
@@ -270,6 +319,45 @@ class Bucket:
 
     async def delete(self, key: str) -> None:
         await self.bus._call(self._kv.delete, key)
+
+    @contextlib.asynccontextmanager
+    async def watch(self) -> AsyncIterator[Callable[[], Awaitable[list[Entry] | None]]]:
+        """Every key's last value, then every change, in order, as batches: the block
+        gets ``next_batch()``; a batch of ``None`` says the first values are all there
+        (it comes once). Nothing is dropped: a reader that lags slows the watch down."""
+        import nats.js.kv
+
+        watcher = await self.bus._call(self._kv.watchall)
+        gone = (nats.js.kv.KV_DEL, nats.js.kv.KV_PURGE)
+
+        held: list[Any] = []  # the initial marker, when it came inside a batch
+
+        async def take() -> list[Entry] | None:
+            first = held.pop() if held else await watcher._updates.get()
+            if first is None:
+                return None
+            items = [first]
+            while len(items) < WATCH_BATCH:
+                try:
+                    nxt = watcher._updates.get_nowait()  # the KeyWatcher's bounded queue
+                except asyncio.QueueEmpty:
+                    break
+                if nxt is None:  # the marker goes out on its own, after this batch
+                    held.append(None)
+                    break
+                items.append(nxt)
+            return [Entry(e.key, bytes(e.value or b""), int(e.revision),
+                          e.operation in gone) for e in items
+                    if not isinstance(e, nats.js.kv.StopIterSentinel)]
+
+        async def next_batch() -> list[Entry] | None:
+            return await self.bus._thread.run(take)  # waits as long as nothing changes
+
+        try:
+            yield next_batch
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(2), _quiet():
+                await self.bus._thread.run(watcher.stop)
 
     async def keys(self) -> list[str]:
         import nats.js.errors

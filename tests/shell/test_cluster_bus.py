@@ -147,3 +147,31 @@ async def test_a_flood_on_a_subject_is_dropped_past_the_subscribers_queue_not_he
                 assert inbox.statistics().current_buffer_used == 16
             kv = await b.bucket("after")
             assert await kv.create("k", b"still served") > 0
+
+
+async def test_a_watch_gives_every_last_value_then_each_change_in_order(tmp_path: Path) -> None:
+    with nats_server(tmp_path) as server, trio.fail_after(DEADLINE_S):
+        async with Bus([server.url], name="a").running() as a, \
+                Bus([server.url], name="b").running() as b:
+            await wait_for(lambda: a.connected and b.connected, "both connected")
+            ka, kb = await a.bucket("dir"), await b.bucket("dir")
+            for i in range(700):  # more than one batch
+                await ka.create(f"n{i}", b"v%d" % i)
+            n0 = await ka.get("n0")
+            assert n0 is not None
+            await ka.update("n0", b"v0b", n0.revision)
+            await ka.create("x", b"1")
+            async with kb.watch() as next_batch:
+                first: list[tuple[str, bytes]] = []
+                while (batch := await next_batch()) is not None:
+                    first += [(e.key, e.value) for e in batch]
+                assert len(first) == 701
+                assert dict(first)["n0"] == b"v0b"
+                await ka.delete("n5")
+                rev = await ka.update("x", b"2", (await ka.get("x")).revision)  # type: ignore[union-attr]
+                changes = await next_batch()
+                while changes is not None and len(changes) < 2:
+                    changes += await next_batch() or []
+    assert changes is not None
+    assert [(e.key, e.deleted) for e in changes] == [("n5", True), ("x", False)]
+    assert changes[1].revision == rev

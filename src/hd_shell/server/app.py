@@ -21,14 +21,25 @@ class ServerApp:
     servers hold nothing private; every WebSocket peer proves who it is)."""
 
     def __init__(self, server_id: str, registry: CollectorRegistry,
-                 routes: dict[str, Callable[[WsLink], Awaitable[None]]]) -> None:
+                 routes: dict[str, Callable[[WsLink], Awaitable[None]]],
+                 cluster: Callable[[], dict[str, Any]] | None = None) -> None:
+        """``cluster``: the bus's health (``Bus.health``) when the server is one of
+        several instances; ``/healthz`` then says ``degraded`` while the bus is gone (the
+        server still serves its own connections)."""
         self.server_id = server_id
         self.registry = registry
         self.routes = routes
+        self.cluster = cluster
 
     async def http(self, req: Request) -> Response:
         if req.path == "/healthz":
-            return _json(200, {"ok": True, "server_id": self.server_id})
+            body: dict[str, Any] = {"ok": True, "server_id": self.server_id,
+                                    "status": "ok"}
+            if self.cluster is not None:
+                body["cluster"] = bus = self.cluster()
+                if not bus.get("connected"):
+                    body["status"] = "degraded"
+            return _json(200, body)
         if req.path == "/metrics":
             return Response(200, generate_latest(self.registry), "text/plain; version=0.0.4")
         return _json(404, {"error": "not_found", "message": f"no route {req.path}"})
