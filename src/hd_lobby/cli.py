@@ -13,6 +13,12 @@ may set ``host``, ``port``, ``logLevel``, ``directory``, ``heartbeat``, ``maxCon
 and ``maxConnectionsPerAddress`` (``--max-connections``, ``--max-per-address``); a flag on the
 command line wins over the file. SIGINT/SIGTERM stop it with exit 0; a bad setting or a
 damaged data directory is one line and exit 2, a busy port one line and exit 1.
+
+Several instances share one directory and room list over NATS (docs/cluster.md):
+``--cluster nats://H:P[,nats://H2:P2...]`` (or ``[cluster] url`` in the config file, or
+``$HD_CLUSTER_URL``) and ``--instance NAME`` (unique in the cluster; random if not
+given). Without it the lobby is the only one, as before. While the bus is gone the
+lobby keeps serving its own nodes and ``/healthz`` says ``degraded``.
 """
 
 from __future__ import annotations
@@ -21,6 +27,8 @@ import argparse
 import json
 import logging
 import os
+from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 
 import trio
@@ -29,8 +37,10 @@ from prometheus_client import CollectorRegistry, Gauge
 import hd_relay
 from hd_protocol import node_id_for
 from hd_protocol.brokers.lobby import LobbyServer
+from hd_protocol.brokers.lobby_cluster import ClusteredLobby
 from hd_protocol.errors import ProtocolError
 from hd_protocol.limits import DEFAULT_LIMITS
+from hd_shell.cluster import Bus, keep_running
 from hd_shell.server.app import ServerApp
 from hd_shell.server.frames import FrameServer
 from hd_shell.server.process import ServerProcess, run_main
@@ -41,6 +51,8 @@ from hd_shell.server.settings import (
     load_settings,
     server_limits,
 )
+
+from .cluster import LobbyCluster
 
 PROG = "hd-lobby"
 PATH = "/lobby-ws"
@@ -72,34 +84,57 @@ def load_directory(path: str | None) -> dict[str, str]:
 async def run(settings: ServerSettings) -> None:
     directory = load_directory(settings.extra.get("directory"))
     proc = ServerProcess(settings, "lobby.json", log)
+    heartbeat = settings.extra.get("heartbeat")
+    if heartbeat is None:  # not `or 15`: --heartbeat 0 is a mistake, not the default
+        heartbeat = 15
+    if type(heartbeat) is not int or not 1 <= heartbeat <= 3600:
+        raise UsageError("heartbeat must be 1..3600 seconds")
     store = hd_relay.QueueStore(settings.data_dir / "relay-queue.db")
     try:
-        registry = CollectorRegistry(auto_describe=True)
-        relay = hd_relay.RelayService(proc.identity, store, DEFAULT_LIMITS, registry,
-                                      log.getChild("relay"))
-        heartbeat = settings.extra.get("heartbeat")
-        if heartbeat is None:  # not `or 15`: --heartbeat 0 is a mistake, not the default
-            heartbeat = 15
-        if type(heartbeat) is not int or not 1 <= heartbeat <= 3600:
-            raise UsageError("heartbeat must be 1..3600 seconds")
-        machine = LobbyServer(proc.identity, rng=os.urandom, limits=DEFAULT_LIMITS,
-                              directory=directory, heartbeat_s=heartbeat)
-        lobby = FrameServer(machine, "lobby", timer=machine.on_timer,
-                            next_deadline=machine.next_deadline, log=log)
-        Gauge("hd_lobby_nodes", "Registered nodes", registry=registry).set_function(
-            lambda: machine.registered)
-        Gauge("hd_lobby_rooms", "Open rooms", registry=registry).set_function(
-            lambda: machine.rooms)
-        Gauge("hd_lobby_connections", "Open /lobby-ws connections",
-              registry=registry).set_function(lambda: lobby.connections)
-        app = ServerApp(proc.identity.node_id, registry,
-                        {PATH: lobby.serve, RELAY_PATH: relay.serve})
-        await proc.run(app, server_limits(hd_relay.relay_frame_limit(DEFAULT_LIMITS), settings),
-                       lambda base: {"url": f"{base}{PATH}", "relay_url": f"{base}{RELAY_PATH}"},
-                       [relay.run, lobby.run_timer], "lobby",
-                       log_fields={"directory_entries": len(directory)})
+        await _serve(settings, proc, store, directory, heartbeat)
     finally:
         store.close()
+
+
+async def _serve(settings: ServerSettings, proc: ServerProcess, store: hd_relay.QueueStore,
+                 directory: dict[str, str], heartbeat: int) -> None:
+    registry = CollectorRegistry(auto_describe=True)
+    relay = hd_relay.RelayService(proc.identity, store, DEFAULT_LIMITS, registry,
+                                  log.getChild("relay"))
+    bus = (Bus(settings.cluster, name=settings.instance or os.urandom(4).hex())
+           if settings.cluster else None)
+    machine: LobbyServer
+    cluster: LobbyCluster | None = None
+    if bus is None:
+        machine = LobbyServer(proc.identity, rng=os.urandom, limits=DEFAULT_LIMITS,
+                              directory=directory, heartbeat_s=heartbeat)
+    else:
+        machine = clustered = ClusteredLobby(proc.identity, instance=bus.name, rng=os.urandom,
+                                             limits=DEFAULT_LIMITS, directory=directory,
+                                             heartbeat_s=heartbeat)
+        cluster = LobbyCluster(bus, clustered, lambda outs: lobby.apply(outs),
+                               log.getChild("cluster"))
+    lobby = FrameServer(machine, "lobby", timer=machine.on_timer,
+                        next_deadline=machine.next_deadline, log=log,
+                        effect=cluster.effect if cluster is not None else None)
+    Gauge("hd_lobby_nodes", "Registered nodes", registry=registry).set_function(
+        lambda: machine.registered)
+    Gauge("hd_lobby_rooms", "Open rooms", registry=registry).set_function(
+        lambda: machine.rooms)
+    Gauge("hd_lobby_connections", "Open /lobby-ws connections",
+          registry=registry).set_function(lambda: lobby.connections)
+    background: list[Callable[[], Awaitable[None]]] = [relay.run, lobby.run_timer]
+    fields: dict[str, object] = {"directory_entries": len(directory)}
+    if bus is not None and cluster is not None:
+        bus.register_metrics(registry)
+        background += [partial(keep_running, bus), cluster.run, bus.monitor]
+        fields["instance"] = bus.name
+    app = ServerApp(proc.identity.node_id, registry,
+                    {PATH: lobby.serve, RELAY_PATH: relay.serve},
+                    cluster=bus.health if bus is not None else None)
+    await proc.run(app, server_limits(hd_relay.relay_frame_limit(DEFAULT_LIMITS), settings),
+                   lambda base: {"url": f"{base}{PATH}", "relay_url": f"{base}{RELAY_PATH}"},
+                   background, "lobby", log_fields=fields)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -299,13 +299,19 @@ class Bucket:
         """Write ``value`` if ``last`` is still the key's revision (else WrongRevision)."""
         return await self._write(key, value, last, ttl_s)
 
-    async def _write(self, key: str, value: bytes, last: int, ttl_s: float | None) -> int:
+    async def put(self, key: str, value: bytes) -> int:
+        """Write ``value`` whatever the key holds (for a key only one writer owns)."""
+        return await self._write(key, value, None, None)
+
+    async def _write(self, key: str, value: bytes, last: int | None,
+                     ttl_s: float | None) -> int:
         import nats.js.errors
 
         subject = f"$KV.{self.name}.{key}"
 
         async def write() -> int:
-            headers = {"Nats-Expected-Last-Subject-Sequence": str(last)}
+            headers = ({} if last is None
+                       else {"Nats-Expected-Last-Subject-Sequence": str(last)})
             try:
                 ack = await self.bus._js.publish(subject, value, headers=headers,
                                                  msg_ttl=ttl_s)
@@ -317,8 +323,20 @@ class Bucket:
 
         return await self.bus._call(write)
 
-    async def delete(self, key: str) -> None:
-        await self.bus._call(self._kv.delete, key)
+    async def delete(self, key: str, last: int = 0) -> None:
+        """Delete ``key``; with ``last``, only if that is still its revision (else
+        WrongRevision)."""
+        import nats.js.errors
+
+        async def delete() -> None:
+            try:
+                await self._kv.delete(key, last=last or None)
+            except nats.js.errors.APIError as exc:
+                if exc.err_code in (10071, 10164):
+                    raise WrongRevision(key) from None
+                raise
+
+        await self.bus._call(delete)
 
     @contextlib.asynccontextmanager
     async def watch(self) -> AsyncIterator[Callable[[], Awaitable[list[Entry] | None]]]:
@@ -371,10 +389,17 @@ class Bucket:
         return await self.bus._call(keys)
 
 
+async def keep_running(bus: Bus) -> None:
+    """``bus`` connected (and reconnecting) until cancelled: a server's background task,
+    started once it listens, so the bus's lines are the server's own."""
+    async with bus.running():
+        await trio.sleep_forever()
+
+
 def _quiet() -> contextlib.suppress:
     """What closing a connection that is already gone may raise."""
     return contextlib.suppress(Exception)
 
 
 __all__ = ["Bucket", "Bus", "BusMessage", "ClusterUnavailable", "Entry", "KeyExists",
-           "WrongRevision"]
+           "WrongRevision", "keep_running"]

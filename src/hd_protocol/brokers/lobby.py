@@ -51,7 +51,7 @@ ATTEST_TTL_MS = 24 * 3600 * 1000
 SIGNAL_KINDS = ("offer", "answer", "bye")
 MAX_SDP = 32 * 1024
 
-Output = ToConn | CloseConn
+Output = Any  # ToConn | CloseConn, and a clustered lobby's effects (lobby_cluster)
 
 
 @dataclass(slots=True)
@@ -229,6 +229,7 @@ class LobbyServer:
         self._nodes[node_id] = node
         c.node = node_id
         others = [n.entry() for n in self._nodes.values() if n.node_id != node_id]
+        out += self._registered(node, now, others)
         out.append(ToConn(c.id, encode_frame("registered", {
             "session": b64encode(self.rng(16)), "heartbeat_s": self.heartbeat_s,
             "presence": others, "rooms": self._public_rooms()})))
@@ -267,19 +268,54 @@ class LobbyServer:
         for room in [r for r in self._rooms.values() if r.host == n.node_id]:
             out += self._close_room(room)
         for room in self._rooms.values():
-            room.members.discard(n.node_id)
+            if n.node_id in room.members:
+                room.members.discard(n.node_id)
+                out += self._room_changed(room)
+        out += self._left(n, now)
         self._announce({**n.entry(), "status": "offline"}, now, exclude=n.node_id)
         return out
+
+    # --- what a lobby of several instances adds (``lobby_cluster.ClusteredLobby``) ---------
+
+    def _registered(self, node: _Node, now: int, others: list[dict[str, Any]]) -> list[Output]:
+        """``node`` registered here; ``others`` is the directory it is about to get."""
+        return []
+
+    def _left(self, node: _Node, now: int) -> list[Output]:
+        return []
+
+    def _node_changed(self, node: _Node) -> list[Output]:
+        return []
+
+    def _room_changed(self, room: Room) -> list[Output]:
+        return []
+
+    def _room_closing(self, room: Room) -> list[Output]:
+        """``room`` closes: what its members elsewhere should hear."""
+        return []
+
+    def _elsewhere(self, c: _Conn, n: _Node, f: dict[str, Any]) -> list[Output]:
+        """A frame about a node or room this instance does not hold."""
+        raise RemoteProtocolError("no_room" if "roomId" in f else "not_found",
+                                  "no such room" if "roomId" in f else "no such node here")
+
+    def _other_rooms(self) -> list[Room]:
+        """Rooms hosted on the other instances (listed, and shared for signaling)."""
+        return []
+
+    def _host_name(self, node_id: str) -> str:
+        host = self._nodes.get(node_id)
+        return host.node_name if host else ""
 
     # --- rooms ----------------------------------------------------------------------------
 
     def _public_rooms(self) -> list[dict[str, Any]]:
-        return [self._room_view(r) for r in self._rooms.values() if r.visibility == "public"]
+        return [self._room_view(r) for r in [*self._rooms.values(), *self._other_rooms()]
+                if r.visibility == "public"]
 
     def _room_view(self, r: Room) -> dict[str, Any]:
-        host = self._nodes.get(r.host)
         return {"id": r.id, "name": r.name, "host": r.host,
-                "host_name": host.node_name if host else "", "members": len(r.members),
+                "host_name": self._host_name(r.host), "members": len(r.members),
                 "visibility": r.visibility, "joinPolicy": r.policy,
                 "locked": r.policy == "token"}
 
@@ -287,13 +323,10 @@ class LobbyServer:
         self._rooms.pop(room.id, None)
         frame = encode_frame("room_closed", {"roomId": room.id})
         return [ToConn(self._nodes[m].conn, frame) for m in sorted(room.members)
-                if m in self._nodes]
+                if m in self._nodes] + self._room_closing(room)
 
-    def _room(self, frame: dict[str, Any]) -> Room:
-        room = self._rooms.get(frame["roomId"]) if type(frame["roomId"]) is str else None
-        if room is None:
-            raise RemoteProtocolError("no_room", "no such room")
-        return room
+    def _room(self, frame: dict[str, Any]) -> Room | None:
+        return self._rooms.get(frame["roomId"]) if type(frame["roomId"]) is str else None
 
 
 # --- handlers of a registered node's frames -----------------------------------------------
@@ -309,6 +342,7 @@ def _h_presence(s: LobbyServer, c: _Conn, n: _Node, f: dict[str, Any]) -> list[O
     if status != n.status or caps != n.capabilities:
         n.status, n.capabilities = status, list(caps)
         s._announce(n.entry(), c.last_seen, exclude=n.node_id)
+        return s._node_changed(n)
     return []
 
 
@@ -323,35 +357,43 @@ def _h_create_room(s: LobbyServer, c: _Conn, n: _Node, f: dict[str, Any]) -> lis
         raise RemoteProtocolError("full", f"at most {s.limits.rooms_per_host} rooms per host")
     room = Room(s.rng(16).hex(), name, n.node_id, visibility, policy, digest)
     s._rooms[room.id] = room
-    return [ToConn(c.id, encode_frame("room_created", {"room": s._room_view(room)}))]
+    return [ToConn(c.id, encode_frame("room_created", {"room": s._room_view(room)})),
+            *s._room_changed(room)]
 
 
 def _h_join_room(s: LobbyServer, c: _Conn, n: _Node, f: dict[str, Any]) -> list[Output]:
     fields(f, ("roomId",), ("token",))
     room = s._room(f)
+    if room is None:
+        return s._elsewhere(c, n, f)
     admit(room, n.node_id, n.public_key, f.get("token"), s.directory,
           s.limits.members_per_room)
     host = s._nodes[room.host]
     room.members.add(n.node_id)
     return [ToConn(c.id, encode_frame("room_info", {"roomId": room.id, "host": host.card()})),
             ToConn(host.conn, encode_frame("peer_joining", {"roomId": room.id,
-                                                            "guest": n.card()}))]
+                                                            "guest": n.card()})),
+            *s._room_changed(room)]
 
 
 def _h_leave_room(s: LobbyServer, c: _Conn, n: _Node, f: dict[str, Any]) -> list[Output]:
     fields(f, ("roomId",))
     room = s._room(f)
+    if room is None:
+        return s._elsewhere(c, n, f)
     if room.host == n.node_id:
         return s._close_room(room) + [ToConn(c.id, encode_frame("room_closed",
                                                                 {"roomId": room.id}))]
     if n.node_id not in room.members:
         raise RemoteProtocolError("not_found", "not a member of that room")
     room.members.discard(n.node_id)
-    return [ToConn(c.id, encode_frame("room_closed", {"roomId": room.id}))]
+    return [ToConn(c.id, encode_frame("room_closed", {"roomId": room.id})),
+            *s._room_changed(room)]
 
 
 def _shares_room(s: LobbyServer, a: str, b: str) -> bool:
-    return any({a, b} <= (r.members | {r.host}) for r in s._rooms.values())
+    return any({a, b} <= (r.members | {r.host})
+               for r in [*s._rooms.values(), *s._other_rooms()])
 
 
 def _h_signal(s: LobbyServer, c: _Conn, n: _Node, f: dict[str, Any]) -> list[Output]:
@@ -361,9 +403,11 @@ def _h_signal(s: LobbyServer, c: _Conn, n: _Node, f: dict[str, Any]) -> list[Out
     if f["kind"] not in SIGNAL_KINDS:
         raise RemoteProtocolError("bad_request", "kind is offer, answer or bye")
     text(f["sdp"], "sdp", max_chars=MAX_SDP)
-    target = s._nodes.get(to) if is_node_id(to) else None
-    if target is None:
+    if not is_node_id(to):
         raise RemoteProtocolError("not_found", "no such node here")
+    target = s._nodes.get(to)
+    if target is None:
+        return s._elsewhere(c, n, f)  # another instance's node, or not_found
     if not _shares_room(s, n.node_id, to):
         raise RemoteProtocolError("denied", "signaling is between members of one room")
     return [ToConn(target.conn, encode_frame("signal", {"from": n.node_id, "sid": f["sid"],
@@ -377,7 +421,7 @@ def _h_relay(s: LobbyServer, c: _Conn, n: _Node, f: dict[str, Any]) -> list[Outp
     relayed = check_relayed(f["envelope"], n.node_id, f["to"])
     target = s._nodes.get(f["to"])
     if target is None:
-        raise RemoteProtocolError("not_found", "no such node here")
+        return s._elsewhere(c, n, {**f, "envelope": relayed})
     return [ToConn(target.conn, encode_frame("relay", {"from": n.node_id,
                                                        "envelope": relayed}))]
 

@@ -49,14 +49,19 @@ def parse_create_room(f: Mapping[str, Any]) -> tuple[str, str, str, str | None]:
 
 
 def admit(room: Room, node_id: str, public_key: str, token: object,
-          directory: Mapping[str, str], max_members: int) -> None:
+          directory: Mapping[str, str], max_members: int, *,
+          token_digest: str | None = None) -> None:
     """Whether ``room`` takes the node (``denied``/``full``/``bad_request`` if not).
-    Tokens and directory keys compare in constant time."""
+    Tokens and directory keys compare in constant time. ``token_digest``: the token as
+    another lobby instance passed it on (its digest: the token itself never leaves the
+    instance it was sent to)."""
     if room.host == node_id:
         raise RemoteProtocolError("bad_request", "the host is in its own room")
     if room.policy == "token":
-        if type(token) is not str or room.token_hash is None or not hmac.compare_digest(
-                token_hash(token), room.token_hash):
+        given = token_digest if token_digest is not None else (
+            token_hash(token) if type(token) is str else None)
+        if given is None or room.token_hash is None or not hmac.compare_digest(
+                given, room.token_hash):
             raise RemoteProtocolError("denied", "wrong token")
     elif room.policy == "directory":
         listed = directory.get(node_id)

@@ -1,0 +1,216 @@
+"""The lobby's cluster adapter: ``ClusteredLobby``'s effects to NATS and back
+(docs/cluster.md).
+
+- ``ClaimNode``: the node's record in KV ``hd_lobby_nodes`` — create, else a
+  compare-and-set on the revision just read (newest wins); the revision written goes
+  back to the machine (``claimed``);
+- ``ReleaseNode``: delete it, only if it is still the revision we wrote (or was given);
+- ``PutRoom``/``DropRoom``: KV ``hd_lobby_rooms`` (a room's record has one writer: its
+  host's instance);
+- ``ToInstance``: batched per instance, one message on ``hd.lobby.to.<instance>``;
+- both buckets are watched: every instance reads every change once (the directory's
+  fan-out is per instance; each instance then batches presence to its own nodes);
+- ``hd.lobby.alive`` every few seconds says this instance is alive.
+
+The bus can go: effects then fail fast (``ClusterUnavailable``) and are dropped; the
+instance keeps serving its own nodes, and when the bus is back it writes everything it
+holds again (``resync``) and reads everything the others hold (a new watch).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import trio
+
+from hd_protocol.brokers.cluster_view import (
+    ALIVE_EVERY_MS,
+    ClaimNode,
+    DropRoom,
+    PutRoom,
+    ReleaseNode,
+    ToInstance,
+)
+from hd_protocol.brokers.lobby_cluster import Change, ClusteredLobby
+from hd_shell.clock import mono_ms
+from hd_shell.cluster import Bucket, Bus, ClusterUnavailable, Entry, KeyExists, WrongRevision
+
+NODES = "hd_lobby_nodes"
+ROOMS = "hd_lobby_rooms"
+ALIVE = "hd.lobby.alive"
+OUTBOX = 65_536  # effects waiting for the bus
+CLAIM_TRIES = 8
+
+Effect = ClaimNode | ReleaseNode | PutRoom | DropRoom | ToInstance
+
+
+def inbox_subject(instance: str) -> str:
+    return f"hd.lobby.to.{instance}"
+
+
+class LobbyCluster:
+    def __init__(self, bus: Bus, machine: ClusteredLobby,
+                 apply: Callable[[Sequence[Any]], None], log: logging.Logger) -> None:
+        """``apply``: carry out the machine's outputs (the lobby's frame server)."""
+        self.bus = bus
+        self.machine = machine
+        self._apply = apply
+        self.log = log
+        self.replicas = min(3, len(bus.urls))
+        self.dropped = 0  # effects that found the bus gone (a resync writes them again)
+        self._send, self._recv = trio.open_memory_channel[Effect](OUTBOX)
+        self._own: dict[str, int] = {}  # node -> the revision of the record we wrote
+
+    # --- the machine's side -------------------------------------------------------------
+
+    def effect(self, out: Any) -> Sequence[Any]:
+        """The frame server's hook for the machine's cluster effects."""
+        if isinstance(out, ClaimNode | ReleaseNode | PutRoom | DropRoom | ToInstance):
+            try:
+                self._send.send_nowait(out)
+            except trio.WouldBlock:
+                self.dropped += 1
+        return []
+
+    # --- life ------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Sessions with the bus, one after another, for as long as the lobby runs."""
+        while True:
+            while not self.bus.connected:
+                await self.bus.changed.wait()
+            try:
+                await self._session()
+            except ClusterUnavailable as exc:
+                self.log.info("cluster session ended instance=%s reason=%s",
+                              self.machine.instance, exc)
+            await trio.sleep(0.2)
+
+    async def _session(self) -> None:
+        nodes = await self.bus.bucket(NODES, replicas=self.replicas)
+        rooms = await self.bus.bucket(ROOMS, replicas=self.replicas)
+        async with self.bus.subscribe(inbox_subject(self.machine.instance)) as inbox, \
+                self.bus.subscribe(ALIVE) as alive, trio.open_nursery() as n:
+            while True:  # what waited for the bus is stale: the resync says it all again
+                try:
+                    self._recv.receive_nowait()
+                except trio.WouldBlock:
+                    break
+            self._own.clear()
+            self._apply(self.machine.resync(mono_ms()))
+            n.start_soon(self._writer, nodes, rooms)
+            n.start_soon(self._watch, nodes, True)
+            n.start_soon(self._watch, rooms, False)
+            n.start_soon(self._inbox, inbox)
+            n.start_soon(self._alive_in, alive)
+            n.start_soon(self._alive_out)
+            while self.bus.connected:
+                await self.bus.changed.wait()
+            n.cancel_scope.cancel()
+        raise ClusterUnavailable("the bus went away")
+
+    # --- out -------------------------------------------------------------------------------
+
+    async def _writer(self, nodes: Bucket, rooms: Bucket) -> None:
+        while True:
+            batch = [await self._recv.receive()]
+            while len(batch) < 1024:
+                try:
+                    batch.append(self._recv.receive_nowait())
+                except trio.WouldBlock:
+                    break
+            messages: dict[str, list[dict[str, Any]]] = defaultdict(list)
+            for e in batch:
+                try:
+                    if isinstance(e, ToInstance):
+                        messages[e.instance].append(e.message)
+                    elif isinstance(e, ClaimNode):
+                        await self._claim(nodes, e)
+                    elif isinstance(e, ReleaseNode):
+                        await self._release(nodes, e)
+                    elif isinstance(e, PutRoom):
+                        await rooms.put(e.room["id"], json.dumps(e.room).encode())
+                    else:
+                        await rooms.delete(e.room_id)
+                except ClusterUnavailable:
+                    self.dropped += 1
+            for instance, msgs in messages.items():
+                try:
+                    await self.bus.publish(inbox_subject(instance), json.dumps(msgs).encode())
+                except ClusterUnavailable:
+                    self.dropped += len(msgs)
+
+    async def _claim(self, nodes: Bucket, e: ClaimNode) -> None:
+        value = json.dumps(e.record).encode()
+        last = self._own.get(e.node)
+        for _ in range(CLAIM_TRIES):
+            try:
+                rev = (await nodes.create(e.node, value) if last is None
+                       else await nodes.update(e.node, value, last))
+            except (KeyExists, WrongRevision):
+                entry = await nodes.get(e.node)
+                last = entry.revision if entry is not None else None
+                continue
+            self._own[e.node] = rev
+            self._apply(self.machine.claimed(e.node, rev, mono_ms()))
+            return
+        self.log.info("cluster claim gave up node=%s", e.node)
+
+    async def _release(self, nodes: Bucket, e: ReleaseNode) -> None:
+        rev = e.revision or self._own.pop(e.node, 0)
+        if not rev:
+            return
+        try:
+            await nodes.delete(e.node, last=rev)
+        except WrongRevision:
+            pass  # someone wrote it since: it is theirs now
+
+    # --- in --------------------------------------------------------------------------------
+
+    async def _watch(self, bucket: Bucket, is_nodes: bool) -> None:
+        async with bucket.watch() as next_batch:
+            while True:
+                batch = await next_batch()
+                now = mono_ms()
+                if batch is None:
+                    if is_nodes:
+                        self._apply(self.machine.synced(now))
+                    continue
+                changes = [_change(e) for e in batch]
+                self._apply(self.machine.on_nodes(changes, now) if is_nodes
+                            else self.machine.on_rooms(changes, now))
+
+    async def _inbox(self, inbox: trio.MemoryReceiveChannel[Any]) -> None:
+        async for msg in inbox:
+            try:
+                items = json.loads(msg.data)
+            except ValueError:
+                continue
+            if not isinstance(items, list):
+                continue
+            now = mono_ms()
+            for item in items:
+                self._apply(self.machine.on_message(item, now))
+
+    async def _alive_in(self, alive: trio.MemoryReceiveChannel[Any]) -> None:
+        async for msg in alive:
+            name = msg.data.decode("utf-8", "replace")
+            self.machine.instance_alive(name, mono_ms())
+
+    async def _alive_out(self) -> None:
+        while True:
+            await self.bus.publish(ALIVE, self.machine.instance.encode())
+            await trio.sleep(ALIVE_EVERY_MS / 1000)
+
+
+def _change(e: Entry) -> Change:
+    if e.deleted:
+        return (e.key, None, e.revision)
+    try:
+        return (e.key, json.loads(e.value), e.revision)
+    except ValueError:
+        return (e.key, {}, e.revision)  # not a record: the machine skips it
