@@ -14,6 +14,13 @@ the node attaches, the shell loads its queue (``LoadQueued``) and the machine se
 out in order (``deliver``) with a ``qid`` each; the node's ``ack {qids}`` deletes them
 (``DeleteQueued``). At least once: a node drops duplicates by ``msg_id``/``seq``.
 
+For the cluster mailbox (issue 19): ``deferred_acks`` (storing takes a while: the shell
+answers each ``StoreQueued`` with ``stored``, the ack or ``error unavailable|queue_full``;
+one ``LoadQueued`` per connection at a time, answered by ``deliver`` or ``load_failed``)
+and ``shared_store`` (other instances add to the mailbox: counts are this instance's
+view, corrected by each short load; a node attaching here is always loaded;
+``mail_arrived`` says another instance stored for it; the store enforces the limits).
+
 The shell moves frames (``ToConn``/``CloseConn``) and persists; ``connect``,
 ``receive``, ``disconnect`` and ``on_timer`` take a monotonic ``now``; the wall clock
 (``wall``) only dates queued envelopes for their 24 h expiry.
@@ -30,6 +37,7 @@ from ..errors import LocalProtocolError, RemoteProtocolError
 from ..identity import Identity, Rng, b64encode, is_node_id
 from ..limits import DEFAULT_LIMITS, Limits
 from .frames import (
+    ERROR_CODES,
     ServerHello,
     TokenBucket,
     attach_bytes,
@@ -72,7 +80,8 @@ class QueuedEnvelope:
 
 @dataclass(frozen=True, slots=True)
 class StoreQueued:
-    """Store this envelope durably (the sender's ``relay_ack`` comes right after)."""
+    """Store this envelope durably (the sender's ``relay_ack`` comes right after, or,
+    with deferred acks, once the shell says ``stored``)."""
 
     dst: str
     src: str
@@ -80,6 +89,7 @@ class StoreQueued:
     envelope: dict[str, Any] = field(hash=False)
     size: int
     expires: int  # wall clock, ms
+    conn: int = 0  # the sender's connection: with deferred acks ``stored`` answers it
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,9 +121,12 @@ class _Conn:
     bad: int = 0
     congested: bool = False
     in_flight: dict[int, int] = field(default_factory=dict)  # delivered qid -> size
+    loading: bool = False  # deferred: a LoadQueued is out
+    stored_meanwhile: list[int] = field(default_factory=lambda: [0, 0])  # it may miss these
+    more: bool = False  # shared: the store may hold more for this node than counted
 
 
-_REFUSALS = frozenset({"not_found", "queue_full"})
+_REFUSALS = frozenset({"not_found", "queue_full", "unavailable"})
 
 
 class RelayServer:
@@ -121,17 +134,20 @@ class RelayServer:
 
     def __init__(self, identity: Identity, *, rng: Rng, limits: Limits = DEFAULT_LIMITS,
                  queued: Mapping[str, tuple[int, int]] | None = None, delivery_batch: int = 256,
-                 data_rate_per_s: int = 20_000, data_burst: int = 40_000) -> None:
+                 data_rate_per_s: int = 20_000, data_burst: int = 40_000,
+                 deferred_acks: bool = False, shared_store: bool = False) -> None:
         self.identity = identity
+        self.deferred_acks, self.shared_store = deferred_acks, shared_store  # see above
         self.rng = rng
         self.limits = limits
         self.delivery_batch = delivery_batch
         self.data_rate = (data_rate_per_s, data_burst)
         self._conns: dict[int, _Conn] = {}
         self._attached: dict[str, int] = {}  # node id -> conn
-        # node id -> [envelopes, bytes] waiting in the store (what the shell loaded at
-        # start, then kept up to date by this machine).
+        # node id -> [envelopes, bytes] in the store (the shell's at start, then ours).
         self._queued: dict[str, list[int]] = {k: [n, b] for k, (n, b) in (queued or {}).items()}
+        # node id -> [envelopes, bytes] handed to the store, not answered yet (deferred).
+        self._pending: dict[str, list[int]] = {}
         self.max_frame = limits.max_envelope_bytes + FRAME_SLACK
 
     # --- queries --------------------------------------------------------------------------
@@ -176,9 +192,7 @@ class RelayServer:
         if c is None:
             return []
         c.congested = congested
-        if not congested and c.node is not None:
-            return self._maybe_load(c)
-        return []
+        return self._maybe_load(c) if not congested else []  # (_maybe_load checks node)
 
     # --- frames in ------------------------------------------------------------------------
 
@@ -207,8 +221,8 @@ class RelayServer:
     def _bad(self, c: _Conn, exc: RemoteProtocolError) -> list[Output]:
         code = exc.code if exc.code in ("bad_frame", "unregistered", "auth", "not_found",
                                         "rate_limited", "too_large", "bad_request",
-                                        "queue_full") else "bad_frame"
-        out: list[Output] = [ToConn(c.id, error_frame(code, exc.message))]
+                                        "queue_full", "unavailable") else "bad_frame"
+        out: list[Output] = [ToConn(c.id, _error(code, exc.message))]
         if code in _REFUSALS:
             return out  # an honest answer to an honest frame: not held against the node
         c.bad += 1
@@ -231,6 +245,7 @@ class RelayServer:
             self.disconnect(old)
         c.node = node
         self._attached[node] = c.id
+        c.more = self.shared_store  # another instance may have stored for it
         n, _ = self.queued(node)
         out.append(ToConn(c.id, encode_frame("attached", {"queued": n})))
         return out + self._maybe_load(c)
@@ -242,21 +257,26 @@ class RelayServer:
         assert c.node is not None
         relayed = check_relayed(env_obj, c.node, to)
         size = wire_size(encode_frame("x", {"e": relayed}))  # bytes, as the limits are
-        target = self._attached.get(to)
-        tc = self._conns.get(target) if target is not None else None
+        tc = self._local(to)
         if tc is not None and not tc.congested and self.queued(to)[0] == 0:
             return [ToConn(tc.id, encode_frame("relay", {"from": c.node, "envelope": relayed}))]
         # Store and forward: durably stored first, then acknowledged (SPEC 7.7).
         n, b = self.queued(to)
         lim = self.limits
-        if (n + 1 > lim.relay_queue_envelopes or b + size > lim.relay_queue_bytes
+        # A shared store counts what every instance queued and refuses past its limits
+        # itself; this instance's counts do not see what the others stored or delivered.
+        if not self.shared_store and (
+                n + 1 > lim.relay_queue_envelopes or b + size > lim.relay_queue_bytes
                 or self.total_queued_bytes + size > lim.relay_total_bytes):
             raise RemoteProtocolError("queue_full", f"the queue for {to} is full")
         self._queued[to] = [n + 1, b + size]
         msg_id = relayed["msg_id"]
-        return [StoreQueued(to, c.node, msg_id, relayed, size, wall + lim.relay_queue_age_ms),
-                ToConn(c.id, encode_frame("relay_ack", {"msg_id": msg_id,
-                                                        "status": "queued"}))]
+        store = StoreQueued(to, c.node, msg_id, relayed, size, wall + lim.relay_queue_age_ms,
+                            c.id)
+        if self.deferred_acks:  # the ack waits for ``stored``
+            _add(self._pending.setdefault(to, [0, 0]), 1, size)
+            return [store]
+        return [store, ToConn(c.id, _queued_ack(msg_id))]
 
     def _on_ack(self, c: _Conn, frame: dict[str, Any]) -> list[Output]:
         fields(frame, ("qids",))
@@ -269,12 +289,8 @@ class RelayServer:
         known = tuple(dict.fromkeys(q for q in qids if q in c.in_flight))
         if not known:
             return []
-        n, b = self.queued(c.node)
         freed = sum(c.in_flight.pop(q) for q in known)
-        if n - len(known) > 0:
-            self._queued[c.node] = [n - len(known), max(0, b - freed)]
-        else:
-            self._queued.pop(c.node, None)
+        self._take_back(c.node, len(known), freed)
         return [DeleteQueued(c.node, known), *self._maybe_load(c)]
 
     # --- store and forward, the shell's side ------------------------------------------------
@@ -285,18 +301,80 @@ class RelayServer:
         c = self._conns.get(conn)
         if c is None or c.node is None:
             return []
+        c.loading = False
+        mine = [it for it in items if it.dst == c.node]
+        if self.shared_store and len(items) < self.delivery_batch:
+            # A short load is all the store held for the node: with what is on its way
+            # in and what was stored while it ran, that is the count (others' included).
+            p, m = self._pending.get(c.node, (0, 0)), c.stored_meanwhile
+            n = len(mine) + p[0] + m[0]
+            if n:
+                self._queued[c.node] = [n, sum(it.size for it in mine) + p[1] + m[1]]
+            else:
+                self._queued.pop(c.node, None)
+        elif self.shared_store:
+            c.more = True  # a full batch: there may be more behind it
         out: list[Output] = []
-        for it in items:
-            if it.dst != c.node or it.qid in c.in_flight:
-                continue
+        for it in (it for it in mine if it.qid not in c.in_flight):
             c.in_flight[it.qid] = it.size
-            out.append(ToConn(conn, encode_frame("relay", {"from": it.src,
-                                                           "envelope": it.envelope,
-                                                           "qid": it.qid})))
+            out.append(ToConn(conn, encode_frame("relay", {"from": it.src, "qid": it.qid,
+                                                           "envelope": it.envelope})))
+        if not c.in_flight and c.more:  # mail came while the load ran, or was missed
+            out += self._maybe_load(c)
         return out
 
+    def load_failed(self, conn: int) -> list[Output]:
+        """``LoadQueued`` failed (the store is away): the next occasion loads again."""
+        c = self._conns.get(conn)
+        if c is not None:
+            c.loading = False
+            c.more = True
+        return []
+
+    def stored(self, conn: int, dst: str, msg_id: str, size: int, ok: bool,
+               code: str = "unavailable", duplicate: bool = False) -> list[Output]:
+        """The store's answer to a deferred ``StoreQueued``: ``relay_ack queued``, or
+        ``error code`` (``unavailable``; ``queue_full`` past the store's limits) with the
+        count taken back. ``duplicate``: the store had it already: acked, counted once."""
+        if (p := self._pending.get(dst)) is not None and _add(p, -1, -size)[0] <= 0:
+            del self._pending[dst]
+        sender = conn in self._conns
+        if not ok or duplicate:
+            self._take_back(dst, 1, size)
+        if not ok:
+            code = code if code == "queue_full" else "unavailable"
+            return [ToConn(conn, _error(code, f"cannot queue {msg_id} for {dst} now"))
+                    ] if sender else []
+        out: list[Output] = [ToConn(conn, _queued_ack(msg_id))] if sender else []
+        if (tc := self._local(dst)) is not None and not duplicate:
+            if tc.loading:  # the load under way may not have seen it
+                _add(tc.stored_meanwhile, 1, size)
+                tc.more = True
+            out += self._maybe_load(tc)
+        return out
+
+    def mail_arrived(self, node: str) -> list[Output]:
+        """Another instance stored for ``node``: load it if it is attached here, idle."""
+        if (c := self._local(node)) is None:
+            return []
+        c.more = True
+        return self._maybe_load(c)
+
+    def recount(self, counts: Mapping[str, tuple[int, int]]) -> None:
+        """The store's own counts per destination (every instance's), plus what is on
+        its way in."""
+        self._queued = {k: [n, b] for k, (n, b) in counts.items() if n > 0}
+        for dst, (n, b) in self._pending.items():
+            _add(self._queued.setdefault(dst, [0, 0]), n, b)
+
     def expired(self, node: str, count: int, size: int) -> None:
-        """The shell dropped ``count`` expired envelopes (``size`` bytes) for ``node``."""
+        self._take_back(node, count, size)  # the shell dropped these, past their 24 h
+
+    def _local(self, node: str) -> _Conn | None:
+        target = self._attached.get(node)
+        return self._conns.get(target) if target is not None else None
+
+    def _take_back(self, node: str, count: int, size: int) -> None:
         n, b = self.queued(node)
         if n - count > 0:
             self._queued[node] = [n - count, max(0, b - size)]
@@ -304,9 +382,31 @@ class RelayServer:
             self._queued.pop(node, None)
 
     def _maybe_load(self, c: _Conn) -> list[Output]:
-        if c.node is None or c.congested or c.in_flight or self.queued(c.node)[0] == 0:
+        if c.node is None or c.congested or c.in_flight or c.loading:
             return []
+        if not c.more and self.queued(c.node)[0] == 0:
+            return []
+        c.more = False
+        if self.deferred_acks:
+            c.loading = True
+            c.stored_meanwhile = [0, 0]
         return [LoadQueued(c.id, c.node, self.delivery_batch)]
+
+
+def _add(counts: list[int], n: int, size: int) -> list[int]:
+    counts[0] += n
+    counts[1] = max(0, counts[1] + size)
+    return counts
+
+
+def _queued_ack(msg_id: str) -> str:
+    return encode_frame("relay_ack", {"msg_id": msg_id, "status": "queued"})
+
+
+def _error(code: str, message: str) -> str:
+    # ``unavailable`` (the store cannot keep it now) is the relay's own, beside the shared codes
+    return (error_frame(code, message) if code in ERROR_CODES
+            else encode_frame("error", {"code": code, "message": message}))
 
 
 def check_relayed(env_obj: object, src: str, to: object) -> dict[str, Any]:
