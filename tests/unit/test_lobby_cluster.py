@@ -15,6 +15,7 @@ from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_lobby import DeterministicRng
 
 from hd_protocol import Identity
 from hd_protocol.brokers.cluster_view import (
@@ -29,8 +30,6 @@ from hd_protocol.brokers.lobby_client import LobbyClient
 from hd_protocol.brokers.lobby_cluster import ClusteredLobby
 from hd_protocol.brokers.relay import CloseConn, ToConn
 from hd_protocol.effects import Send
-
-from test_lobby import DeterministicRng
 
 T0 = 1_000
 WALL = 1_764_000_000_000
