@@ -10,9 +10,12 @@ import pytest
 
 import hd_protocol
 
+# Modules written after the split have no flat path to keep.
+SINCE_THE_SPLIT = {"hd_protocol.brokers.cluster_view", "hd_protocol.brokers.lobby_cluster"}
 MOVED = sorted(
     info.name for sub in ("peer", "reach", "apps", "brokers")
     for info in pkgutil.iter_modules([f"{hd_protocol.__path__[0]}/{sub}"], f"hd_protocol.{sub}.")
+    if info.name not in SINCE_THE_SPLIT
 )
 
 
