@@ -170,7 +170,7 @@ def test_healthz_is_json_naming_the_server(running: ServerProcess) -> None:
     r = _http(running, "/healthz")
     assert r.status_code == 200
     assert r.headers["content-type"].startswith("application/json")
-    assert r.json() == {"ok": True, "server_id": running.info["server_id"]}
+    assert r.json() == {"ok": True, "server_id": running.info["server_id"], "status": "ok"}
 
 
 def test_metrics_are_prometheus_text_with_hd_metrics(running: ServerProcess) -> None:
