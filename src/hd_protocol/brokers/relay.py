@@ -80,8 +80,7 @@ class QueuedEnvelope:
 
 @dataclass(frozen=True, slots=True)
 class StoreQueued:
-    """Store this envelope durably (the sender's ``relay_ack`` comes right after, or,
-    with deferred acks, once the shell says ``stored``)."""
+    """Store this envelope durably (the sender's ack follows, or waits for ``stored``)."""
 
     dst: str
     src: str
@@ -94,8 +93,7 @@ class StoreQueued:
 
 @dataclass(frozen=True, slots=True)
 class LoadQueued:
-    """Load up to ``limit`` stored envelopes for ``node`` (oldest first) and pass them
-    to ``deliver(conn, items)``."""
+    """Load up to ``limit`` envelopes for ``node``, oldest first, for ``deliver``."""
 
     conn: int
     node: str
@@ -155,13 +153,15 @@ class RelayServer:
     def attached(self, node: str) -> int | None:
         return self._attached.get(node)
 
+    def nodes(self) -> list[str]:
+        return list(self._attached)  # every node attached here
+
     def queued(self, node: str) -> tuple[int, int]:
         n, b = self._queued.get(node, (0, 0))
         return n, b
 
     def in_flight(self) -> frozenset[int]:
-        """The qids delivered and not yet acknowledged: a purge of expired envelopes
-        leaves these to their ack (else both would count them off the queue)."""
+        """Delivered, not acknowledged: a purge leaves these to their ack (no double count)."""
         return frozenset(q for c in self._conns.values() for q in c.in_flight)
 
     @property
