@@ -60,11 +60,14 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--peer-port", type=int, help="peer listener port (default 8766; 0 = any)")
     r.add_argument("--advertise", help="ws://host:port/peer-ws URL to put in invites")
     r.add_argument("--trust-mode", choices=["manual", "open-lan", "directory"])
-    r.add_argument("--lobby", dest="lobby_url", help="ws://…/lobby-ws of a lobby to join")
+    r.add_argument("--lobby", dest="lobby_url",
+                   help="ws://…/lobby-ws of a lobby to join (several instances of one "
+                        "lobby: comma-separated, tried in order)")
     r.add_argument("--directory-key", dest="directory_key",
                    help="trust mode directory: the lobby key whose directory we trust")
     r.add_argument("--relay", dest="relay_url",
-                   help="ws://…/relay-ws of a relay (default: the one beside the lobby)")
+                   help="ws://…/relay-ws of a relay (default: the one beside the lobby; "
+                        "several instances of one relay: comma-separated)")
     r.add_argument("--ice", dest="ice_enabled", action="store_true", default=None,
                    help="learn our public address from --stun-server and offer it to "
                         "peers (a srflx candidate; off by default)")

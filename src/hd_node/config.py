@@ -74,10 +74,8 @@ class Settings:
                      "write_timeout_s", "chat_ack_timeout_s", "agent_timeout_s"):
             if not 0.05 <= getattr(self, name) <= 3600:
                 raise ConfigError(f"{name} must be between 0.05 and 3600 seconds")
-        for name in ("lobby_url", "relay_url"):
-            url = getattr(self, name)
-            if url and not url.startswith(("ws://", "wss://")):
-                raise ConfigError(f"{name} must be a ws:// or wss:// URL")
+        for name, key in (("lobby_url", "lobbyUrl"), ("relay_url", "relayUrl")):
+            url_list(getattr(self, name), key)
         if self.agent_backend:
             try:
                 parse_backend_spec(self.agent_backend)
@@ -105,10 +103,40 @@ class Settings:
                               "none is built in)")
         return self
 
+    @property
+    def lobby_urls(self) -> tuple[str, ...]:
+        """``lobbyUrl``: instances of one lobby, in the order the node tries them."""
+        return url_list(self.lobby_url, "lobbyUrl")
+
+    @property
+    def relay_urls(self) -> tuple[str, ...]:
+        """``relayUrl``: instances of one relay, in the order the node tries them."""
+        return url_list(self.relay_url, "relayUrl")
+
     def ice(self) -> IceConfig:
         """The WebRTC ICE servers and policy (SPEC 8.4); ``ValueError`` if invalid."""
         return ice_config(self.stun_server, [u.strip() for u in self.turn_urls.split(",")],
                           self.turn_username, self.turn_credential, self.ice_policy)
+
+
+def url_list(value: str, key: str) -> tuple[str, ...]:
+    """A ``lobbyUrl`` / ``relayUrl`` setting read: one ws:// or wss:// URL, or several
+    (a TOML list, or comma-separated in a flag or the environment: instances of one
+    service, tried in this order). ``ConfigError`` names the entry that is wrong."""
+    if not value.strip():
+        return ()
+    urls = tuple(u.strip() for u in value.split(","))
+    for i, url in enumerate(urls, 1):
+        where = f"{key} entry {i}" if len(urls) > 1 else key
+        if not url:
+            raise ConfigError(f"{where} is empty (URLs are separated by one comma)")
+        if not url.startswith(("ws://", "wss://")) or len(url) <= len("wss://"):
+            raise ConfigError(f"{where} {url[:200]!r} must be a ws:// or wss:// URL")
+        if any(c.isspace() for c in url):
+            raise ConfigError(f"{where} {url[:200]!r} has a space in it")
+        if url in urls[:i - 1]:
+            raise ConfigError(f"{where} {url[:200]!r} is listed twice")
+    return urls
 
 
 # file key (network.*) -> Settings attribute
@@ -179,7 +207,7 @@ def _coerce(name: str, value: Any) -> Any:
             return str(value).lower() in ("1", "true", "yes", "on")
     except (TypeError, ValueError):
         raise ConfigError(f"{name}: {value!r} is not a valid {t}") from None
-    if isinstance(value, list):  # a TOML array for a list setting (turnUrls)
+    if isinstance(value, list):  # a TOML array for a list setting (turnUrls, lobbyUrl)
         return ",".join(str(v) for v in value)
     return str(value)
 

@@ -40,6 +40,7 @@ from .config import Settings, limits_for
 from .dbfile import stored_peer_count
 from .discovery.lan import LanDiscovery, lan_transport
 from .discovery.lobby import LobbyLink
+from .failover import relay_urls_for
 from .features import bench
 from .features.agent_backends import backend_from_spec
 from .features.agents import AgentRuntime
@@ -126,16 +127,6 @@ def open_data_dir(data_dir: Path, *, new_identity: bool = False) -> DataDir:
         os.close(lock_fd)
         raise
     return DataDir(lock_fd, identity, token, store, created)
-
-
-def relay_url_for(relay_url: str | None, lobby_url: str | None) -> str | None:
-    """``relayUrl``, else the relay bundled with the lobby (``/relay-ws`` beside
-    ``/lobby-ws``), else none."""
-    if relay_url:
-        return relay_url
-    if lobby_url and lobby_url.rstrip("/").endswith("/lobby-ws"):
-        return lobby_url.rstrip("/")[: -len("/lobby-ws")] + "/relay-ws"
-    return None
 
 
 CAPABILITIES = ["collab", "peerchat"]
@@ -245,12 +236,17 @@ def compose(identity: Identity, settings: Settings, store: NodeStore, metrics: N
     chat = ChatLog(identity.node_id, rng=rng, messages=store.load_messages(),
                    read_marks=store.load_read_marks(), self_name=node_name, limits=limits)
 
-    def relay_url() -> str | None:
-        return relay_url_for(settings.relay_url, lobby.url)
+    def relay_urls() -> list[str]:
+        ring = lobby.ring
+        return relay_urls_for(settings.relay_urls, lobby.url, ring.urls if ring else ())
 
     def relay_candidates() -> list[dict[str, Any]]:
-        url = relay_url()
+        url = relay.own_url()
         return [make_candidate("relay", url, 65535)] if url else []
+
+    def relay_moved() -> None:
+        """Our own relay is on another instance: the lobby registers our new candidate."""
+        lobby.addresses_changed(hub.own_candidates())
 
     def reflexive_changed() -> None:
         """A new srflx address joins our candidates (invites, presence, the lobby)."""
@@ -279,7 +275,7 @@ def compose(identity: Identity, settings: Settings, store: NodeStore, metrics: N
     # through the host's relay. Our own relay (relayUrl, else the one beside the lobby
     # we are connected to) is kept attached and offered as a candidate (SPEC 8.1).
     relay = RelayTransport(identity, max_envelope_bytes=limits.max_envelope_bytes,
-                           rng=os.urandom, default_url=relay_url)
+                           rng=os.urandom, default_url=relay_urls, on_move=relay_moved)
     hub.transports.add(relay)
     if webrtc is not None:
         hub.transports.add(webrtc)
@@ -293,12 +289,12 @@ def compose(identity: Identity, settings: Settings, store: NodeStore, metrics: N
                           tasks=tasks)
     lobby = LobbyLink(identity, trust=hub.trust, connector=hub.connector, peers=hub.peers,
                       bus=hub.bus, limits=limits, rng=rng, node_name=node_name,
-                      capabilities=capabilities, url=settings.lobby_url or None,
+                      capabilities=capabilities, urls=settings.lobby_urls,
                       addresses=registration_candidates,
                       pinned_key=(settings.directory_key or None)
                       if settings.trust_mode == "directory" else None,
                       on_signal=webrtc.on_signal if webrtc is not None else None,
-                      on_url_change=relay.default_url_changed)
+                      on_url_change=relay.default_url_changed, relay_state=relay.state)
     hub.peers.on_renamed(lobby.rename)
     # SPEC 8.5: mDNS discovery, dialling over the `lan` kind of the direct transport.
     lan = None

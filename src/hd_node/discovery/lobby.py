@@ -21,7 +21,7 @@ with a deadline), and acts on what the lobby says:
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import trio
@@ -37,6 +37,7 @@ from hd_shell.clock import mono_ms, trio_deadline
 from hd_shell.ws.link import DialError, WsLink, dial_ws
 
 from ..errors import HubError
+from ..failover import Failover
 from ..hub.connector import Connector
 from ..hub.peers import Peers
 from ..hub.tabbus import TabBus
@@ -52,15 +53,20 @@ SIGNAL_QUEUE = 64  # our signals waiting for the lobby connection's writer
 class LobbyLink:
     def __init__(self, identity: Identity, *, trust: Trust, connector: Connector,
                  peers: Peers, bus: TabBus, limits: Limits, rng: Callable[[int], bytes],
-                 node_name: str, capabilities: list[str], url: str | None,
+                 node_name: str, capabilities: list[str], urls: Sequence[str],
                  addresses: Callable[[], list[dict[str, Any]]],
                  pinned_key: str | None = None,
                  on_signal: Callable[[str, str, str, str], None] | None = None,
-                 on_url_change: Callable[[], None] = lambda: None) -> None:
-        """``addresses``: our candidates, for the lobby to give room peers;
-        ``on_url_change``: called when a command moves ``url`` (the relay beside it);
+                 on_url_change: Callable[[], None] = lambda: None,
+                 relay_state: Callable[[], dict[str, Any]] | None = None) -> None:
+        """``urls``: instances of one lobby (``lobbyUrl``), used one at a time, the next
+        when the connection to one is lost (``failover.Failover``);
+        ``addresses``: our candidates, for the lobby to give room peers;
+        ``on_url_change``: called when ``url`` moves, by a command or a failover (the
+        relay beside it follows);
         ``pinned_key``: in trust mode directory, the lobby must be the one our directory
-        key names; ``on_signal``: where ``signal`` frames go (the WebRTC transport)."""
+        key names; ``on_signal``: where ``signal`` frames go (the WebRTC transport);
+        ``relay_state``: our own relay's instance, for ``state``."""
         self.identity = identity
         self.trust = trust
         self.connector = connector
@@ -70,7 +76,7 @@ class LobbyLink:
         self.rng = rng
         self.node_name = node_name
         self.capabilities = capabilities
-        self.url = url
+        self.ring = Failover(urls, rng) if urls else None
         self.addresses = addresses
         self.pinned_key = pinned_key
         self.client: lc.LobbyClient | None = None
@@ -89,9 +95,15 @@ class LobbyLink:
         # WebRTC signalling (SPEC 7.5, 8.4): where inbound signals go, and our queue.
         self.on_signal = on_signal
         self.on_url_change = on_url_change
+        self.relay_state = relay_state
         self._signals: trio.MemorySendChannel[str] | None = None
 
     # --- views ----------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str | None:
+        """The lobby instance in use (or being dialled); None: no lobby."""
+        return self.ring.current if self.ring is not None else None
 
     @property
     def connected(self) -> bool:
@@ -102,10 +114,12 @@ class LobbyLink:
         status = ("connected" if self.connected else "connecting" if self.url
                   else "disconnected")
         return {"connected": self.connected, "status": status, "url": self.url,
+                "urls": list(self.ring.urls) if self.ring is not None else [],
                 "last_error": self.last_error,
                 "self": {"node_id": self.identity.node_id, "node_name": self.node_name},
                 "rooms": self.rooms, "directory": directory,
-                "hosted": sorted(self.hosted), "joined": sorted(self.joined)}
+                "hosted": sorted(self.hosted), "joined": sorted(self.joined),
+                **({"relay": self.relay_state()} if self.relay_state is not None else {})}
 
     def listed(self, node_id: str, public_key: str) -> bool:
         """The lobby we are registered with — pinned to our directory key — lists this
@@ -120,32 +134,39 @@ class LobbyLink:
     # --- the connection -------------------------------------------------------------------
 
     async def run(self) -> None:
-        attempt = 0
         while True:
-            url = self.url
-            if not url:
+            ring = self.ring
+            if ring is None:
                 self._url_changed = trio.Event()
                 await self._url_changed.wait()
-                attempt = 0
                 continue
+            url = ring.current
             with trio.CancelScope() as scope:
                 self._session_scope = scope
                 try:
                     await self._session(url)
-                    attempt = 0
                 except (DialError, LinkClosed, RemoteProtocolError, trio.TooSlowError) as exc:
                     log.info("lobby connection lost url=%s reason=%s", url, exc)
                     self.last_error = {"code": getattr(exc, "code", None) or "unreachable",
-                                       "message": str(exc) or "the lobby did not answer"}
+                                       "message": str(exc) or "the lobby did not answer",
+                                       "url": url}
                 except Exception:  # a bug of ours: logged; the node and its lobby go on
                     log.exception("lobby session failed url=%s", url)
-                    self.last_error = {"code": "internal", "message": "see the node's log"}
-            self._lost(report=not scope.cancelled_caught)
-            if self.url == url:
-                with trio.move_on_after(reconnect_delay_ms(attempt, self.rng) / 1000):
+                    self.last_error = {"code": "internal", "message": "see the node's log",
+                                       "url": url}
+            lost = not scope.cancelled_caught  # else a command ended it (connect, disconnect)
+            delay_ms = reconnect_delay_ms(0, self.rng)
+            if lost and self.ring is ring:
+                delay_ms = ring.lost()  # the next instance of the lobby, if there are several
+                if ring.current != url:
+                    log.info("lobby failover from=%s to=%s in_ms=%d", url, ring.current,
+                             delay_ms)
+                    self.on_url_change()
+            self._lost(report=lost)
+            if self.ring is ring:
+                with trio.move_on_after(delay_ms / 1000):
                     self._url_changed = trio.Event()
                     await self._url_changed.wait()
-                attempt += 1
 
     def _lost(self, *, report: bool) -> None:
         """The connection ended; tabs hear of it (and why), unless we ended it."""
@@ -187,17 +208,18 @@ class LobbyLink:
         self.node_name = name
 
     def addresses_changed(self, own: list[dict[str, Any]]) -> None:
-        """Our candidates changed (a new srflx address): a lobby that registered us
-        without them hears them by a new registration — unless rooms of ours are open
-        there (re-registering closes them): then at the next one."""
+        """Our candidates changed (a new srflx address, our relay on another instance):
+        a lobby that registered us without them hears them by a new registration —
+        unless rooms of ours are open there (re-registering closes them): then at the
+        next one."""
         client = self.client
         if client is None or client.addresses == own:
             return
         if self.hosted or self.joined:
-            log.info("srflx address changed; the lobby hears it at the next registration "
+            log.info("our addresses changed; the lobby hears them at the next registration "
                      "(rooms open there)")
             return
-        log.info("srflx address changed: registering again with the lobby url=%s", self.url)
+        log.info("our addresses changed: registering again with the lobby url=%s", self.url)
         self.connect(None)
 
     def send_signal(self, to: str, sid: str, kind: str, sdp: str) -> bool:
@@ -245,6 +267,8 @@ class LobbyLink:
 
     def _event(self, ev: lc.Event) -> None:
         if isinstance(ev, lc.Registered):
+            if self.ring is not None:
+                self.ring.up()  # a failure from now on starts a new round from here
             self.rooms = list(ev.rooms)
             self.last_error = None
             log.info("lobby registered url=%s nodes=%d", self.url, len(ev.directory))
@@ -305,15 +329,19 @@ class LobbyLink:
     # --- commands (the /ws lobby channel) -------------------------------------------------
 
     def connect(self, url: str | None) -> None:
-        if url is not None:
-            self.url = url
+        """Connect again: to ``url`` (one of our lobby's instances, or another lobby),
+        else to the instance in use."""
+        if url is not None and not (self.ring is not None and url in self.ring.urls):
+            self.ring = Failover([url], self.rng)
+        elif url is not None and self.ring is not None:
+            self.ring.move_to(url)
         if self._session_scope is not None:
             self._session_scope.cancel()
         self._url_changed.set()
         self.on_url_change()
 
     def disconnect(self) -> None:
-        self.url, self.last_error = None, None
+        self.ring, self.last_error = None, None
         if self._session_scope is not None:
             self._session_scope.cancel()
         self._url_changed.set()

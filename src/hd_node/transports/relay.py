@@ -14,6 +14,12 @@ outlives a reconnect to its relay. A stored envelope is acknowledged only once i
 took it: one its link had no room for yet stays held (or in the relay's mailbox) and is
 offered again. A ``relay`` from a peer we have no link with opens an inbound one, but
 only with a ``hello``, and only when the hub has a handshake slot for it.
+
+Our own relay may be several instances of one relay (``relayUrl`` as a list, or the
+relays beside the instances of our lobby: issue 19): one attachment serves them all, on
+one instance at a time (``failover.Failover``); when its connection there is lost it
+attaches at the next, and its virtual links go on through that one. A peer's relay
+candidate naming any of them goes through that attachment too.
 """
 
 from __future__ import annotations
@@ -25,9 +31,10 @@ from typing import Any
 
 import trio
 
-from hd_protocol import DEFAULT_LIMITS, DialCandidate, Envelope, Identity
+from hd_protocol import DEFAULT_LIMITS, DialCandidate, Envelope, Identity, reconnect_delay_ms
 from hd_protocol.brokers.relay_client import (
     DIAL_TIMEOUT_MS,
+    REDELIVER,
     Attached,
     Close,
     Deliver,
@@ -43,6 +50,7 @@ from hd_protocol.errors import LocalProtocolError
 from hd_shell.clock import mono_ms, trio_deadline
 from hd_shell.ws.link import DialError, WsLink, dial_ws
 
+from ..failover import SWITCH_MS, Failover
 from .seam import DialFailed, InboundGate, Link, LinkClosed
 
 log = logging.getLogger("hd_node.relay")
@@ -99,11 +107,12 @@ class RelayLink:
 
 
 class Attachment:
-    """Our attachment to one relay: the machine's shell, carrying virtual links."""
+    """Our attachment to one relay (on one of its instances): the machine's shell,
+    carrying virtual links."""
 
-    def __init__(self, transport: RelayTransport, url: str) -> None:
+    def __init__(self, transport: RelayTransport, urls: Sequence[str]) -> None:
         self.transport = transport
-        self.url = url
+        self.ring = Failover(urls, transport.rng)
         self.client = RelayClient(transport.identity, rng=transport.rng,
                                   limits=transport.limits)
         self.links: dict[str, RelayLink] = {}
@@ -114,7 +123,27 @@ class Attachment:
         self._wake = trio.Event()  # set when the machine's deadline may have moved
         self._conn: trio.CancelScope | None = None
         self._close_with: tuple[int, str] = (1000, "")
+        self._moved = False  # the connection ends because we move to another instance
+        self._attached_at: str | None = None  # the instance we last attached at
         self._nursery: trio.Nursery | None = None
+
+    @property
+    def url(self) -> str:
+        """The instance in use (or being dialled)."""
+        return self.ring.current
+
+    def serve_urls(self, urls: Sequence[str]) -> None:
+        """From now on this attachment is our own relay's, on any of ``urls``; it stays
+        on the instance it is on."""
+        self.ring = Failover(urls, self.transport.rng, start=self.url)
+
+    def move_to(self, url: str) -> None:
+        """Use the instance ``url`` (the lobby we follow moved): a connection elsewhere is
+        let go and the attachment is made there."""
+        if self.ring.move_to(url) and self._conn is not None:
+            log.info("relay moves url=%s", url)
+            self._moved = True
+            self._conn.cancel()
 
     # --- links ---------------------------------------------------------------------------
 
@@ -170,11 +199,12 @@ class Attachment:
 
     async def _connection(self) -> None:
         t = self.transport
+        url = self.url
         with trio.CancelScope() as scope:
             self._conn = scope
             ws: WsLink | None = None
             try:
-                ws = await dial_ws(self.url, timeout_s=DIAL_TIMEOUT_MS / 1000,
+                ws = await dial_ws(url, timeout_s=DIAL_TIMEOUT_MS / 1000,
                                    max_message_size=t.max_frame, kind="relay")
                 self.ws = ws
                 await self._step(self.client.connected(mono_ms()))
@@ -182,17 +212,32 @@ class Attachment:
                     for raw in await ws.receive_some():
                         await self._step(self.client.receive(raw, mono_ms()))
             except (DialError, LinkClosed) as exc:
-                log.info("relay connection lost url=%s reason=%s", self.url, exc)
+                log.info("relay connection lost url=%s reason=%s", url, exc)
             except Exception:  # a bug of ours: logged, and the attachment carries on
-                log.exception("relay connection failed url=%s", self.url)
+                log.exception("relay connection failed url=%s", url)
             finally:
                 if ws is not None:
                     with trio.CancelScope(shield=True):
                         await ws.aclose(*self._close_with)
+        closed_for = self._close_with[1]
         self._conn, self.ws, self._close_with = None, None, (1000, "")
         self.attached = trio.Event()
         self._changed.set()
-        await self._step(self.client.disconnected(mono_ms()))
+        await self._step(self.client.disconnected(mono_ms(),
+                                                  retry_in_ms=self._retry(url, closed_for)))
+
+    def _retry(self, url: str, closed_for: str) -> int | None:
+        """How soon to dial again when there are several instances (None: the machine's
+        own backoff, as with one). A lost connection moves on to the next instance; one
+        we closed to have the mailbox sent again (``redeliver``) does not."""
+        if self._moved:
+            self._moved = False
+            return reconnect_delay_ms(0, self.transport.rng, base_ms=SWITCH_MS)
+        if len(self.ring) == 1 or closed_for == REDELIVER:
+            return None
+        delay_ms = self.ring.lost()
+        log.info("relay failover from=%s to=%s in_ms=%d", url, self.url, delay_ms)
+        return delay_ms
 
     async def _apply(self, outs: list[Output]) -> None:
         for o in outs:
@@ -211,8 +256,13 @@ class Attachment:
                     self._conn.cancel()
             elif isinstance(o, Attached):
                 log.info("relay attached url=%s queued=%s", self.url, o.queued)
+                self.ring.up()
                 self.attached.set()
                 self._changed.set()
+                if self._attached_at != self.url:  # at another instance: a new candidate
+                    self._attached_at = self.url
+                    if self.transport.own is self:
+                        self.transport.on_move()
             elif isinstance(o, RelayError):
                 log.info("relay error url=%s code=%s", self.url, o.code)
             elif isinstance(o, Dropped):
@@ -252,13 +302,22 @@ class RelayTransport:
     remembers_addresses = False
 
     def __init__(self, identity: Identity, *, max_envelope_bytes: int,
-                 rng: Callable[[int], bytes], default_url: Callable[[], str | None]) -> None:
+                 rng: Callable[[int], bytes],
+                 default_url: Callable[[], str | Sequence[str] | None],
+                 on_move: Callable[[], None] = lambda: None) -> None:
+        """``default_url``: our own relay — one URL, or the instances of one relay, the
+        first the one to use now (when it changes, we move there; else we stay where a
+        failover took us); ``on_move``: our own relay attached at another instance (our
+        relay candidate changed)."""
         self.identity = identity
         self.rng = rng
         self.limits = dataclasses.replace(DEFAULT_LIMITS, max_envelope_bytes=max_envelope_bytes)
         self.max_frame = max_envelope_bytes + 4096
         self.default_url = default_url
-        self.attachments: dict[str, Attachment] = {}
+        self.on_move = on_move
+        self.attachments: dict[str, Attachment] = {}  # by every URL one serves
+        self.own: Attachment | None = None  # our own relay's
+        self._wanted: tuple[str, ...] = ()  # what ``default_url`` said last
         self._gate: InboundGate | None = None
         self._nursery: trio.Nursery | None = None
         self._default_moved = trio.Event()
@@ -268,13 +327,52 @@ class RelayTransport:
         moved): the transport attaches to it now."""
         self._default_moved.set()
 
+    def own_url(self) -> str | None:
+        """Our own relay's instance now (our relay candidate), if we have one."""
+        if self.own is not None:
+            return self.own.url
+        wanted = _url_list(self.default_url())
+        return wanted[0] if wanted else None
+
+    def state(self) -> dict[str, Any]:
+        own = self.own
+        return {"url": self.own_url(), "urls": list(own.ring.urls) if own else [],
+                "attached": own is not None and own.attached.is_set()}
+
     def attachment(self, url: str) -> Attachment:
         att = self.attachments.get(url)
         if att is None:
-            assert self._nursery is not None, "the relay transport is not running"
-            att = self.attachments[url] = Attachment(self, url)
-            self._nursery.start_soon(att.run)
+            att = self._start([url])
         return att
+
+    def _start(self, urls: Sequence[str]) -> Attachment:
+        assert self._nursery is not None, "the relay transport is not running"
+        att = Attachment(self, urls)
+        for url in urls:
+            self.attachments.setdefault(url, att)
+        self._nursery.start_soon(att.run)
+        return att
+
+    def _follow(self, urls: tuple[str, ...]) -> None:
+        """Our own relay is now ``urls``, the first preferred: it moves when the first
+        changed (the lobby we follow moved), not when the same list is read again."""
+        before, self._wanted = self._wanted, urls
+        moved = before[:1] != urls[:1]
+        own = self.own
+        if not urls:
+            self.own = None  # its attachment stays: links may still go through it
+        elif own is not None and set(urls) == set(own.ring.urls):
+            if moved:
+                own.move_to(urls[0])
+        elif (att := self.attachments.get(urls[0])) is None:
+            self.own = self._start(urls)
+        else:  # an attachment made for a peer's candidate (or before) becomes our own
+            att.serve_urls(urls)
+            for url in [u for u, a in self.attachments.items() if a is att and u not in urls]:
+                del self.attachments[url]
+            for url in urls:
+                self.attachments.setdefault(url, att)
+            self.own = att
 
     async def serve(self, gate: InboundGate, *,
                     task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
@@ -283,9 +381,7 @@ class RelayTransport:
             task_status.started()
             while True:  # our own relay follows the settings (and the lobby we use)
                 moved = self._default_moved = trio.Event()
-                url = self.default_url()
-                if url:
-                    self.attachment(url)
+                self._follow(_url_list(self.default_url()))
                 await moved.wait()
 
     async def open(self, candidate: DialCandidate, *, timeout_s: float,
@@ -314,3 +410,9 @@ class RelayTransport:
         link = att.new_link(peer)
         self._nursery.start_soon(self._gate.accept, link, ticket)
         return link
+
+
+def _url_list(value: str | Sequence[str] | None) -> tuple[str, ...]:
+    if not value:
+        return ()
+    return (value,) if isinstance(value, str) else tuple(value)

@@ -58,6 +58,7 @@ _API: dict[tuple[str, str], tuple[str, str]] = {
     ("POST", "/api/pair"): ("network", "pair_redeem"),
     ("POST", "/api/connect"): ("network", "connect"),
     ("GET", "/api/metrics"): ("network", "list_metrics"),
+    ("GET", "/api/lobby"): ("lobby", "state"),
 }
 
 

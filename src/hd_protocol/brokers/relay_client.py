@@ -48,6 +48,7 @@ RETRY_CAP_MS = 5_000
 MAX_HELD = 1024  # envelopes held for a later offer, all peers together
 MAX_HELD_BYTES = 16 << 20
 DEDUP_IDS = 2048  # msg ids remembered per link (at-least-once: duplicates are dropped)
+REDELIVER = "redeliver"  # the reason of our Close that asks for the mailbox again
 
 
 # --- what the machine hands the shell ------------------------------------------------------
@@ -197,7 +198,7 @@ class RelayClient:
             out += self._flush_acks()
             if self._left and not self._held and self.attached:
                 self._left.clear()  # the next attach brings them again, in order
-                out.append(self._close(1000, "redeliver"))
+                out.append(self._close(1000, REDELIVER))
         return out
 
     def _flush_acks(self) -> list[Output]:
@@ -226,13 +227,15 @@ class RelayClient:
         self._attach_by = now + ATTACH_TIMEOUT_MS
         return []
 
-    def disconnected(self, now: int) -> list[Output]:
-        """The connection is gone (or the dial failed): dial again after a backoff. What
+    def disconnected(self, now: int, *, retry_in_ms: int | None = None) -> list[Output]:
+        """The connection is gone (or the dial failed): dial again after a backoff, or
+        after ``retry_in_ms`` (the shell fails over between instances of the relay). What
         came from the mailbox and was not taken the relay sends again, so what we held
         of it is let go (live envelopes, which the relay does not keep, stay held)."""
         self.state = "idle"
         self._attach_by = None
-        self._dial_at = now + reconnect_delay_ms(self._attempt, self.rng)
+        backoff = reconnect_delay_ms(self._attempt, self.rng)
+        self._dial_at = now + (backoff if retry_in_ms is None else max(0, retry_in_ms))
         self._attempt += 1
         self._to_ack.clear()
         self._due = None
