@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import trio
 
-from .conftest import Cluster, NodeProcess, eventually, sample
+from .conftest import Cluster, NodeProcess, connected, eventually, sample
 from .servers import ServerProcess, Servers, servers  # noqa: F401 - the fixture
 
 NO_DIRECT = "[network]\nenableDirect = false\n"
@@ -122,7 +122,7 @@ async def test_a_node_attaches_at_the_next_relay_within_seconds_of_a_sigkill(
     async with bob.client() as tb:
         res = await tb.request("network", "pair_redeem", {"invite": invite}, timeout=20)
     assert res["ok"] is True and res["peer"]["transport"] == "relay", res
-    peer = await eventually(lambda: _connected(bob, alice), timeout=15,
+    peer = await eventually(lambda: connected(bob, alice), timeout=15,
                             what="bob's session with alice")
     assert peer["transport"] == "relay" and peer["address"] == relay2.url
     assert await _relay_connections(relay2) == 2
@@ -132,7 +132,3 @@ async def test_a_node_attaches_at_the_next_relay_within_seconds_of_a_sigkill(
     assert await _relay_at(alice, relay2.url)
     assert await _relay_connections(relay1) == 0
 
-
-async def _connected(node: NodeProcess, other: NodeProcess) -> dict[str, Any] | None:
-    p = await node.peer(other.node_id)
-    return p if p is not None and p["status"] == "connected" else None
