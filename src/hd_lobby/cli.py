@@ -89,6 +89,9 @@ async def run(settings: ServerSettings) -> None:
         heartbeat = 15
     if type(heartbeat) is not int or not 1 <= heartbeat <= 3600:
         raise UsageError("heartbeat must be 1..3600 seconds")
+    if settings.cluster:  # the bundled relay's mailbox is the cluster's stream
+        await _serve(settings, proc, None, directory, heartbeat)
+        return
     store = hd_relay.QueueStore(settings.data_dir / "relay-queue.db")
     try:
         await _serve(settings, proc, store, directory, heartbeat)
@@ -96,13 +99,21 @@ async def run(settings: ServerSettings) -> None:
         store.close()
 
 
-async def _serve(settings: ServerSettings, proc: ServerProcess, store: hd_relay.QueueStore,
-                 directory: dict[str, str], heartbeat: int) -> None:
+async def _serve(settings: ServerSettings, proc: ServerProcess,
+                 store: hd_relay.QueueStore | None, directory: dict[str, str],
+                 heartbeat: int) -> None:
     registry = CollectorRegistry(auto_describe=True)
-    relay = hd_relay.RelayService(proc.identity, store, DEFAULT_LIMITS, registry,
-                                  log.getChild("relay"))
     bus = (Bus(settings.cluster, name=settings.instance or os.urandom(4).hex())
            if settings.cluster else None)
+    mailbox: hd_relay.QueueStore | hd_relay.ClusterMailbox
+    if store is not None:
+        mailbox = store
+    else:
+        assert bus is not None
+        mailbox = hd_relay.ClusterMailbox(bus, servers=len(settings.cluster),
+                                          limits=DEFAULT_LIMITS)
+    relay = hd_relay.RelayService(proc.identity, mailbox, DEFAULT_LIMITS, registry,
+                                  log.getChild("relay"))
     machine: LobbyServer
     cluster: LobbyCluster | None = None
     if bus is None:

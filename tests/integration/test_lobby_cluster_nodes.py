@@ -7,12 +7,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import trio
 from natsservers import NatsServer, nats_server
 
-from .conftest import Cluster
+from .conftest import Cluster, NodeProcess, eventually
 from .servers import ServerProcess, Servers, servers  # noqa: F401 - the fixture
 from .test_lobby import _chat, _connected_to_lobby, _host_and_join
-from .test_webrtc import NO_LISTENER, WEBRTC
+from .test_webrtc import NO_LISTENER, WEBRTC, _lobby_metric
 
 
 @pytest.fixture
@@ -55,3 +56,69 @@ async def test_a_guest_on_another_instance_joins_over_webrtc_signalled_across(
     joined, _ = await _host_and_join(alice, bob)
     assert joined["via"] == "webrtc"
     await _chat(bob, alice, "over a data channel signalled through two instances")
+
+
+def _urls(first: ServerProcess, then: ServerProcess, extra: str = "") -> str:
+    return f'[network]\nlobbyUrl = ["{first.url}", "{then.url}"]\n{extra}'
+
+
+async def _registered(*nodes: NodeProcess) -> None:
+    for node in nodes:
+        async def up(node: NodeProcess = node) -> bool:
+            async with node.client() as tab:
+                return bool((await tab.request("lobby", "state"))["connected"])
+
+        await eventually(up, timeout=10, what=f"{node.name} registered")
+
+
+async def test_a_guest_on_another_instance_joins_through_the_relay_mailbox_across(
+    cluster: Cluster, servers: Servers, nats: NatsServer,  # noqa: F811
+) -> None:
+    """Each node is attached at the relay beside its own lobby instance: what bob sends
+    alice goes into the shared mailbox at two and comes out at one."""
+    one, two = await two_instances(servers, nats)
+    alice = cluster.new("alice", config=_urls(one, two, "enableDirect = false\n"))
+    bob = cluster.new("bob", config=_urls(two, one))
+    await cluster.start(alice, bob)
+    await _registered(alice, bob)
+    joined, steps = await _host_and_join(alice, bob)
+    assert joined["via"] == "relay"
+    assert {s["kind"] for s in steps} == {"relay"}
+    await _chat(bob, alice, "through two relay instances and one mailbox")
+    await _chat(alice, bob, "and back")
+    # Both instances queued into the shared mailbox (neither holds the other's node).
+    for lobby in (one, two):
+        assert await _lobby_metric(lobby, "hd_relay_envelopes_queued_total") > 0, lobby.name
+
+
+async def test_a_host_whose_instance_is_killed_registers_on_the_other_with_its_room(
+    cluster: Cluster, servers: Servers, nats: NatsServer,  # noqa: F811
+) -> None:
+    one, two = await two_instances(servers, nats)
+    alice = cluster.new("alice", config=_urls(one, two))
+    bob = cluster.new("bob", config=_urls(two, one))
+    await cluster.start(alice, bob)
+    await _registered(alice, bob)
+    await _host_and_join(alice, bob)
+    async with bob.client() as tb:
+        rooms = (await tb.request("lobby", "list_rooms"))["rooms"]
+    (room,) = [r for r in rooms if r["host"] == alice.node_id]
+    one.kill()  # SIGKILL
+    t0 = trio.current_time()
+
+    async def room_back() -> bool:
+        async with bob.client() as tb:
+            listed = (await tb.request("lobby", "list_rooms"))["rooms"]
+        return any(r["id"] == room["id"] and r["host"] == alice.node_id for r in listed)
+
+    await eventually(room_back, timeout=5, what="alice's room, hosted from instance two")
+    assert trio.current_time() - t0 < 5
+    async with alice.client() as ta:
+        state = await ta.request("lobby", "state")
+    assert state["url"] == two.url
+    # The room takes guests again: a third node joins it through instance two.
+    (carol,) = await cluster.spawn("carol")
+    await _connected_to_lobby(carol, two.url)
+    async with carol.client() as tc:
+        again = await tc.request("lobby", "join_room", {"roomId": room["id"]}, timeout=20)
+    assert again["peer"]["node_id"] == alice.node_id
