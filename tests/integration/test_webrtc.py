@@ -45,7 +45,7 @@ async def _relay_idle(lobby: ServerProcess, attached: int) -> float:
     async def ready() -> bool:
         return await _lobby_metric(lobby, "hd_relay_connections") >= attached
     await eventually(ready, timeout=15, what="both nodes to attach to the lobby's relay")
-    return await _lobby_metric(lobby, "hd_relay_frames_in")
+    return await _lobby_metric(lobby, "hd_relay_frames_in_total")
 
 
 def _opened(node: NodeProcess) -> list[str]:
@@ -93,7 +93,7 @@ async def test_a_host_without_a_listener_is_joined_over_webrtc_before_the_relay_
     await _share_pane(alice, bob)
     await _pane_write(bob, alice, "w" * 300_000)  # an envelope of ~400 KB: 7 fragments
     await _pane_write(alice, bob, "v" * 300_000)
-    assert await _lobby_metric(lobby, "hd_relay_frames_in") == frames  # the relay idled
+    assert await _lobby_metric(lobby, "hd_relay_frames_in_total") == frames  # the relay idled
     assert len(_opened(alice)) == 1 and "role=answerer" in _opened(alice)[0]
     assert len(_opened(bob)) == 1 and "role=offerer" in _opened(bob)[0]
 
@@ -125,7 +125,7 @@ async def test_with_ice_policy_relay_the_channel_runs_through_turn(
         # Both ends allocated a relayed address and sent to the other's through it.
         assert len(re.findall(r"ALLOCATE processed, success", log)) >= 2, log[-3000:]
         assert re.search(r"(CHANNEL_BIND|CREATE_PERMISSION) processed, success", log)
-        assert await _lobby_metric(lobby, "hd_relay_frames_in") == frames
+        assert await _lobby_metric(lobby, "hd_relay_frames_in_total") == frames
         # The credential is a secret: it is in no node's log.
         for node in (alice, bob):
             assert f"turnCredential = \"{coturn.PASSWORD}\"" not in node.log_text()
