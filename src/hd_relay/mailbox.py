@@ -125,10 +125,8 @@ class ClusterMailbox:
         """Publish every item (in order: one destination's mail keeps its order), wait
         for all the acks at once, then note each destination that got mail. One answer
         per item; a bus that is gone raises ClusterUnavailable for the whole batch."""
-        stream = self.stream
         msgs = [(f"{SUBJECT}{it.dst}", _body(it),
-                 {"Nats-Msg-Id": f"{it.dst}:{it.msg_id}", "Nats-Expected-Stream": stream,
-                  "Hd-Src": it.src, "Hd-Size": str(it.size)}) for it in items]
+                 {"Nats-Msg-Id": f"{it.dst}:{it.msg_id}"}) for it in items]
 
         async def put(js: Any) -> list[StoreResult]:
             import asyncio
@@ -195,20 +193,39 @@ class ClusterMailbox:
 
         return await self.bus.call(load)
 
-    async def delete(self, dst: str, qids: Sequence[int]) -> None:
-        """Delete by sequence (what ``dst`` acknowledged); one already gone is fine."""
-        subject = f"$JS.API.STREAM.MSG.DELETE.{self.stream}"
+    async def delete(self, dst: str, qids: Sequence[int], below: int = 0) -> list[int]:
+        """Delete what ``dst`` acknowledged: every message on its subject below
+        ``below`` in one purge (the machine says nothing older is still in flight),
+        the rest by sequence. Returns the qids not deleted yet (no answer in time, or
+        the stream could not: electing a leader, say); one already gone is deleted."""
+        stream, subject = self.stream, f"{SUBJECT}{dst}"
+        wait = max(0.2, self.bus.call_timeout_s - 0.5)  # all answers within the call
+        one_by_one = [q for q in qids if q >= below]
 
-        async def delete(js: Any) -> None:
+        async def delete(js: Any) -> list[int]:
             import asyncio
 
-            nc = js._nc  # noqa: SLF001 - no_erase: a delete, not a secure overwrite
-            await asyncio.gather(*(
-                nc.request(subject, json.dumps({"seq": q, "no_erase": True}).encode(),
-                           timeout=self.bus.call_timeout_s) for q in qids))
+            import nats.errors
 
-        del dst  # the sequence names the message; the node is for the log and the API
-        await self.bus.call(delete)
+            nc = js._nc  # noqa: SLF001 - the API spoken by hand: no_erase, many at once
+            left: list[int] = []
+            if below > 0:
+                try:
+                    reply = await nc.request(
+                        f"$JS.API.STREAM.PURGE.{stream}",
+                        json.dumps({"filter": subject, "seq": below}).encode(), timeout=wait)
+                    purged = bool(json.loads(reply.data).get("success"))
+                except (TimeoutError, nats.errors.Error, ValueError):
+                    purged = False
+                left = [] if purged else [q for q in qids if q < below]
+            answers = await asyncio.gather(*(
+                nc.request(f"$JS.API.STREAM.MSG.DELETE.{stream}",
+                           json.dumps({"seq": q, "no_erase": True}).encode(), timeout=wait)
+                for q in one_by_one), return_exceptions=True)
+            return left + [q for q, a in zip(one_by_one, answers, strict=True)
+                           if not _deleted(a)]
+
+        return await self.bus.call(delete)
 
     async def counts(self) -> dict[str, tuple[int, int]]:
         """Envelopes (and, estimated, bytes) waiting per destination."""
@@ -225,7 +242,9 @@ class ClusterMailbox:
 
 
 def _body(item: StoreQueued) -> bytes:
-    return json.dumps(item.envelope, separators=(",", ":"), ensure_ascii=False).encode()
+    """``<src> <size>`` on a line, then the envelope's JSON (headers cost more)."""
+    head = f"{item.src} {item.size}\n".encode()
+    return head + json.dumps(item.envelope, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def _answer(reply: Any) -> StoreResult:
@@ -241,17 +260,29 @@ def _answer(reply: Any) -> StoreResult:
     return StoreResult(True, duplicate=bool(resp.get("duplicate")), seq=int(resp["seq"]))
 
 
+def _deleted(answer: Any) -> bool:
+    if isinstance(answer, BaseException):
+        return False
+    try:
+        resp = json.loads(answer.data)
+    except ValueError:
+        return False
+    err = resp.get("error")
+    # 10057: no such message (deleted already, or expired): what we wanted.
+    return bool(resp.get("success")) or (err is not None and err.get("err_code") == 10057)
+
+
 def _item(dst: str, msg: Any) -> QueuedEnvelope | None:
     try:
         seq = int(msg.metadata.sequence.stream)
-        envelope = json.loads(msg.data)
-        headers = msg.headers or {}
-        src, size = str(headers.get("Hd-Src", "")), int(headers.get("Hd-Size", "0"))
-    except (ValueError, TypeError, AttributeError):
+        head, _, body = bytes(msg.data).partition(b"\n")
+        src, size = head.decode().split(" ")
+        envelope = json.loads(body)
+    except (ValueError, TypeError, AttributeError, UnicodeDecodeError):
         return None  # never written by a relay: skip rather than stall the mailbox
     if not isinstance(envelope, dict):
         return None
-    return QueuedEnvelope(seq, dst, src, envelope, size or len(msg.data))
+    return QueuedEnvelope(seq, dst, src, envelope, int(size))
 
 
 __all__ = ["NOTE", "STREAM", "SUBJECT", "ClusterMailbox", "StoreResult"]

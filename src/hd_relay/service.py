@@ -17,11 +17,11 @@ relay at ``/relay-ws`` beside ``/lobby-ws``). The mailbox is one of two:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import zlib
 from collections.abc import Sequence
-from contextlib import nullcontext
 from typing import Any
 
 import trio
@@ -54,6 +54,8 @@ STORE_BATCH = 512  # stores per publish round
 LANES = 4  # load/delete workers (a node always on the same one)
 LANE_QUEUE = 1024
 RETRY_S = 1.0
+DELETE_TRY_S = 30.0  # a delete the stream cannot do yet (a leader election) is tried again
+DELETE_AGAIN_S = 0.25
 
 
 class RelayMetrics:
@@ -86,7 +88,7 @@ class RelayService:
                                    else None, deferred_acks=cluster, shared_store=cluster)
         self.frames = FrameServer(_Counted(self), "relay", effect=self._effect,
                                   batch=store.batch if isinstance(store, QueueStore)
-                                  else nullcontext,
+                                  else contextlib.nullcontext,
                                   on_congestion=self.machine.congested, log=log)
         self.metrics = RelayMetrics(registry, self)
         self._stores = trio.open_memory_channel[StoreQueued](STORE_QUEUE)
@@ -190,20 +192,36 @@ class RelayService:
         while True:
             op = await recv.receive()
             if isinstance(op, DeleteQueued):
-                try:
-                    await mailbox.delete(op.node, op.qids)
-                    self.metrics.delivered.inc(len(op.qids))
-                except ClusterUnavailable as exc:  # delivered again later: at least once
-                    self.log.info("relay delete failed dst=%s count=%d error=%s", op.node,
-                                  len(op.qids), exc)
+                await self._delete(mailbox, op)
                 continue
             try:
                 items = await mailbox.load(op.node, op.limit)
             except ClusterUnavailable as exc:
                 self.log.info("relay load failed dst=%s error=%s", op.node, exc)
                 self.frames.apply(self.machine.load_failed(op.conn))
+                if mailbox.bus.connected:  # slow, or a stream electing its leader: again
+                    await trio.sleep(RETRY_S)  # (a bus that is back loads all: _upkeep)
+                    self._poke(op.node)
                 continue
             self.frames.apply(self.machine.deliver(op.conn, items))
+
+    async def _delete(self, mailbox: ClusterMailbox, op: DeleteQueued) -> None:
+        """Until the stream says they are gone (the node's next load, behind this on
+        the lane, must not see them again), while the bus is there, for a while."""
+        left, below = list(op.qids), op.below
+        deadline = trio.current_time() + DELETE_TRY_S
+        while True:
+            with contextlib.suppress(ClusterUnavailable):
+                left = await mailbox.delete(op.node, left, below)
+                below = 0 if not left or min(left) >= below else below
+            if not left:
+                break
+            if not mailbox.bus.connected or trio.current_time() > deadline:
+                # They stay in the mailbox and come again: at least once (SPEC 7.7).
+                self.log.info("relay delete failed dst=%s count=%d", op.node, len(left))
+                break
+            await trio.sleep(DELETE_AGAIN_S)
+        self.metrics.delivered.inc(len(op.qids) - len(left))
 
     async def _notes(self, mailbox: ClusterMailbox) -> None:
         """New mail stored by any instance: the machine loads it for nodes attached here.

@@ -339,6 +339,19 @@ def test_a_full_batch_loads_the_rest_after_its_ack() -> None:
     assert delivered(d.take(2)) == [3, 4]
 
 
+def test_a_delete_says_below_which_qid_everything_for_the_node_is_done() -> None:
+    d = Deferred()
+    for i in range(4):
+        d.put_elsewhere(BOB, i)
+    d.attach(2, BOB)
+    d.load()
+    q = [f["qid"] for f in d.take(2)]
+    d.run(d.server.receive(2, ack_frame([q[2], q[3]]), T0, WALL))
+    assert d.deletes[-1].qids == (q[2], q[3]) and d.deletes[-1].below == q[0]  # 0, 1 wait
+    d.run(d.server.receive(2, ack_frame([q[1], q[0]]), T0, WALL))
+    assert d.deletes[-1].below == q[1] + 1  # nothing older is in flight now
+
+
 def test_a_failed_load_loads_again_on_the_next_occasion() -> None:
     d = Deferred()
     d.put_elsewhere(BOB, 1)

@@ -104,6 +104,7 @@ class LoadQueued:
 class DeleteQueued:
     node: str
     qids: tuple[int, ...]
+    below: int = field(default=0, compare=False)  # all below this qid are done (oldest first)
 
 
 Output = ToConn | CloseConn | StoreQueued | LoadQueued | DeleteQueued
@@ -291,13 +292,13 @@ class RelayServer:
             return []
         freed = sum(c.in_flight.pop(q) for q in known)
         self._take_back(c.node, len(known), freed)
-        return [DeleteQueued(c.node, known), *self._maybe_load(c)]
+        below = min(c.in_flight) if c.in_flight else max(known) + 1
+        return [DeleteQueued(c.node, known, below), *self._maybe_load(c)]
 
     # --- store and forward, the shell's side ------------------------------------------------
 
     def deliver(self, conn: int, items: Sequence[QueuedEnvelope]) -> list[Output]:
-        """Send loaded envelopes, in order, each with its ``qid`` (the shell calls this
-        with what ``LoadQueued`` asked for)."""
+        """Send what ``LoadQueued`` loaded, in order, each with its ``qid``."""
         c = self._conns.get(conn)
         if c is None or c.node is None:
             return []
@@ -361,8 +362,7 @@ class RelayServer:
         return self._maybe_load(c)
 
     def recount(self, counts: Mapping[str, tuple[int, int]]) -> None:
-        """The store's own counts per destination (every instance's), plus what is on
-        its way in."""
+        """The store's own counts per destination, plus what is on its way in."""
         self._queued = {k: [n, b] for k, (n, b) in counts.items() if n > 0}
         for dst, (n, b) in self._pending.items():
             _add(self._queued.setdefault(dst, [0, 0]), n, b)
@@ -371,8 +371,7 @@ class RelayServer:
         self._take_back(node, count, size)  # the shell dropped these, past their 24 h
 
     def _local(self, node: str) -> _Conn | None:
-        target = self._attached.get(node)
-        return self._conns.get(target) if target is not None else None
+        return self._conns.get(self._attached.get(node, -1))
 
     def _take_back(self, node: str, count: int, size: int) -> None:
         n, b = self.queued(node)

@@ -1,0 +1,276 @@
+"""Several ``hd-relay`` instances on one NATS (issue 19): the mailbox is a JetStream
+stream any instance delivers from, nothing acknowledged is lost when an instance and a
+NATS server die, and a relay that loses its bus keeps its live traffic and refuses to
+queue (``unavailable``) until the bus is back.
+
+Real processes: nats-server from the venv (``tests/natsservers``), ``hd-relay run
+--cluster``, and raw spec-level nodes (attach, ``relay``, ``ack``) over WebSocket.
+"""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+from typing import Any
+
+import httpx
+import trio
+from natsservers import NatsServer, nats_cluster, nats_server
+
+from hd_protocol import Identity, encode_envelope, make_envelope, new_msg_id, sign_envelope
+from hd_protocol.brokers.frames import decode_frame, parse_challenge
+from hd_protocol.brokers.relay import ack_frame, attach_frame, relay_frame
+from hd_shell.ws.link import WsLink, dial_ws
+
+from .servers import ServerProcess
+
+READY_S = 20.0
+
+
+def cluster_relay(root: Path, name: str, urls: list[str]) -> ServerProcess:
+    return ServerProcess(root, name, "hd_relay", "relay.json",
+                         ["--cluster", ",".join(urls), "--instance", name])
+
+
+async def health(relay: ServerProcess) -> dict[str, Any]:
+    r = await trio.to_thread.run_sync(
+        lambda: httpx.get(f"http://127.0.0.1:{relay.port}/healthz", timeout=2.0))
+    body: dict[str, Any] = r.json()
+    return body
+
+
+async def metric(relay: ServerProcess, name: str) -> float | None:
+    r = await trio.to_thread.run_sync(
+        lambda: httpx.get(f"http://127.0.0.1:{relay.port}/metrics", timeout=2.0))
+    for line in r.text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return None
+
+
+class Node:
+    """A raw node attached to one relay."""
+
+    def __init__(self, ident: Identity, ws: WsLink, queued: int,
+                 early: list[dict[str, Any]]) -> None:
+        self.ident, self.ws, self.queued = ident, ws, queued
+        self.pending = early  # frames read but not taken yet
+
+    @classmethod
+    async def attach(cls, url: str, ident: Identity) -> Node:
+        ws = await dial_ws(url, timeout_s=5)
+        with trio.fail_after(10):
+            frames = list(await ws.receive_some())
+            hello = parse_challenge(decode_frame(frames.pop(0), 1 << 20))
+            await ws.send_many([attach_frame(ident, hello)])
+            if not frames:
+                frames = list(await ws.receive_some())
+        attached = decode_frame(frames.pop(0), 1 << 20)
+        assert attached["type"] == "attached", attached
+        return cls(ident, ws, attached["queued"], [decode_frame(f, 2 << 20) for f in frames])
+
+    async def frames(self, count: int, timeout: float = 15) -> list[dict[str, Any]]:
+        """``count`` frames; stored envelopes among them are acknowledged as they come
+        (the relay sends the next batch once a batch is acknowledged)."""
+        got, self.pending = self.pending, []
+        await self._ack(got)
+        with trio.fail_after(timeout):
+            while len(got) < count:
+                more = [decode_frame(f, 2 << 20) for f in await self.ws.receive_some()]
+                await self._ack(more)
+                got += more
+        self.pending = got[count:]
+        return got[:count]
+
+    async def _ack(self, frames: list[dict[str, Any]]) -> None:
+        qids = [f["qid"] for f in frames if f.get("type") == "relay" and "qid" in f]
+        if qids:
+            await self.ws.send_many([ack_frame(qids)])
+
+    async def send(self, to: Identity, ns: range) -> None:
+        await self.ws.send_many([relay_frame(to.node_id, envelope(self.ident, to, n))
+                                 for n in ns])
+
+    async def quiet(self, s: float = 0.5) -> list[Any]:
+        with trio.move_on_after(s):
+            return list(await self.ws.receive_some())
+        return []
+
+
+class Nodes:
+    """Every node a test attached, closed at its end."""
+
+    def __init__(self) -> None:
+        self.all: list[Node] = []
+
+    async def attach(self, url: str, ident: Identity) -> Node:
+        node = await Node.attach(url, ident)
+        self.all.append(node)
+        return node
+
+    async def aclose(self) -> None:
+        for node in self.all:
+            with trio.move_on_after(2):
+                await node.ws.aclose()
+
+
+def envelope(src: Identity, dst: Identity, n: int) -> str:
+    env = make_envelope("ping", msg_id=new_msg_id(lambda k: n.to_bytes(k, "big")),
+                        src=src.node_id, dst=dst.node_id, ts=1, data={"n": n})
+    return encode_envelope(sign_envelope(env, src))
+
+
+async def wait_queueing(relay: ServerProcess, sender: Node, timeout: float = READY_S) -> None:
+    """Until the relay's mailbox takes an envelope (for a node nobody attaches)."""
+    nobody = Identity.generate()
+    with trio.fail_after(timeout):
+        for n in range(1 << 20):
+            await sender.send(nobody, range(n, n + 1))
+            (answer,) = await sender.frames(1)
+            if answer.get("status") == "queued":
+                return
+            assert answer["type"] == "error" and answer["code"] == "unavailable", answer
+            await trio.sleep(0.2)
+
+
+async def send_queued(sender: Node, to: Identity, ns: range, chunk: int = 100) -> None:
+    for start in range(ns.start, ns.stop, chunk):
+        part = range(start, min(start + chunk, ns.stop))
+        await sender.send(to, part)
+        answers = await sender.frames(len(part))
+        assert [a.get("status") for a in answers] == ["queued"] * len(part), answers[:3]
+        assert [a["msg_id"] for a in answers] == [
+            new_msg_id(lambda k, n=n: n.to_bytes(k, "big")) for n in part]
+
+
+def numbers(frames: list[dict[str, Any]]) -> list[int]:
+    assert all(f["type"] == "relay" for f in frames), [f for f in frames
+                                                        if f["type"] != "relay"][:3]
+    return [f["envelope"]["data"]["n"] for f in frames]
+
+
+def stream_leader(servers: list[NatsServer]) -> NatsServer:
+    """The server that leads the mailbox stream (the one whose loss hurts most)."""
+    for s in servers:
+        try:
+            jsz = httpx.get(f"http://127.0.0.1:{s.monitor_port}/jsz?streams=true",
+                            timeout=2.0).json()
+        except httpx.HTTPError:
+            continue
+        for acc in jsz.get("account_details") or []:
+            for st in acc.get("stream_detail") or []:
+                leader = (st.get("cluster") or {}).get("leader")
+                if st.get("name") == "HD_MAILBOX" and leader:
+                    return next((x for x in servers if x.name == leader), servers[0])
+    return servers[0]
+
+
+async def test_what_one_instance_queued_survives_it_and_a_nats_server_and_arrives_once_in_order(
+    tmp_path: Path,
+) -> None:
+    with nats_cluster(tmp_path / "nats", 3) as nats:
+        urls = [s.url for s in nats]
+        r1, r2 = cluster_relay(tmp_path, "r1", urls), cluster_relay(tmp_path, "r2", urls)
+        nodes = Nodes()
+        try:
+            await r1.astart()
+            await r2.astart()
+            alice, bob = Identity.generate(), Identity.generate()
+            a = await nodes.attach(r1.url, alice)
+            await wait_queueing(r1, a)
+            await send_queued(a, bob, range(500))  # bob is attached nowhere
+
+            # Instance 1 dies with no chance to say anything, and so does a NATS server
+            # (the stream's leader: the replicas must elect another).
+            r1.proc.send_signal(signal.SIGKILL)  # type: ignore[union-attr]
+            r1.proc.wait(10)  # type: ignore[union-attr]
+            stream_leader(nats).stop(signal.SIGKILL)
+
+            b = await nodes.attach(r2.url, bob)
+            got = await b.frames(500, timeout=25)
+            assert numbers(got) == list(range(500))  # all, in order, none twice
+            assert {f["from"] for f in got} == {alice.node_id}
+            assert len({f["qid"] for f in got}) == 500
+            assert await b.quiet(1.0) == []  # nothing more: none twice
+        finally:
+            await nodes.aclose()
+            r1.kill()
+            r2.stop()
+
+
+async def test_a_node_attached_at_one_instance_gets_what_is_sent_through_another_in_order(
+    tmp_path: Path,
+) -> None:
+    with nats_server(tmp_path / "nats") as nats:
+        r1 = cluster_relay(tmp_path, "r1", [nats.url])
+        r2 = cluster_relay(tmp_path, "r2", [nats.url])
+        nodes = Nodes()
+        try:
+            await r1.astart()
+            await r2.astart()
+            alice, bob = Identity.generate(), Identity.generate()
+            b = await nodes.attach(r2.url, bob)
+            a = await nodes.attach(r1.url, alice)
+            await wait_queueing(r1, a)
+            await wait_queueing(r2, b)
+            # Bob stays attached at instance 2 the whole time: no re-attach.
+            async with trio.open_nursery() as n:
+                n.start_soon(send_queued, a, bob, range(300))
+                got = await b.frames(300, timeout=20)
+            assert numbers(got) == list(range(300))
+            assert {f["from"] for f in got} == {alice.node_id}
+            assert await b.quiet(0.5) == []
+        finally:
+            await nodes.aclose()
+            r1.stop()
+            r2.stop()
+
+
+async def test_a_relay_that_loses_its_bus_keeps_live_traffic_refuses_to_queue_and_recovers(
+    tmp_path: Path,
+) -> None:
+    nats = NatsServer(tmp_path / "nats").start()
+    relay = cluster_relay(tmp_path, "r1", [nats.url])
+    nodes = Nodes()
+    try:
+        await relay.astart()
+        alice, bob, carol = Identity.generate(), Identity.generate(), Identity.generate()
+        a = await nodes.attach(relay.url, alice)
+        b = await nodes.attach(relay.url, bob)
+        await wait_queueing(relay, a)
+        await send_queued(a, carol, range(0, 5))  # carol is away: queued
+
+        nats.stop(signal.SIGKILL)
+        with trio.fail_after(10):
+            while (await health(relay))["status"] != "degraded":
+                await trio.sleep(0.1)
+        assert await metric(relay, "hd_cluster_connected") == 0.0
+        # Ten seconds without the bus: live traffic flows, queueing is refused.
+        n, end = 100, trio.current_time() + 10  # (no cancel scope: it would cut a write)
+        while trio.current_time() < end:
+            await a.send(bob, range(n, n + 10))
+            assert numbers(await b.frames(10)) == list(range(n, n + 10))
+            await a.send(carol, range(n + 10, n + 11))
+            (refused,) = await a.frames(1)
+            assert refused["type"] == "error" and refused["code"] == "unavailable"
+            n += 11
+            await trio.sleep(0.2)
+        assert n > 200 and relay.running
+        body = await health(relay)
+        assert body["status"] == "degraded" and body["cluster"]["connected"] is False
+
+        await trio.to_thread.run_sync(nats.start)  # the same port and store
+        with trio.fail_after(15):
+            while (await health(relay))["status"] != "ok":
+                await trio.sleep(0.1)
+        await wait_queueing(relay, a)
+        await send_queued(a, carol, range(5, 10))
+        assert await metric(relay, "hd_cluster_connected") == 1.0
+        c = await nodes.attach(relay.url, carol)  # what was queued before and after
+        assert numbers(await c.frames(10)) == list(range(10))
+        await a.send(bob, range(1000, 1003))  # and live still
+        assert numbers(await b.frames(3)) == [1000, 1001, 1002]
+    finally:
+        await nodes.aclose()
+        relay.stop()
+        nats.stop()
