@@ -26,7 +26,7 @@ REGISTER_PREFIX = b"hd1-lobby-register\n"
 ATTACH_PREFIX = b"hd1-relay-attach\n"
 ERROR_CODES = frozenset({
     "bad_frame", "unregistered", "auth", "replaced", "no_room", "denied", "full",
-    "not_found", "rate_limited", "too_large", "bad_request", "queue_full",
+    "not_found", "rate_limited", "too_large", "bad_request", "queue_full", "unavailable",
 })
 TYPE_RE = re.compile(r"[a-z][a-z_]{0,31}")
 NONCE_BYTES = 32

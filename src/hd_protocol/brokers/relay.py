@@ -37,7 +37,6 @@ from ..errors import LocalProtocolError, RemoteProtocolError
 from ..identity import Identity, Rng, b64encode, is_node_id
 from ..limits import DEFAULT_LIMITS, Limits
 from .frames import (
-    ERROR_CODES,
     ServerHello,
     TokenBucket,
     attach_bytes,
@@ -403,9 +402,7 @@ def _queued_ack(msg_id: str) -> str:
 
 
 def _error(code: str, message: str) -> str:
-    # ``unavailable`` (the store cannot keep it now) is the relay's own, beside the shared codes
-    return (error_frame(code, message) if code in ERROR_CODES
-            else encode_frame("error", {"code": code, "message": message}))
+    return error_frame(code, message)
 
 
 def check_relayed(env_obj: object, src: str, to: object) -> dict[str, Any]:
