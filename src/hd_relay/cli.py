@@ -28,12 +28,13 @@ import contextlib
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
+from functools import partial
 
 import trio
 from prometheus_client import CollectorRegistry
 
 from hd_protocol.limits import DEFAULT_LIMITS
-from hd_shell.cluster import Bus
+from hd_shell.cluster import Bus, keep_running
 from hd_shell.server.app import ServerApp
 from hd_shell.server.process import ServerProcess, run_main
 from hd_shell.server.settings import ServerSettings, common_parser, load_settings, server_limits
@@ -53,15 +54,16 @@ async def run(settings: ServerSettings) -> None:
     info: Callable[[str], dict[str, str]] = lambda base: {"url": f"{base}{PATH}"}  # noqa: E731
     if settings.cluster:
         name = settings.instance or f"relay-{secrets.token_hex(4)}"
-        async with Bus(settings.cluster, name=name).running() as bus:
-            bus.register_metrics(registry)
-            mailbox = ClusterMailbox(bus, servers=len(settings.cluster), limits=DEFAULT_LIMITS)
-            service = RelayService(proc.identity, mailbox, DEFAULT_LIMITS, registry)
-            app = ServerApp(proc.identity.node_id, registry, {PATH: service.serve},
-                            cluster=bus.health)
-            background: list[Callable[[], Awaitable[None]]] = [service.run, bus.monitor]
-            await proc.run(app, limits, info, background, "relay",
-                           {"instance": name, "cluster": len(settings.cluster)})
+        bus = Bus(settings.cluster, name=name)  # connected once listening: its lines are ours
+        bus.register_metrics(registry)
+        mailbox = ClusterMailbox(bus, servers=len(settings.cluster), limits=DEFAULT_LIMITS)
+        service = RelayService(proc.identity, mailbox, DEFAULT_LIMITS, registry)
+        app = ServerApp(proc.identity.node_id, registry, {PATH: service.serve},
+                        cluster=bus.health)
+        background: list[Callable[[], Awaitable[None]]] = [
+            partial(keep_running, bus), service.run, bus.monitor]
+        await proc.run(app, limits, info, background, "relay",
+                       {"instance": name, "cluster": len(settings.cluster)})
         return
     store = QueueStore(settings.data_dir / "queue.db")
     with contextlib.closing(store):
