@@ -41,6 +41,7 @@ from hd_protocol.brokers.lobby_cluster import ClusteredLobby
 from hd_protocol.errors import ProtocolError
 from hd_protocol.limits import DEFAULT_LIMITS
 from hd_shell.cluster import Bus, keep_running
+from hd_shell.logs import configure as configure_logging
 from hd_shell.server.app import ServerApp
 from hd_shell.server.frames import FrameServer
 from hd_shell.server.process import ServerProcess, run_main
@@ -157,8 +158,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def go() -> None:
         settings = load_settings(args, "lobby", ("directory", "heartbeat"))
-        logging.basicConfig(level=getattr(logging, settings.log_level.upper(), logging.INFO),
-                            format="%(asctime)s %(levelname)s %(name)s %(message)s")
+        configure_logging(settings.log_level)
         trio.run(run, settings)
 
     return run_main(go, PROG)

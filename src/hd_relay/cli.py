@@ -35,6 +35,7 @@ from prometheus_client import CollectorRegistry
 
 from hd_protocol.limits import DEFAULT_LIMITS
 from hd_shell.cluster import Bus, keep_running
+from hd_shell.logs import configure as configure_logging
 from hd_shell.server.app import ServerApp
 from hd_shell.server.process import ServerProcess, run_main
 from hd_shell.server.settings import ServerSettings, common_parser, load_settings, server_limits
@@ -78,8 +79,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def go() -> None:
         settings = load_settings(args, "relay")
-        logging.basicConfig(level=getattr(logging, settings.log_level.upper(), logging.INFO),
-                            format="%(asctime)s %(levelname)s %(name)s %(message)s")
+        configure_logging(settings.log_level)
         trio.run(run, settings)
 
     return run_main(go, PROG)

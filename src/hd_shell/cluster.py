@@ -93,13 +93,14 @@ class Bus:
         import nats  # the cluster extra: imported only by a process that has a bus
         import nats.errors
 
+        log = logger("cluster")  # here: callbacks run outside the task, its name is ours
         to_trio = trio_caller()
         self._thread.start()
 
         def flip(up: bool) -> None:
             if up != self.connected:
                 self.connected = up
-                logger("cluster").info("bus %s name=%s", "connected" if up else "lost",
+                log.info("bus %s name=%s", "connected" if up else "lost",
                                        self.name)
                 self.changed.set()
                 self.changed = trio.Event()
@@ -117,7 +118,7 @@ class Bus:
             if isinstance(exc, nats.errors.SlowConsumerError):  # nats-py's queue was full
                 to_trio(slow)
                 return
-            logger("cluster").debug("bus error name=%s error=%s", self.name, exc)
+            log.debug("bus error name=%s error=%s", self.name, exc)
 
         async def connect() -> Any:
             return await nats.connect(
@@ -134,7 +135,7 @@ class Bus:
                     try:
                         nc = await self._thread.run(connect)
                     except Exception as exc:  # noqa: BLE001 - no server yet, or it refused
-                        logger("cluster").info("bus not reachable name=%s error=%s",
+                        log.info("bus not reachable name=%s error=%s",
                                                self.name, type(exc).__name__)
                     else:
                         self._nc, self._js = nc, nc.jetstream(timeout=self.call_timeout_s)

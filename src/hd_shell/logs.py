@@ -27,4 +27,13 @@ def logger(part: str) -> logging.Logger:
     return logging.getLogger(f"{_OWNER.get()}.{part}")
 
 
-__all__ = ["logger", "own_logs"]
+def configure(level_name: str) -> None:
+    """A server binary's log setup: one line per record, ``level_name`` (``INFO``, ...).
+    asyncio's own debug chatter (the loop the NATS client runs on) is not ours: it stays
+    at INFO and above."""
+    level = getattr(logging, level_name.upper(), logging.INFO)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("asyncio").setLevel(max(level, logging.INFO))
+
+
+__all__ = ["configure", "logger", "own_logs"]

@@ -222,3 +222,27 @@ async def test_without_the_bus_an_instance_serves_its_own_nodes_and_says_degrade
                     break
     assert one.running and two.running
     assert json.loads(one.info_path.read_text())["pid"] == one.proc.pid  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("module", ["hd_lobby", "hd_relay"])
+async def test_an_instance_logs_under_its_own_name_and_nothing_before_it_listens(
+    tmp_path: Path, nats: NatsServer, module: str,
+) -> None:
+    info = "lobby.json" if module == "hd_lobby" else "relay.json"
+    p = ServerProcess(tmp_path, "inst", module, info,
+                      ["--cluster", nats.url, "--instance", "i1", "--log-level", "DEBUG"])
+    await p.astart()
+    try:
+        health = p.url.replace("ws://", "http://").rsplit("/", 1)[0] + "/healthz"
+        async with httpx.AsyncClient() as http:
+            with trio.fail_after(10):
+                while (await http.get(health)).json()["status"] != "ok":
+                    await trio.sleep(0.05)
+    finally:
+        p.stop()
+    lines = [ln for ln in p.log_text().splitlines() if ln[:2] == "20"]
+    names = {ln.split()[3] for ln in lines}
+    assert {n for n in names if n != module and not n.startswith(module + ".")} == set()
+    said = [ln for ln in lines if ln.split()[2] != "DEBUG"]
+    assert "listening" in said[0], said[:3]  # a start that fails is its one error line
+    assert any("bus connected" in ln for ln in lines), lines
