@@ -113,6 +113,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_chat.py
 	$(BIN)/python bench/bench_relay.py
 	$(BIN)/python bench/bench_ladder.py
+	$(BIN)/python bench/bench_lobby.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache mutants
