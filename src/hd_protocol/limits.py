@@ -26,6 +26,7 @@ class Limits:
     collab_text_bytes: int = 512 * KiB
     rooms_per_host: int = 8
     members_per_room: int = 64
+    presence_push_max: int = 1000  # lobby: past this many nodes, presence only to room peers
     addresses: int = 16
     capabilities: int = 32
     node_name_chars: int = 64

@@ -10,7 +10,9 @@ The shell assigns each connection an integer id, feeds ``connect``/``receive``/
 - the newest connection of a node id wins; the old one gets ``error replaced`` and is
   closed, and its cleanup never touches what the node now has on the new one;
 - presence is pushed to every registered node, coalesced: at most one batch per
-  ``presence_batch_ms`` per subscriber, one frame per changed node;
+  ``presence_batch_ms`` per subscriber, one frame per changed node; past
+  ``Limits.presence_push_max`` nodes only to the nodes that share a room with the
+  changed one, and the directory is paged (``list_nodes``; ``directory``);
 - a node silent for three heartbeats expires: it leaves the directory, the rooms it
   hosts close (``room_closed`` to their members), it leaves the rooms it joined;
 - every bad frame is answered ``error {code, message}``; a connection that keeps
@@ -21,14 +23,20 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import RemoteProtocolError
 from ..identity import Identity, Rng, b64encode, is_node_id
 from ..limits import DEFAULT_LIMITS, Limits
 from ..peer.admission import issue_attestation
-from ..peer.candidates import check_candidate
+from .directory import (
+    Directory,
+    Schedule,
+    encode_entry,
+    parse_list_nodes,
+    presence_frame,
+    sharers,
+)
 from .frames import (
     TokenBucket,
     challenge,
@@ -40,6 +48,9 @@ from .frames import (
     register_bytes,
     text,
 )
+from .lobby_state import _Conn as _Conn  # re-exported: lobby_cluster extends them
+from .lobby_state import _Node as _Node
+from .lobby_state import check_addresses, check_capabilities
 from .relay import CloseConn, ToConn, check_relayed
 from .rooms import Room, admit, parse_create_room
 
@@ -52,44 +63,6 @@ SIGNAL_KINDS = ("offer", "answer", "bye")
 MAX_SDP = 32 * 1024
 
 Output = Any  # ToConn | CloseConn, and a clustered lobby's effects (lobby_cluster)
-
-
-@dataclass(slots=True)
-class _Node:
-    node_id: str
-    public_key: str
-    node_name: str
-    addresses: list[dict[str, Any]]
-    capabilities: list[str]
-    conn: int
-    status: str = "online"
-    listed: bool = False  # on this lobby's directory list, with this key (SPEC 7.6)
-
-    def entry(self) -> dict[str, Any]:
-        """What the directory shows (no addresses: those go only to room peers).
-        ``listed``: the lobby vouches for this id and key — what a node in trust mode
-        ``directory`` that pinned this lobby's key goes by when it dials the node."""
-        return {"node_id": self.node_id, "public_key": self.public_key,
-                "node_name": self.node_name, "capabilities": list(self.capabilities),
-                "status": self.status, "listed": self.listed}
-
-    def card(self) -> dict[str, Any]:
-        """What a room peer gets: enough to dial and pin."""
-        return {"node_id": self.node_id, "public_key": self.public_key,
-                "node_name": self.node_name, "addresses": list(self.addresses)}
-
-
-@dataclass(slots=True)
-class _Conn:
-    id: int
-    nonce: str
-    bucket: TokenBucket
-    last_seen: int
-    node: str | None = None
-    bad: int = 0
-    pending: dict[str, dict[str, Any]] = field(default_factory=dict)
-    flush_at: int | None = None
-    last_flush: int = -(1 << 62)
 
 
 class LobbyServer:
@@ -105,6 +78,10 @@ class LobbyServer:
         self._conns: dict[int, _Conn] = {}
         self._nodes: dict[str, _Node] = {}
         self._rooms: dict[str, Room] = {}
+        self.dir = Directory()  # every node this lobby knows of, here or (clustered) elsewhere
+        self._flushes = Schedule(lambda k: c.flush_at if (c := self._conns.get(k)) else None)
+        self._expiries = Schedule(lambda k: c.last_seen + self._expiry_ms()
+                                  if (c := self._conns.get(k)) else None)
 
     # --- queries --------------------------------------------------------------------------
 
@@ -127,6 +104,7 @@ class LobbyServer:
         lim = self.limits
         self._conns[conn] = _Conn(conn, b64encode(nonce),
                                   TokenBucket(lim.rate_per_s, lim.rate_burst, now), now)
+        self._expiries.add(conn, now + self._expiry_ms())
         return [ToConn(conn, challenge(self.identity, nonce))]
 
     def disconnect(self, conn: int, now: int) -> list[Output]:
@@ -140,18 +118,17 @@ class LobbyServer:
         return self._leave(n, now)
 
     def next_deadline(self) -> int | None:
-        dls = [c.flush_at for c in self._conns.values() if c.flush_at is not None]
-        dls += [c.last_seen + self._expiry_ms() for c in self._conns.values()]
+        dls = [d for d in (self._flushes.earliest(), self._expiries.earliest()) if d is not None]
         return min(dls, default=None)
 
     def on_timer(self, now: int, wall: int) -> list[Output]:
         out: list[Output] = []
-        for c in list(self._conns.values()):
-            if now - c.last_seen >= self._expiry_ms():
-                out += [CloseConn(c.id, 1000, "silent for three heartbeats")]
-                out += self.disconnect(c.id, now)
-        for c in self._conns.values():
-            if c.flush_at is not None and now >= c.flush_at:
+        for conn in self._expiries.due(now):
+            out += [CloseConn(conn, 1000, "silent for three heartbeats")]
+            out += self.disconnect(conn, now)
+        for conn in self._flushes.due(now):
+            c = self._conns.get(conn)
+            if c is not None and c.flush_at is not None and now >= c.flush_at:
                 out += self._flush(c, now)
         return out
 
@@ -199,18 +176,8 @@ class LobbyServer:
         fields(f, ("node_id", "public_key", "node_name", "addresses", "capabilities", "sig"))
         lim = self.limits
         name = text(f["node_name"], "node_name", max_chars=lim.node_name_chars)
-        addresses = f["addresses"]
-        if type(addresses) is not list or len(addresses) > lim.addresses:
-            raise RemoteProtocolError("bad_request", f"at most {lim.addresses} addresses")
-        for a in addresses:
-            try:
-                check_candidate(a)
-            except RemoteProtocolError as exc:  # a field of a well-formed frame
-                raise RemoteProtocolError("bad_request", exc.message) from None
-        caps = f["capabilities"]
-        if (type(caps) is not list or len(caps) > lim.capabilities
-                or any(type(x) is not str or not 0 < len(x) <= 64 for x in caps)):
-            raise RemoteProtocolError("bad_request", "capabilities: at most 32 short strings")
+        addresses = check_addresses(f["addresses"], lim.addresses)
+        caps = check_capabilities(f["capabilities"], lim.capabilities)
         signed = register_bytes(c.nonce, self.identity.node_id, str(f["node_id"]),
                                 str(f["public_key"]), name, addresses, caps)
         node_id = check_identity_proof(f["node_id"], f["public_key"], f["sig"], signed)
@@ -228,11 +195,18 @@ class LobbyServer:
                      and hmac.compare_digest(listed_key, f["public_key"]))
         self._nodes[node_id] = node
         c.node = node_id
-        others = [n.entry() for n in self._nodes.values() if n.node_id != node_id]
-        out += self._registered(node, now, others)
+        reg: dict[str, Any] = {"session": b64encode(self.rng(16)),
+                               "heartbeat_s": self.heartbeat_s}
+        if len(self.dir) + (node_id not in self.dir) <= lim.presence_push_max:
+            others = [n.entry() for n in self._nodes.values() if n.node_id != node_id]
+            out += self._registered(node, now, others)
+            reg["presence"] = others
+        else:  # SPEC 7.2: past the limit the directory is paged, not pushed
+            out += self._registered(node, now, None)
+            page, cursor = self.dir.page(None)
+            reg.update(presence=page, directory_size=len(self.dir), more=True, cursor=cursor)
         out.append(ToConn(c.id, encode_frame("registered", {
-            "session": b64encode(self.rng(16)), "heartbeat_s": self.heartbeat_s,
-            "presence": others, "rooms": self._public_rooms()})))
+            **reg, "rooms": self._public_rooms()})))
         key = self.directory.get(node_id)
         if key is not None and hmac.compare_digest(key, node.public_key):
             att = issue_attestation(self.identity, node_id, node.public_key,
@@ -244,18 +218,48 @@ class LobbyServer:
     # --- presence -------------------------------------------------------------------------
 
     def _announce(self, entry: dict[str, Any], now: int, *, exclude: str) -> None:
-        """Queue ``entry`` for every other registered node's next presence batch: one
-        frame per changed node, at most one batch per ``presence_batch_ms``."""
-        for c in self._conns.values():
-            if c.node is None or c.node == exclude:
-                continue
-            c.pending[entry["node_id"]] = entry  # a newer word on a node replaces the older
-            if c.flush_at is None:
-                c.flush_at = max(now, c.last_flush + self.batch_ms)
+        """Note ``entry`` in the directory and queue it for every other registered
+        node's next presence batch (past ``presence_push_max`` nodes, counting this one:
+        for the nodes that share a room with it): one frame per changed node, at most
+        one batch per ``presence_batch_ms``."""
+        node_id = entry["node_id"]
+        size = len(self.dir) + (node_id not in self.dir)
+        if entry.get("status") == "offline" and node_id in self._nodes:
+            wire = encode_entry(entry)  # a silent instance held a node that is ours now
+        else:
+            wire = self.dir.put(entry)
+        if size <= self.limits.presence_push_max:
+            conns: Any = self._conns.values()
+        else:
+            conns = [self._conns.get(self._nodes[m].conn) for m in
+                     sharers(node_id, [*self._rooms.values(), *self._other_rooms()])
+                     if m in self._nodes]
+        for c in conns:
+            if c is not None and c.node is not None and c.node != exclude:
+                self._queue(c, node_id, wire, now)
+
+    def _queue(self, c: _Conn, node_id: str, wire: str, now: int) -> None:
+        c.pending[node_id] = wire  # a newer word on a node replaces the older
+        if c.flush_at is None:
+            c.flush_at = max(now, c.last_flush + self.batch_ms)
+            self._flushes.add(c.id, c.flush_at)
+
+    def _room_joined(self, room: Room, node_id: str, now: int) -> None:
+        """``node_id`` joined ``room``: past ``presence_push_max`` it and the room's
+        other nodes learn of each other now (below it they already have)."""
+        if len(self.dir) <= self.limits.presence_push_max:
+            return
+        peers = (room.members | {room.host}) - {node_id}
+        entry, joiner = self.dir.entries.get(node_id), self._nodes.get(node_id)
+        for m in sorted(peers):
+            n, e = self._nodes.get(m), self.dir.entries.get(m)
+            if entry is not None and n is not None and (c := self._conns.get(n.conn)):
+                self._queue(c, node_id, encode_entry(entry), now)
+            if e is not None and joiner is not None and (c := self._conns.get(joiner.conn)):
+                self._queue(c, m, encode_entry(e), now)
 
     def _flush(self, c: _Conn, now: int) -> list[Output]:
-        frames: list[Output] = [ToConn(c.id, encode_frame("presence", {"node": e}))
-                                for e in c.pending.values()]
+        frames: list[Output] = [ToConn(c.id, presence_frame(e)) for e in c.pending.values()]
         c.pending.clear()
         c.flush_at = None
         c.last_flush = now
@@ -265,20 +269,22 @@ class LobbyServer:
         """``n`` left the lobby: its hosted rooms close, it leaves its rooms."""
         out: list[Output] = []
         del self._nodes[n.node_id]
+        # Before its rooms go: past presence_push_max the room peers are who hear it.
+        self._announce({**n.entry(), "status": "offline"}, now, exclude=n.node_id)
         for room in [r for r in self._rooms.values() if r.host == n.node_id]:
             out += self._close_room(room)
         for room in self._rooms.values():
             if n.node_id in room.members:
                 room.members.discard(n.node_id)
                 out += self._room_changed(room)
-        out += self._left(n, now)
-        self._announce({**n.entry(), "status": "offline"}, now, exclude=n.node_id)
-        return out
+        return out + self._left(n, now)
 
     # --- what a lobby of several instances adds (``lobby_cluster.ClusteredLobby``) ---------
 
-    def _registered(self, node: _Node, now: int, others: list[dict[str, Any]]) -> list[Output]:
-        """``node`` registered here; ``others`` is the directory it is about to get."""
+    def _registered(self, node: _Node, now: int,
+                    others: list[dict[str, Any]] | None) -> list[Output]:
+        """``node`` registered here; ``others`` is the directory it is about to get
+        (None: past ``presence_push_max``, it gets the directory's first page)."""
         return []
 
     def _left(self, node: _Node, now: int) -> list[Output]:
@@ -335,10 +341,7 @@ class LobbyServer:
 def _h_presence(s: LobbyServer, c: _Conn, n: _Node, f: dict[str, Any]) -> list[Output]:
     fields(f, ("status", "capabilities"))
     status = text(f["status"], "status", min_chars=1, max_chars=32)
-    caps = f["capabilities"]
-    if (type(caps) is not list or len(caps) > s.limits.capabilities
-            or any(type(x) is not str or not 0 < len(x) <= 64 for x in caps)):
-        raise RemoteProtocolError("bad_request", "capabilities: at most 32 short strings")
+    caps = check_capabilities(f["capabilities"], s.limits.capabilities)
     if status != n.status or caps != n.capabilities:
         n.status, n.capabilities = status, list(caps)
         s._announce(n.entry(), c.last_seen, exclude=n.node_id)
@@ -349,6 +352,12 @@ def _h_presence(s: LobbyServer, c: _Conn, n: _Node, f: dict[str, Any]) -> list[O
 def _h_list_rooms(s: LobbyServer, c: _Conn, n: _Node, f: dict[str, Any]) -> list[Output]:
     fields(f, ())
     return [ToConn(c.id, encode_frame("rooms", {"rooms": s._public_rooms()}))]
+
+
+def _h_list_nodes(s: LobbyServer, c: _Conn, n: _Node, f: dict[str, Any]) -> list[Output]:
+    cursor, limit = parse_list_nodes(f)
+    page, after = s.dir.page(cursor, limit)
+    return [ToConn(c.id, encode_frame("nodes", {"nodes": page, "cursor": after}))]
 
 
 def _h_create_room(s: LobbyServer, c: _Conn, n: _Node, f: dict[str, Any]) -> list[Output]:
@@ -370,6 +379,7 @@ def _h_join_room(s: LobbyServer, c: _Conn, n: _Node, f: dict[str, Any]) -> list[
           s.limits.members_per_room)
     host = s._nodes[room.host]
     room.members.add(n.node_id)
+    s._room_joined(room, n.node_id, c.last_seen)
     return [ToConn(c.id, encode_frame("room_info", {"roomId": room.id, "host": host.card()})),
             ToConn(host.conn, encode_frame("peer_joining", {"roomId": room.id,
                                                             "guest": n.card()})),
@@ -427,7 +437,8 @@ def _h_relay(s: LobbyServer, c: _Conn, n: _Node, f: dict[str, Any]) -> list[Outp
 
 
 _HANDLERS = {
-    "presence": _h_presence, "list_rooms": _h_list_rooms, "create_room": _h_create_room,
+    "presence": _h_presence, "list_rooms": _h_list_rooms, "list_nodes": _h_list_nodes,
+    "create_room": _h_create_room,
     "join_room": _h_join_room, "leave_room": _h_leave_room, "signal": _h_signal,
     "relay": _h_relay,
 }

@@ -35,15 +35,29 @@ class Card:
 
 @dataclass(frozen=True, slots=True)
 class Registered:
+    """``directory``: the whole directory, or (``more``) its first page of
+    ``directory_size`` nodes, the rest to page with ``list_nodes`` from ``cursor``."""
+
     session: str
     heartbeat_s: int
     directory: tuple[dict[str, Any], ...] = field(hash=False)
     rooms: tuple[dict[str, Any], ...] = field(hash=False)
+    directory_size: int | None = None
+    more: bool = False
+    cursor: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class DirectoryUpdate:
     entry: dict[str, Any] = field(hash=False)
+
+
+@dataclass(frozen=True, slots=True)
+class NodesPage:
+    """A page of the directory (``list_nodes``); ``cursor`` None: the last page."""
+
+    nodes: tuple[dict[str, Any], ...] = field(hash=False)
+    cursor: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +120,7 @@ class Dropped:
     message: str
 
 
-Event = (Registered | DirectoryUpdate | Rooms | RoomCreated | RoomInfo | PeerJoining
+Event = (Registered | DirectoryUpdate | NodesPage | Rooms | RoomCreated | RoomInfo | PeerJoining
          | RoomClosed | Signal | Relayed | Attestation | LobbyError | Dropped)
 Output = Send | Event
 
@@ -143,6 +157,14 @@ class LobbyClient:
 
     def list_rooms(self) -> Send:
         return self._frame("list_rooms", {})
+
+    def list_nodes(self, cursor: str | None = None, limit: int | None = None) -> Send:
+        body: dict[str, Any] = {}
+        if cursor is not None:
+            body["cursor"] = cursor
+        if limit is not None:
+            body["limit"] = limit
+        return self._frame("list_nodes", body)
 
     def create_room(self, name: str, visibility: str, policy: str,
                     token: str | None = None) -> Send:
@@ -200,9 +222,12 @@ class LobbyClient:
             if type(hb) is not int or not 1 <= hb <= 3600:
                 raise RemoteProtocolError("bad_frame", "heartbeat_s is 1..3600")
             self.directory = {e["node_id"]: e for e in _entries(f.get("presence"))}
+            size, more, cursor = f.get("directory_size"), f.get("more"), f.get("cursor")
             self.registered = Registered(str(f.get("session", "")), hb,
                                          tuple(self.directory.values()),
-                                         tuple(_list(f.get("rooms"))))
+                                         tuple(_list(f.get("rooms"))),
+                                         size if type(size) is int and size >= 0 else None,
+                                         more is True, cursor if type(cursor) is str else None)
             self._heartbeat_at = now + hb * 1000
             return [self.registered]
         if self.registered is None:
@@ -221,6 +246,15 @@ class LobbyClient:
             return [DirectoryUpdate(entry)]
         if t == "rooms":
             return [Rooms(tuple(_list(f.get("rooms"))))]
+        if t == "nodes":
+            cursor = f.get("cursor")
+            if cursor is not None and type(cursor) is not str:
+                raise RemoteProtocolError("bad_frame", "a nodes cursor is a string or null")
+            page = _entries(f.get("nodes"))
+            for e in page:
+                if e.get("status") != "offline":
+                    self.directory[e["node_id"]] = e
+            return [NodesPage(tuple(page), cursor)]
         if t == "room_created" and isinstance(f.get("room"), dict):
             return [RoomCreated(f["room"])]
         if t in ("room_info", "peer_joining"):

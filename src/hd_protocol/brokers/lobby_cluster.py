@@ -88,7 +88,8 @@ class ClusteredLobby(LobbyServer):
 
     # --- the base lobby's hooks -----------------------------------------------------------
 
-    def _registered(self, node: _Node, now: int, others: list[dict[str, Any]]) -> list[Output]:
+    def _registered(self, node: _Node, now: int,
+                    others: list[dict[str, Any]] | None) -> list[Output]:
         self._now = now
         v = self.view
         v.claims[node.node_id] = None  # until the shell says which revision it wrote
@@ -97,8 +98,9 @@ class ClusteredLobby(LobbyServer):
             del v.rooms[room.id]  # the room follows its host's registration
             self._rooms[room.id] = room
             out.append(PutRoom(room_record(room)))
-        others += [dict(r.entry) for r in v.visible(now)
-                   if r.node_id != node.node_id and r.node_id not in self._nodes]
+        if others is not None:  # None: the node gets a page of the directory instead
+            others += [dict(r.entry) for r in v.visible(now)
+                       if r.node_id != node.node_id and r.node_id not in self._nodes]
         return [self._claim(node), *out]
 
     def _claim(self, node: _Node) -> ClaimNode:
@@ -257,6 +259,7 @@ class ClusteredLobby(LobbyServer):
             room = room_from_record(m.get("room"))
             if room is not None and room.id not in self._rooms:
                 self.view.rooms[room.id] = room
+                self._room_joined(room, target.node_id, now)
             return [ToConn(target.conn, m["frame"])]
         if kind == "refused" and m.get("code") in _SENDABLE:
             c = self._conns.get(target.conn)
@@ -289,6 +292,7 @@ class ClusteredLobby(LobbyServer):
             return [ToInstance(reply, {"t": "refused", "to": guest["node_id"], "code": exc.code,
                                        "message": exc.message})]
         room.members.add(guest["node_id"])
+        self._room_joined(room, guest["node_id"], self._now)
         info = encode_frame("room_info", {"roomId": room.id, "host": host.card()})
         return [ToConn(host.conn, encode_frame("peer_joining", {"roomId": room.id,
                                                                 "guest": guest})),
