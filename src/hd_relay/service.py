@@ -35,12 +35,14 @@ from hd_protocol.brokers.relay import (
     StoreQueued,
     ToConn,
 )
+from hd_protocol.brokers.relay_cluster import ClusteredRelay
 from hd_protocol.limits import Limits
 from hd_shell.clock import wall_ms
 from hd_shell.cluster import ClusterUnavailable
 from hd_shell.server.frames import FrameServer
 from hd_shell.ws.link import WsLink
 
+from .cluster import RelayCluster
 from .mailbox import NOTE, ClusterMailbox
 from .queue import QueueStore
 
@@ -69,6 +71,9 @@ class RelayMetrics:
         self.refused = Counter("hd_relay_queue_refused",
                                "Envelopes the mailbox could not take (unavailable, full)",
                                registry=r)
+        self.unkept = Counter("hd_relay_forwarded_unkept",
+                              "Live envelopes from another instance this one could not store",
+                              registry=r)
         g = Gauge("hd_relay_connections", "Open /relay-ws connections", registry=r)
         g.set_function(lambda: service.frames.connections)
         q = Gauge("hd_relay_queued_bytes", "Bytes waiting in the queue", registry=r)
@@ -81,15 +86,25 @@ class RelayService:
         """``log``: the logger of the binary it runs in (``hd-lobby`` bundles one)."""
         self.store = store
         self.log = log
-        # A cluster's counts come from the stream once the bus is there (``_upkeep``).
-        cluster = isinstance(store, ClusterMailbox)
-        self.machine = RelayServer(identity, rng=os.urandom, limits=limits,
-                                   queued=store.counts() if isinstance(store, QueueStore)
-                                   else None, deferred_acks=cluster, shared_store=cluster)
+        # A cluster's counts come from the stream once the bus is there (``_upkeep``);
+        # its instances send each other live what needs no mailbox (``cluster``).
+        self.cluster: RelayCluster | None = None
+        self.machine: RelayServer
+        if isinstance(store, ClusterMailbox):
+            self.machine = clustered = ClusteredRelay(identity, rng=os.urandom, limits=limits,
+                                                      instance=store.bus.name)
+            self.cluster = RelayCluster(store.bus, clustered, lambda outs: self.frames.apply(
+                outs), registry, log, replicas=store.replicas)
+        else:
+            self.machine = RelayServer(identity, rng=os.urandom, limits=limits,
+                                       queued=store.counts())
+        timer = self.machine if isinstance(self.machine, ClusteredRelay) else None
         self.frames = FrameServer(_Counted(self), "relay", effect=self._effect,
                                   batch=store.batch if isinstance(store, QueueStore)
                                   else contextlib.nullcontext,
-                                  on_congestion=self.machine.congested, log=log)
+                                  on_congestion=self.machine.congested, log=log,
+                                  timer=timer.on_timer if timer else None,
+                                  next_deadline=timer.next_deadline if timer else None)
         self.metrics = RelayMetrics(registry, self)
         self._stores = trio.open_memory_channel[StoreQueued](STORE_QUEUE)
         self._lanes = [trio.open_memory_channel[LoadQueued | DeleteQueued](LANE_QUEUE)
@@ -114,6 +129,9 @@ class RelayService:
         return []
 
     def _cluster_effect(self, mailbox: ClusterMailbox, out: Any) -> Sequence[Any]:
+        if self.cluster is not None and not isinstance(out, StoreQueued | LoadQueued
+                                                       | DeleteQueued):
+            return self.cluster.effect(out)
         if isinstance(out, StoreQueued):
             if mailbox.bus.connected and mailbox.ready:
                 try:
@@ -121,7 +139,7 @@ class RelayService:
                     return []
                 except trio.WouldBlock:
                     pass
-            self.metrics.refused.inc()  # never accept what it cannot keep
+            self._refused(out)  # never accept what it cannot keep
             return self.machine.stored(out.conn, out.dst, out.msg_id, out.size, False,
                                        "unavailable")
         if isinstance(out, LoadQueued | DeleteQueued):
@@ -151,6 +169,9 @@ class RelayService:
                     n.start_soon(self._lane_worker, store, recv)
                 n.start_soon(self._notes, store)
                 n.start_soon(self._upkeep, store)
+                if self.cluster is not None:
+                    n.start_soon(self.cluster.run)
+                    n.start_soon(self.frames.run_timer)
             return
         while True:
             await trio.sleep(PURGE_EVERY_S)
@@ -181,11 +202,17 @@ class RelayService:
                 if ok:
                     self.metrics.stored.inc()
                 else:
-                    self.metrics.refused.inc()
+                    self._refused(it)
                 outs += m.stored(it.conn, it.dst, it.msg_id, it.size, ok,
                                  r.code if r is not None and r.code else "unavailable",
                                  duplicate=r is not None and r.duplicate)
             self.frames.apply(outs)
+
+    def _refused(self, it: StoreQueued) -> None:
+        self.metrics.refused.inc()
+        if it.conn == 0:  # a live envelope from another instance: no one to answer
+            self.metrics.unkept.inc()
+            self.log.info("relay live envelope from another instance not kept dst=%s", it.dst)
 
     async def _lane_worker(self, mailbox: ClusterMailbox,
                            recv: trio.MemoryReceiveChannel[LoadQueued | DeleteQueued]) -> None:

@@ -14,12 +14,12 @@ the node attaches, the shell loads its queue (``LoadQueued``) and the machine se
 out in order (``deliver``) with a ``qid`` each; the node's ``ack {qids}`` deletes them
 (``DeleteQueued``). At least once: a node drops duplicates by ``msg_id``/``seq``.
 
-For the cluster mailbox (issue 19): ``deferred_acks`` (storing takes a while: the shell
-answers each ``StoreQueued`` with ``stored``, the ack or ``error unavailable|queue_full``;
-one ``LoadQueued`` per connection at a time, answered by ``deliver`` or ``load_failed``)
-and ``shared_store`` (other instances add to the mailbox: counts are this instance's
-view, corrected by each short load; a node attaching here is always loaded;
-``mail_arrived`` says another instance stored for it; the store enforces the limits).
+For the cluster mailbox (issue 19; the instances' live path: ``relay_cluster``):
+``deferred_acks`` (the shell answers each ``StoreQueued`` with ``stored``: the ack or
+``error unavailable|queue_full``; one ``LoadQueued`` per connection at a time, answered
+by ``deliver`` or ``load_failed``) and ``shared_store`` (others add to the mailbox:
+counts are this instance's view, corrected by each short load; an attach always loads;
+``mail_arrived``: another stored for it; the store enforces the limits).
 
 The shell moves frames (``ToConn``/``CloseConn``) and persists; ``connect``,
 ``receive``, ``disconnect`` and ``on_timer`` take a monotonic ``now``; the wall clock
@@ -260,6 +260,8 @@ class RelayServer:
         tc = self._local(to)
         if tc is not None and not tc.congested and self.queued(to)[0] == 0:
             return [ToConn(tc.id, encode_frame("relay", {"from": c.node, "envelope": relayed}))]
+        if tc is None and (live := self._elsewhere(c.node, to, relayed)) is not None:
+            return live
         # Store and forward: durably stored first, then acknowledged (SPEC 7.7).
         n, b = self.queued(to)
         lim = self.limits
@@ -293,6 +295,9 @@ class RelayServer:
         self._take_back(c.node, len(known), freed)
         below = min(c.in_flight) if c.in_flight else max(known) + 1
         return [DeleteQueued(c.node, known, below), *self._maybe_load(c)]
+
+    def _elsewhere(self, sender: str, to: str, relayed: dict[str, Any]) -> list[Output] | None:
+        return None  # ``to`` is not attached here: a cluster may send it live (or None: store)
 
     # --- store and forward, the shell's side ------------------------------------------------
 
