@@ -12,8 +12,10 @@ presence frames each would measure the clients), the watcher decodes all of its 
 
 1. A watcher registers on instance 1 and hosts an open public room.
 2. Go: the workers dial and register their nodes (at most ``--inflight`` dials in
-   flight per worker). Time to N registered is from go to the last ``registered``
-   answer (clocks: CLOCK_MONOTONIC, shared by the processes of this machine);
+   flight per worker; from 100 loopback source addresses, as the listener admits at
+   most 100 new connections per second from one address). Time to N registered is
+   from go to the last ``registered`` answer (clocks: CLOCK_MONOTONIC, shared by the
+   processes of this machine);
    registrations/s is N over that.
 3. The lobbies' RSS (``/proc/PID/status`` VmRSS) is read before step 2 and once all
    are registered: MB per 1 000 nodes is the growth over the nodes the instance holds.
@@ -51,6 +53,7 @@ import trio
 from hd_protocol import Identity, Send
 from hd_protocol.brokers.frames import encode_frame
 from hd_protocol.brokers.lobby_client import DirectoryUpdate, LobbyClient, Registered
+from hd_shell.ws.dial import _client_handshake, _parse_ws_url
 from hd_shell.ws.link import DialError, LinkClosed, WsLink, dial_ws
 
 GOAL_S = 20.0
@@ -90,6 +93,24 @@ def clean_env() -> dict[str, str]:
 
 # --- the worker: a share of the nodes in one process ---------------------------------------
 
+# The lobby's listener admits at most 100 new connections per second from one source
+# address (burst 200; hd_shell.listener): 10 000 nodes from 127.0.0.1 alone would take
+# 100 s whatever the lobby does. The nodes dial from 127.0.1.1 ... (as many NATs would).
+SOURCES = [f"127.0.1.{i}" for i in range(1, 101)]
+
+
+async def dial_from(url: str, local: str, timeout_s: float = 60) -> WsLink:
+    """``dial_ws`` from source address ``local`` (the client handshake of hd_shell)."""
+    host, port, target, host_header, shown = _parse_ws_url(url)
+    with trio.fail_after(timeout_s):
+        stream = await trio.open_tcp_stream(host, port, local_address=local)
+        try:
+            ws = await _client_handshake(stream, host_header, target, [], shown, [])
+        except BaseException:
+            await trio.aclose_forcefully(stream)
+            raise
+    return WsLink(stream, ws, host, max_message_size=BIG)
+
 
 async def worker_main() -> None:
     """Reads a JSON job on stdin, prints ``ready``, waits for ``go``, registers its nodes,
@@ -113,7 +134,8 @@ async def worker_main() -> None:
                              capabilities=[])
         async with limit:
             try:
-                link = await dial_ws(urls[i % len(urls)], max_message_size=BIG, timeout_s=60)
+                link = await dial_from(urls[i % len(urls)],
+                                       SOURCES[(job["first"] + i) % len(SOURCES)])
                 links.append(link)
                 while True:
                     msgs = await link.receive_some()
@@ -128,9 +150,11 @@ async def worker_main() -> None:
                         frames[0] += len(msgs) - 1
                         break
                     errors["before_registered"] = errors.get("before_registered", 0) + 1
-            except (LinkClosed, DialError, OSError, AssertionError) as exc:
+            except (LinkClosed, DialError, OSError, AssertionError, trio.TooSlowError) as exc:
                 key = type(exc).__name__
                 errors[key] = errors.get(key, 0) + 1
+                if errors[key] <= 3:
+                    print(f"node {i}: {exc!r}", file=sys.stderr, flush=True)
                 return
         nursery.start_soon(read_on, link)
 
