@@ -198,7 +198,7 @@ async def test_what_one_instance_queued_survives_it_and_a_nats_server_and_arrive
             r2.stop()
 
 
-async def test_a_node_attached_at_one_instance_gets_what_is_sent_through_another_in_order(
+async def test_a_node_attached_at_one_instance_gets_what_is_sent_through_another_live_in_order(
     tmp_path: Path,
 ) -> None:
     with nats_server(tmp_path / "nats") as nats:
@@ -213,13 +213,29 @@ async def test_a_node_attached_at_one_instance_gets_what_is_sent_through_another
             a = await nodes.attach(r1.url, alice)
             await wait_queueing(r1, a)
             await wait_queueing(r2, b)
+            # Until instance 1 knows bob is at instance 2: what it stores meanwhile comes
+            # through the mailbox (with a qid, and an ack to alice); then live (neither).
+            n = 1000
+            with trio.fail_after(READY_S):
+                while True:
+                    await a.send(bob, range(n, n + 1))
+                    (f,) = await b.frames(1)
+                    n += 1
+                    if "qid" not in f:
+                        break
+            await a.quiet(0.5)  # the acks of what was stored
+            queued = [await metric(r, "hd_relay_envelopes_queued_total") for r in (r1, r2)]
             # Bob stays attached at instance 2 the whole time: no re-attach.
-            async with trio.open_nursery() as n:
-                n.start_soon(send_queued, a, bob, range(300))
-                got = await b.frames(300, timeout=20)
-            assert numbers(got) == list(range(300))
+            for start in range(0, 300, 50):
+                await a.send(bob, range(start, start + 50))
+            got = await b.frames(300, timeout=20)
+            assert numbers(got) == list(range(300))  # in order, none twice
+            assert not any("qid" in f for f in got)  # live: not through the stream
             assert {f["from"] for f in got} == {alice.node_id}
-            assert await b.quiet(0.5) == []
+            assert await b.quiet(0.5) == [] and await a.quiet(0.1) == []  # no acks: live
+            assert [await metric(r, "hd_relay_envelopes_queued_total")
+                    for r in (r1, r2)] == queued
+            assert await metric(r1, "hd_relay_envelopes_forwarded_total") >= 300  # type: ignore[operator]
         finally:
             await nodes.aclose()
             r1.stop()
