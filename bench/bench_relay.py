@@ -18,7 +18,8 @@ node B (spec-level nodes in this process: attach, ``relay``, ``ack``) with at mo
 destination). Once with A and B on the one relay without a
 cluster (live routing), once with A on instance 1 and B on instance 2 (instance 1
 sends each envelope live to instance 2 over core NATS, batched, once its map says B is
-there; what it stores before that goes through the JetStream mailbox), in the same run. The figure is relayed envelopes/s across the two instances as a share of
+there; what it stores before that goes through the JetStream mailbox), in the same run.
+The figure is relayed envelopes/s across the two instances as a share of
 the one instance (goal: at least 0.7). The envelopes are signed before the clock
 starts: what is measured is the relays' work, not the nodes'. The one relay is held to
 its per-connection rate for ``relay`` frames (20 000/s, SPEC 19.1), so that figure is a
