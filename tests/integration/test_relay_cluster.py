@@ -290,3 +290,50 @@ async def test_a_relay_that_loses_its_bus_keeps_live_traffic_refuses_to_queue_an
         await nodes.aclose()
         relay.stop()
         nats.stop()
+
+
+async def test_when_the_receiving_instance_is_killed_later_envelopes_are_stored_and_delivered(
+    tmp_path: Path,
+) -> None:
+    with nats_server(tmp_path / "nats") as nats:
+        r1 = cluster_relay(tmp_path, "r1", [nats.url])
+        r2 = cluster_relay(tmp_path, "r2", [nats.url])
+        nodes = Nodes()
+        try:
+            await r1.astart()
+            await r2.astart()
+            alice, bob = Identity.generate(), Identity.generate()
+            b = await nodes.attach(r2.url, bob)
+            a = await nodes.attach(r1.url, alice)
+            await wait_queueing(r1, a)
+            n = 1000
+            with trio.fail_after(READY_S):  # until instance 1 sends bob's envelopes live
+                while True:
+                    await a.send(bob, range(n, n + 1))
+                    (f,) = await b.frames(1)
+                    n += 1
+                    if "qid" not in f:
+                        break
+            await a.quiet(0.5)
+            r2.proc.send_signal(signal.SIGKILL)  # type: ignore[union-attr]
+            r2.proc.wait(10)  # type: ignore[union-attr]
+            # Live into the void until instance 1's map drops instance 2 (20 s without
+            # its heartbeat); from then on stored, and acknowledged as such.
+            first = None
+            with trio.fail_after(40):
+                while first is None:
+                    await a.send(bob, range(n, n + 1))
+                    for f in await a.quiet(0.5):
+                        answer = decode_frame(f, 1 << 20)
+                        if answer.get("status") == "queued" and first is None:
+                            first = next(k for k in range(n, n - 100, -1) if new_msg_id(
+                                lambda j, k=k: k.to_bytes(j, "big")) == answer["msg_id"])
+                    n += 1
+            await send_queued(a, bob, range(n, n + 50))
+            b2 = await nodes.attach(r1.url, bob)  # bob fails over to instance 1
+            got = numbers(await b2.frames(n + 50 - first, timeout=20))
+            assert got == list(range(first, n + 50))  # none lost since the map knew, in order
+        finally:
+            await nodes.aclose()
+            r1.stop()
+            r2.kill()
