@@ -12,7 +12,7 @@ from natsservers import NatsServer, nats_server
 
 from .conftest import Cluster, NodeProcess, eventually
 from .servers import ServerProcess, Servers, servers  # noqa: F401 - the fixture
-from .test_lobby import _chat, _connected_to_lobby, _host_and_join
+from .test_lobby import _chat, _connected_to_lobby
 from .test_webrtc import NO_LISTENER, WEBRTC, _lobby_metric
 
 
@@ -20,6 +20,27 @@ from .test_webrtc import NO_LISTENER, WEBRTC, _lobby_metric
 def nats(tmp_path: Path) -> Iterator[NatsServer]:
     with nats_server(tmp_path / "nats") as server:
         yield server
+
+
+async def _host_and_join(host: NodeProcess, guest: NodeProcess) -> tuple[dict, list[dict]]:  # type: ignore[type-arg]
+    """As in test_lobby, except that the guest joins once its own instance lists the room:
+    the room list is shared by the instances, and a record takes a moment to arrive."""
+    async with host.client() as th:
+        room = (await th.request("lobby", "create_room", {
+            "name": "room", "visibility": "public", "joinPolicy": "open"}))["room"]
+
+    async def listed() -> bool:
+        async with guest.client() as tg:
+            rooms = (await tg.request("lobby", "list_rooms"))["rooms"]
+        return any(r["id"] == room["id"] for r in rooms)
+
+    await eventually(listed, timeout=5, what="the room in the guest's instance's list")
+    async with guest.client() as tg:
+        joined = await tg.request("lobby", "join_room", {"roomId": room["id"]}, timeout=20)
+        steps = [e["data"] for e in tg.events
+                 if (e["channel"], e["event"]) == ("network", "ladder")]
+    assert steps and steps[-1]["step"] == "won" and steps[-1]["kind"] == joined["via"], steps
+    return joined, steps
 
 
 async def two_instances(servers: Servers, nats: NatsServer,  # noqa: F811
