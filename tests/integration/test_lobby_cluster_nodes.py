@@ -34,7 +34,7 @@ async def _host_and_join(host: NodeProcess, guest: NodeProcess) -> tuple[dict, l
             rooms = (await tg.request("lobby", "list_rooms"))["rooms"]
         return any(r["id"] == room["id"] for r in rooms)
 
-    await eventually(listed, timeout=5, what="the room in the guest's instance's list")
+    await eventually(listed, timeout=15, what="the room in the guest's instance's list")
     async with guest.client() as tg:
         joined = await tg.request("lobby", "join_room", {"roomId": room["id"]}, timeout=20)
         steps = [e["data"] for e in tg.events
