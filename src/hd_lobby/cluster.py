@@ -203,7 +203,10 @@ class LobbyCluster:
 
     async def _alive_out(self) -> None:
         while True:
-            await self.bus.publish(ALIVE, self.machine.instance.encode())
+            try:
+                await self.bus.publish(ALIVE, self.machine.instance.encode())
+            except ClusterUnavailable:
+                self.dropped += 1  # one late answer is no reason to end the session
             await trio.sleep(ALIVE_EVERY_MS / 1000)
 
 

@@ -92,6 +92,7 @@ class ClusteredRelay(RelayServer):
         self.instance_ttl_ms = instance_ttl_ms
         self._where: dict[str, tuple[str, int]] = {}  # node -> (instance, revision) read
         self._seen: dict[str, int] = {}  # other instance -> last heard (monotonic ms)
+        self._owed: set[str] = set()  # stored while no instance was known for them
         self._claimed: set[str] = set()  # nodes attached here whose record we keep
         self._left: set[str] = set()  # nodes that may have left since the last entry
         self._now = 0
@@ -159,8 +160,13 @@ class ClusteredRelay(RelayServer):
         if inst is None:
             return None
         self.forwarded += 1
-        return [ToInstance(inst, {"t": "relay", "to": to, "from": sender,  # type: ignore[list-item]
-                                  "envelope": relayed})]
+        out: list[Output] = []
+        if to in self._owed:  # stored while we knew no instance for it: X loads that first
+            self._owed.discard(to)
+            out.append(ToInstance(inst, {"t": "note", "to": to}))  # type: ignore[arg-type]
+        out.append(ToInstance(inst, {"t": "relay", "to": to, "from": sender,  # type: ignore[arg-type]
+                                     "envelope": relayed}))
+        return out
 
     def stored(self, conn: int, dst: str, msg_id: str, size: int, ok: bool,
                code: str = "unavailable", duplicate: bool = False) -> list[Any]:
@@ -168,6 +174,8 @@ class ClusteredRelay(RelayServer):
         if ok and (inst := self.where(dst)) is not None:
             # Before any later live envelope for ``dst``: X loads this one first.
             out.insert(0, ToInstance(inst, {"t": "note", "to": dst}))
+        elif ok:
+            self._owed.add(dst)  # the note goes ahead of our next live envelope for it
         return out
 
     def unsent(self, effect: ToInstance, wall: int) -> list[Any]:
