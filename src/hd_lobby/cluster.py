@@ -37,7 +37,15 @@ from hd_protocol.brokers.cluster_view import (
 )
 from hd_protocol.brokers.lobby_cluster import Change, ClusteredLobby
 from hd_shell.clock import mono_ms
-from hd_shell.cluster import Bucket, Bus, ClusterUnavailable, Entry, KeyExists, WrongRevision
+from hd_shell.cluster import (
+    Bucket,
+    Bus,
+    ClusterUnavailable,
+    Entry,
+    KeyExists,
+    WrongRevision,
+    sessions,
+)
 
 NODES = "hd_lobby_nodes"
 ROOMS = "hd_lobby_rooms"
@@ -80,15 +88,11 @@ class LobbyCluster:
 
     async def run(self) -> None:
         """Sessions with the bus, one after another, for as long as the lobby runs."""
-        while True:
-            while not self.bus.connected:
-                await self.bus.changed.wait()
-            try:
-                await self._session()
-            except ClusterUnavailable as exc:
-                self.log.info("cluster session ended instance=%s reason=%s",
-                              self.machine.instance, exc)
-            await trio.sleep(0.2)
+        def ended(exc: ClusterUnavailable) -> None:
+            self.log.info("cluster session ended instance=%s reason=%s",
+                          self.machine.instance, exc)
+
+        await sessions(self.bus, self._session, on_end=ended)
 
     async def _session(self) -> None:
         nodes = await self.bus.bucket(NODES, replicas=self.replicas)

@@ -36,7 +36,15 @@ from hd_protocol.brokers.relay_cluster import (
     ToInstance,
 )
 from hd_shell.clock import mono_ms, wall_ms
-from hd_shell.cluster import Bucket, Bus, ClusterUnavailable, Entry, KeyExists, WrongRevision
+from hd_shell.cluster import (
+    Bucket,
+    Bus,
+    ClusterUnavailable,
+    Entry,
+    KeyExists,
+    WrongRevision,
+    sessions,
+)
 
 ATTACHED = "hd_relay_attached"
 ALIVE = "hd.relay.alive"
@@ -92,16 +100,12 @@ class RelayCluster:
 
     async def run(self) -> None:
         """Sessions with the bus, one after another, for as long as the relay runs."""
-        while True:
-            while not self.bus.connected:
-                await self.bus.changed.wait()
-            try:
-                await self._session()
-            except ClusterUnavailable as exc:
-                self.log.info("relay cluster session ended instance=%s reason=%s",
-                              self.machine.instance, exc)
+        def ended(exc: ClusterUnavailable) -> None:
+            self.log.info("relay cluster session ended instance=%s reason=%s",
+                          self.machine.instance, exc)
             self.machine.bus_lost()
-            await trio.sleep(0.2)
+
+        await sessions(self.bus, self._session, on_end=ended)
 
     async def _session(self) -> None:
         bucket = await self.bus.bucket(ATTACHED, replicas=self.replicas)

@@ -390,6 +390,21 @@ class Bucket:
         return await self.bus._call(keys)
 
 
+async def sessions(bus: Bus, session: Callable[[], Awaitable[None]], *,
+                   on_end: Callable[[ClusterUnavailable], None]) -> None:
+    """``session()`` each time the bus is connected, one after another, until cancelled:
+    a session ends with ClusterUnavailable (``on_end`` hears why) and the next one starts
+    when the bus is back."""
+    while True:
+        while not bus.connected:
+            await bus.changed.wait()
+        try:
+            await session()
+        except ClusterUnavailable as exc:
+            on_end(exc)
+        await trio.sleep(0.2)
+
+
 async def keep_running(bus: Bus) -> None:
     """``bus`` connected (and reconnecting) until cancelled: a server's background task,
     started once it listens, so the bus's lines are the server's own."""
@@ -403,4 +418,4 @@ def _quiet() -> contextlib.suppress:
 
 
 __all__ = ["Bucket", "Bus", "BusMessage", "ClusterUnavailable", "Entry", "KeyExists",
-           "WrongRevision", "keep_running"]
+           "WrongRevision", "keep_running", "sessions"]
