@@ -52,7 +52,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from ..envelope import wire_size
+from ..envelope import envelope_from_obj, wire_size
+from ..errors import RemoteProtocolError
 from ..identity import is_node_id
 from .cluster_view import ALIVE_EVERY_MS, INSTANCE_TTL_MS, ToInstance
 from .frames import encode_frame
@@ -215,11 +216,10 @@ class ClusteredRelay(RelayServer):
         if kind == "note":
             return self.mail_arrived(to)
         src, env = msg.get("from"), msg.get("envelope")
-        if (kind != "relay" or not isinstance(src, str) or not is_node_id(src)
-                or not isinstance(env, dict)
-                or env.get("dst") != to or env.get("src") != src):
+        if kind != "relay" or not _sound(env, src, to):
             self.junk += 1
             return []
+        assert isinstance(env, dict) and isinstance(src, str)
         tc = self._local(to)
         if (tc is not None and not tc.congested and not tc.in_flight and not tc.loading
                 and not tc.more and to not in self._pending and self.queued(to)[0] == 0):
@@ -294,3 +294,14 @@ class ClusteredRelay(RelayServer):
         self._where.clear()
         self._claimed = set(self._attached)
         return [ClaimAttached(node, self.instance) for node in self._attached]
+
+
+def _sound(env: object, src: object, to: str) -> bool:
+    """An envelope from another instance in the form a local sender's must have: the bus
+    is ours, but an older or broken instance must not hand our nodes what no relay
+    would (the sending instance checked it and lowered its ttl already)."""
+    try:
+        e = envelope_from_obj(env)
+    except RemoteProtocolError:
+        return False
+    return e.src == src and e.dst == to
