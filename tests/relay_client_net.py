@@ -70,6 +70,7 @@ class Node:
     events: list[Output] = field(default_factory=list)  # all but Send and Deliver
     offered: list[Deliver] = field(default_factory=list)
     acks: list[int] = field(default_factory=list)  # every qid it acknowledged
+    linked_at_ack: dict[int, frozenset[str]] = field(default_factory=dict)  # qid -> links
     started: bool = False  # its shell runs the machine's timers (``Net.attach``)
 
     def took(self, peer: str) -> list[int]:
@@ -128,6 +129,8 @@ class Net:
                 self.sent.setdefault(node.conn, []).append(frame)
                 if frame["type"] == "ack":
                     node.acks += frame["qids"]
+                    node.linked_at_ack.update(dict.fromkeys(frame["qids"],
+                                                            frozenset(node.links)))
                 self._server(self.server.receive(node.conn, o.wire, self.now, WALL))
             elif isinstance(o, Dial):
                 node.conn = conn = next(self._conn)
