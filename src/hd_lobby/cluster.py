@@ -14,7 +14,9 @@
 
 The bus can go: effects then fail fast (``ClusterUnavailable``) and are dropped; the
 instance keeps serving its own nodes, and when the bus is back it writes everything it
-holds again (``resync``) and reads everything the others hold (a new watch).
+holds again (``resync``) and reads everything the others hold (a new watch). A write
+the bus does not answer though it stays connected (a loaded server) is tried again, and
+then ends the session the same way: no write to the shared state is lost quietly.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from hd_shell.cluster import (
     Entry,
     KeyExists,
     WrongRevision,
+    retried,
     sessions,
 )
 
@@ -129,24 +132,31 @@ class LobbyCluster:
                     break
             messages: dict[str, list[dict[str, Any]]] = defaultdict(list)
             for e in batch:
-                try:
-                    if isinstance(e, ToInstance):
-                        messages[e.instance].append(e.message)
-                    elif isinstance(e, ClaimNode):
-                        await self._claim(nodes, e)
-                    elif isinstance(e, ReleaseNode):
-                        await self._release(nodes, e)
-                    elif isinstance(e, PutRoom):
-                        await rooms.put(e.room["id"], json.dumps(e.room).encode())
-                    else:
-                        await rooms.delete(e.room_id)
-                except ClusterUnavailable:
-                    self.dropped += 1
+                if isinstance(e, ToInstance):
+                    messages[e.instance].append(e.message)
+                else:
+                    await self._write(nodes, rooms, e)
             for instance, msgs in messages.items():
                 try:
                     await self.bus.publish(inbox_subject(instance), json.dumps(msgs).encode())
                 except ClusterUnavailable:
                     self.dropped += len(msgs)
+
+    async def _write(self, nodes: Bucket, rooms: Bucket,
+                     e: ClaimNode | ReleaseNode | PutRoom | DropRoom) -> None:
+        """One write to the shared state, in order; one the bus does not take ends the
+        session (``retried``)."""
+        async def write() -> None:
+            if isinstance(e, ClaimNode):
+                await self._claim(nodes, e)
+            elif isinstance(e, ReleaseNode):
+                await self._release(nodes, e)
+            elif isinstance(e, PutRoom):
+                await rooms.put(e.room["id"], json.dumps(e.room).encode())
+            else:
+                await rooms.delete(e.room_id)
+
+        await retried(self.bus, write)
 
     async def _claim(self, nodes: Bucket, e: ClaimNode) -> None:
         value = json.dumps(e.record).encode()

@@ -23,6 +23,7 @@ import json
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 import trio
@@ -43,6 +44,7 @@ from hd_shell.cluster import (
     Entry,
     KeyExists,
     WrongRevision,
+    retried,
     sessions,
 )
 
@@ -158,13 +160,9 @@ class RelayCluster:
         recv = self._claims[1]
         while True:
             e = await recv.receive()
-            try:
-                if isinstance(e, ClaimAttached):
-                    await self._claim(bucket, e)
-                else:
-                    await self._release(bucket, e)
-            except ClusterUnavailable:
-                pass  # the session ends with the bus; the next one claims all again
+            # One the bus does not take ends the session; the next one claims all again.
+            await retried(self.bus, partial(self._claim, bucket, e)
+                          if isinstance(e, ClaimAttached) else partial(self._release, bucket, e))
 
     async def _claim(self, bucket: Bucket, e: ClaimAttached) -> None:
         value = json.dumps({"instance": e.instance}).encode()

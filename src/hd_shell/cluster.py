@@ -293,36 +293,36 @@ class Bucket:
         return await self.bus._call(get)
 
     async def create(self, key: str, value: bytes, *, ttl_s: float | None = None) -> int:
-        return await self._write(key, value, 0, ttl_s)
+        """Write ``value`` if ``key`` has none (never written, deleted or expired), else
+        KeyExists."""
+        import nats.js.errors
 
-    async def update(self, key: str, value: bytes, last: int, *,
-                     ttl_s: float | None = None) -> int:
+        async def create() -> int:
+            try:  # nats-py's create also takes over a key whose last word is a delete
+                return int(await self._kv.create(key, value, msg_ttl=ttl_s))
+            except nats.js.errors.KeyWrongLastSequenceError:
+                raise KeyExists(key) from None
+
+        return await self.bus._call(create)
+
+    async def update(self, key: str, value: bytes, last: int) -> int:
         """Write ``value`` if ``last`` is still the key's revision (else WrongRevision)."""
-        return await self._write(key, value, last, ttl_s)
+        import nats.js.errors
+
+        async def update() -> int:
+            try:
+                return int(await self._kv.update(key, value, last=last))
+            except nats.js.errors.KeyWrongLastSequenceError:
+                raise WrongRevision(key) from None
+
+        return await self.bus._call(update)
 
     async def put(self, key: str, value: bytes) -> int:
         """Write ``value`` whatever the key holds (for a key only one writer owns)."""
-        return await self._write(key, value, None, None)
+        async def put() -> int:
+            return int(await self._kv.put(key, value))
 
-    async def _write(self, key: str, value: bytes, last: int | None,
-                     ttl_s: float | None) -> int:
-        import nats.js.errors
-
-        subject = f"$KV.{self.name}.{key}"
-
-        async def write() -> int:
-            headers = ({} if last is None
-                       else {"Nats-Expected-Last-Subject-Sequence": str(last)})
-            try:
-                ack = await self.bus._js.publish(subject, value, headers=headers,
-                                                 msg_ttl=ttl_s)
-            except nats.js.errors.APIError as exc:
-                if exc.err_code in (10071, 10164):  # the last sequence is another
-                    raise (KeyExists if last == 0 else WrongRevision)(key) from None
-                raise
-            return int(ack.seq)
-
-        return await self.bus._call(write)
+        return await self.bus._call(put)
 
     async def delete(self, key: str, last: int = 0) -> None:
         """Delete ``key``; with ``last``, only if that is still its revision (else
@@ -393,16 +393,40 @@ class Bucket:
 async def sessions(bus: Bus, session: Callable[[], Awaitable[None]], *,
                    on_end: Callable[[ClusterUnavailable], None]) -> None:
     """``session()`` each time the bus is connected, one after another, until cancelled:
-    a session ends with ClusterUnavailable (``on_end`` hears why) and the next one starts
-    when the bus is back."""
+    a session ends with ClusterUnavailable, raised by it or by any task in its nurseries
+    (``on_end`` hears why), and the next one starts when the bus is back."""
     while True:
         while not bus.connected:
             await bus.changed.wait()
         try:
             await session()
-        except ClusterUnavailable as exc:
-            on_end(exc)
+        except* ClusterUnavailable as group:  # from the session, or one of its tasks
+            on_end(_first(group))
         await trio.sleep(0.2)
+
+
+def _first(group: BaseExceptionGroup[ClusterUnavailable]) -> ClusterUnavailable:
+    exc: BaseException = group
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    assert isinstance(exc, ClusterUnavailable)
+    return exc
+
+
+async def retried(bus: Bus, call: Callable[[], Awaitable[T]], *, tries: int = 3) -> T:
+    """``call()``, again after a short pause while the bus stays connected but did not
+    answer in time; ClusterUnavailable when it is gone or ``tries`` are spent. For a
+    write to shared state: let that end the session (``sessions``), whose successor
+    writes all it holds again — a write dropped on a bus that stays connected would
+    never be made good."""
+    for attempt in range(tries):
+        try:
+            return await call()
+        except ClusterUnavailable:
+            if not bus.connected or attempt == tries - 1:
+                raise
+            await trio.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 async def keep_running(bus: Bus) -> None:
@@ -418,4 +442,4 @@ def _quiet() -> contextlib.suppress:
 
 
 __all__ = ["Bucket", "Bus", "BusMessage", "ClusterUnavailable", "Entry", "KeyExists",
-           "WrongRevision", "keep_running", "sessions"]
+           "WrongRevision", "keep_running", "retried", "sessions"]

@@ -154,6 +154,27 @@ async def test_the_newest_registration_wins_across_instances(
         assert not watcher.wire.matching(presence_of(first.node_id, "offline"))
 
 
+async def test_a_node_that_left_and_registers_again_is_seen_again_by_the_other_instance(
+    servers: Servers, nats: NatsServer,  # noqa: F811
+) -> None:
+    """Its record was deleted when it left (the key's last word is a delete marker): its
+    new registration must be written all the same, or the others never see it again."""
+    one, two = await two_instances(servers, nats)
+    async with fleet() as f:
+        watcher = await registered_on(f, two, "watcher")
+        await trio.sleep(0.3)
+        identity = None
+        for _ in range(2):
+            mark = watcher.wire.mark()
+            me = await registered_on(f, one, "me", identity=identity)
+            identity = me.identity
+            await watcher.wire.wait_for(presence_of(me.node_id, "online"), start=mark,
+                                        timeout=3, what="me online at the watcher")
+            await me.wire.aclose()
+            await watcher.wire.wait_for(presence_of(me.node_id, "offline"), start=mark,
+                                        timeout=3, what="me offline at the watcher")
+
+
 async def test_a_killed_instance_s_nodes_leave_and_a_host_s_room_follows_it_elsewhere(
     servers: Servers, nats: NatsServer,  # noqa: F811
 ) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import signal
 from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
@@ -12,7 +13,7 @@ import pytest
 import trio
 from natsservers import NatsServer, nats_cluster, nats_server
 
-from hd_shell.cluster import Bus, ClusterUnavailable, KeyExists, WrongRevision
+from hd_shell.cluster import Bus, ClusterUnavailable, KeyExists, WrongRevision, sessions
 
 DEADLINE_S = 20.0
 T = TypeVar("T")
@@ -68,6 +69,42 @@ async def test_a_key_is_created_once_and_updated_only_against_its_last_revision(
             assert await ka.keys() == ["n1"]
             await kb.delete("n1")
             assert await ka.get("n1") is None
+            # A deleted key (its last word is a delete marker) is free to create again:
+            # a node that left and came back is registered anew, by whichever instance.
+            third = await ka.create("n1", b"back-on-a")
+            with pytest.raises(KeyExists):
+                await kb.create("n1", b"back-on-b")
+            entry = await kb.get("n1")
+            assert entry is not None and (entry.value, entry.revision) == (b"back-on-a", third)
+
+
+async def test_a_session_ends_when_any_of_its_tasks_finds_the_bus_failing_and_the_next_starts(
+    tmp_path: Path,
+) -> None:
+    """A call that times out inside one task of a session (its error comes out in an
+    exception group) ends that session, never the server: the next one starts."""
+    ended: list[ClusterUnavailable] = []
+    started: list[int] = []
+
+    async def session() -> None:
+        started.append(1)
+
+        async def task() -> None:
+            raise ClusterUnavailable("the cluster bus did not answer in time")
+
+        async with trio.open_nursery() as n:
+            n.start_soon(task)
+            await trio.sleep_forever()
+
+    with nats_server(tmp_path) as server, trio.fail_after(DEADLINE_S):
+        async with Bus([server.url], name="a").running() as a:
+            await wait_for(lambda: a.connected, "connected")
+            async with trio.open_nursery() as n:
+                n.start_soon(partial(sessions, a, session, on_end=ended.append))
+                await wait_for(lambda: len(ended) >= 2, "two sessions ended")
+                n.cancel_scope.cancel()
+    assert len(started) >= 2
+    assert {str(e) for e in ended} == {"the cluster bus did not answer in time"}
 
 
 async def test_a_value_with_a_ttl_expires_when_nobody_refreshes_it(tmp_path: Path) -> None:

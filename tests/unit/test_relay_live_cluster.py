@@ -21,7 +21,6 @@ from hypothesis import strategies as st
 
 from hd_protocol import Identity, encode_envelope, make_envelope, sign_envelope
 from hd_protocol.brokers.frames import parse_challenge
-from hd_protocol.envelope import envelope_from_obj
 from hd_protocol.brokers.relay import (
     DeleteQueued,
     LoadQueued,
@@ -38,6 +37,7 @@ from hd_protocol.brokers.relay_cluster import (
     ReleaseAttached,
     ToInstance,
 )
+from hd_protocol.envelope import envelope_from_obj
 
 T0 = 2_000
 WALL = 1_764_000_000_000
