@@ -219,9 +219,14 @@ def start_nats(root: Path) -> tuple[Proc, str]:
     raise RuntimeError("nats-server did not start")
 
 
-def start_lobby(root: Path, name: str, cap: int, cluster: str | None) -> tuple[Proc, str]:
+def start_lobby(root: Path, name: str, cap: int, cluster: str | None,
+                profile: str | None = None) -> tuple[Proc, str]:
     data = root / name
-    cmd = [sys.executable, "-m", "hd_lobby", "run", "--data-dir", str(data), "--port", "0",
+    # --profile DIR: the lobby runs under cProfile, its stats written to DIR/<name>.prof
+    # when it stops (for finding where a registration's CPU goes, not for the figures).
+    prof = ([] if profile is None
+            else ["-m", "cProfile", "-o", str(Path(profile).resolve() / f"{name}.prof")])
+    cmd = [sys.executable, *prof, "-m", "hd_lobby", "run", "--data-dir", str(data), "--port", "0",
            "--log-level", "WARNING", "--max-connections", str(cap),
            "--max-per-address", str(cap)]
     if cluster is not None:
@@ -342,7 +347,7 @@ def run_once(args: argparse.Namespace) -> dict[str, Any]:
         cap = args.nodes + args.probes + 100
         lobbies = []
         for i in range(args.instances):
-            p, url = start_lobby(root, f"lobby{i + 1}", cap, cluster)
+            p, url = start_lobby(root, f"lobby{i + 1}", cap, cluster, args.profile)
             procs.append(p)
             lobbies.append((p, url))
         urls = [u for _, u in lobbies]
@@ -471,6 +476,7 @@ def main() -> None:
                     help="seconds between probes (the lobby batches presence per 250 ms)")
     ap.add_argument("--deadline", type=float, default=90.0)
     ap.add_argument("--runs", type=int, default=1)
+    ap.add_argument("--profile", metavar="DIR", help="run the lobbies under cProfile")
     ap.add_argument("--keep", action="store_true", help="keep the run's directory and logs")
     args = ap.parse_args()
     if args.worker:

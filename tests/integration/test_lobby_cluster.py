@@ -4,6 +4,7 @@ a killed instance's nodes gone, a host's room back when it registers elsewhere."
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ import trio
 from natsservers import NatsServer, nats_server
 
 from hd_protocol.brokers.frames import encode_frame
+from hd_shell.ws.link import LinkClosed
 
 from .lobbyclients import Fleet, LobbyNode, fleet, is_error, is_type
 from .servers import ServerProcess, Servers, servers  # noqa: F401 - the fixture
@@ -154,6 +156,85 @@ async def test_the_newest_registration_wins_across_instances(
         assert not watcher.wire.matching(presence_of(first.node_id, "offline"))
 
 
+def _health_url(lobby: ServerProcess) -> str:
+    return lobby.url.replace("ws://", "http://").rsplit("/", 1)[0] + "/healthz"
+
+
+async def _listed_on(node: LobbyNode, room: str) -> None:
+    with trio.fail_after(5):
+        while True:
+            got = await node.request(encode_frame("list_rooms"), is_type("rooms"))
+            if any(r["id"] == room for r in got["rooms"]):
+                return
+            await trio.sleep(0.05)
+
+
+async def test_a_flood_of_signals_to_another_instance_is_cut_at_the_sender_s_rate(
+    servers: Servers, nats: NatsServer,  # noqa: F811
+) -> None:
+    """What a node sends to a node on another instance spends the same frame budget as
+    a local one: the bus and the far instance see at most the burst plus the rate."""
+    one, two = await two_instances(servers, nats)
+    async with fleet() as f:
+        host = await registered_on(f, one, "host")
+        flooder = await registered_on(f, two, "flooder")
+        created = await host.request(
+            encode_frame("create_room", {"name": "r", "visibility": "public",
+                                         "joinPolicy": "open"}), is_type("room_created"))
+        room = created["room"]["id"]
+        await _listed_on(flooder, room)
+        await flooder.request(encode_frame("join_room", {"roomId": room}),
+                              is_type("room_info"))
+        mark = host.wire.mark()
+        signal = encode_frame("signal", {"to": host.node_id, "sid": "s", "kind": "offer",
+                                         "sdp": "v=0 " + "x" * 200})
+        t0 = time.monotonic()
+        sent = 2000  # 10 times the burst, in one go
+        with contextlib.suppress(LinkClosed):
+            for _ in range(0, sent, 100):
+                await flooder.wire.send(*[signal] * 100)
+        # Over its rate the flooder is answered rate_limited, and closed after a few.
+        closed = await flooder.wire.wait_closed(timeout=10)
+        assert closed.code == 1008, closed
+        assert 1 <= len(flooder.wire.matching(is_error("rate_limited"))) <= 16
+        await trio.sleep(1.0)  # what got through has arrived
+        got = len(host.wire.matching(is_type("signal"), start=mark))
+        elapsed = time.monotonic() - t0
+        # The burst (200) plus 50 per second, less what the join and list took.
+        assert 150 <= got <= 200 + 50 * elapsed + 10, (got, elapsed)
+        # Both instances are well.
+        async with httpx.AsyncClient() as http:
+            for lobby in (one, two):
+                health = (await http.get(_health_url(lobby), timeout=5)).json()
+                assert health["status"] == "ok", health
+
+
+async def test_guessing_a_room_token_across_instances_closes_the_guesser(
+    servers: Servers, nats: NatsServer,  # noqa: F811
+) -> None:
+    """The host's instance refuses; the guesser's instance counts the refusal as a bad
+    frame, as it would a local one, and closes the connection after a few."""
+    one, two = await two_instances(servers, nats)
+    async with fleet() as f:
+        host = await registered_on(f, one, "host")
+        guesser = await registered_on(f, two, "guesser")
+        created = await host.request(
+            encode_frame("create_room", {"name": "r", "visibility": "public",
+                                         "joinPolicy": "token", "token": "right"}),
+            is_type("room_created"))
+        room = created["room"]["id"]
+        await _listed_on(guesser, room)
+        for i in range(64):
+            with contextlib.suppress(LinkClosed):
+                await guesser.wire.send(encode_frame("join_room", {"roomId": room,
+                                                                   "token": f"guess{i}"}))
+        closed = await guesser.wire.wait_closed(timeout=10)
+        assert closed.code == 1008, closed
+        denials = guesser.wire.matching(is_error("denied"))
+        assert 1 <= len(denials) <= 16, len(denials)
+        assert not host.wire.matching(is_type("peer_joining"))
+
+
 async def test_a_node_that_left_and_registers_again_is_seen_again_by_the_other_instance(
     servers: Servers, nats: NatsServer,  # noqa: F811
 ) -> None:
@@ -212,7 +293,7 @@ async def test_without_the_bus_an_instance_serves_its_own_nodes_and_says_degrade
     servers: Servers, nats: NatsServer,  # noqa: F811
 ) -> None:
     one, two = await two_instances(servers, nats)
-    health = one.url.replace("ws://", "http://").rsplit("/", 1)[0] + "/healthz"
+    health = _health_url(one)
     async with fleet() as f:
         a = await registered_on(f, one, "a")
         nats.stop()
