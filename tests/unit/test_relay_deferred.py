@@ -8,16 +8,16 @@ JetStream round trip would; the mailbox is a list with the stream's sequence as 
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections import defaultdict
-from collections.abc import Callable
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from relay_client_net import RELAY, WALL, ident, rng_for, wire
 
-from hd_protocol import Identity, encode_envelope, make_envelope, sign_envelope
+from hd_protocol import Identity
 from hd_protocol.brokers.frames import parse_challenge
 from hd_protocol.brokers.relay import (
     DeleteQueued,
@@ -33,32 +33,7 @@ from hd_protocol.brokers.relay import (
 )
 
 T0 = 2_000
-WALL = 1_764_000_000_000
-
-
-def rng_for(seed: str) -> Callable[[int], bytes]:
-    counter = iter(range(1 << 62))
-
-    def rng(n: int) -> bytes:
-        out = b""
-        while len(out) < n:
-            out += hashlib.sha256(f"{seed}/{next(counter)}".encode()).digest()
-        return out[:n]
-
-    return rng
-
-
-def ident(name: str) -> Identity:
-    return Identity.from_seed(hashlib.sha256(f"relay-deferred/{name}".encode()).digest())
-
-
-RELAY, ALICE, BOB = ident("relay"), ident("alice"), ident("bob")
-
-
-def wire(src: Identity, dst: Identity, n: int) -> str:
-    e = make_envelope("peer_chat", msg_id=f"{n:032x}", src=src.node_id, dst=dst.node_id,
-                      ts=WALL, data={"n": n})
-    return encode_envelope(sign_envelope(e, src))
+ALICE, BOB = ident("alice"), ident("bob")
 
 
 def mid(n: int) -> str:
@@ -173,21 +148,18 @@ def test_a_store_that_failed_answers_unavailable_and_takes_the_count_back() -> N
     assert d.server.queued(BOB.node_id) == (0, 0)
 
 
-def test_a_store_refused_for_its_limits_answers_queue_full() -> None:
+@pytest.mark.parametrize(("code", "said"), [
+    ("queue_full", "queue_full"),  # refused for its limits
+    ("bad_frame", "unavailable"),  # a code the sender has no use for
+])
+def test_a_refused_store_answers_its_code_or_unavailable_and_takes_the_count_back(
+        code: str, said: str) -> None:
     d = Deferred()
     d.attach(1, ALICE)
     d.send(1, BOB, 0)
-    d.store_failed("queue_full")
-    assert [f["code"] for f in d.take(1)] == ["queue_full"]
+    d.store_failed(code)
+    assert [f["code"] for f in d.take(1)] == [said]
     assert d.server.queued(BOB.node_id) == (0, 0)
-
-
-def test_an_unknown_failure_code_is_said_as_unavailable() -> None:
-    d = Deferred()
-    d.attach(1, ALICE)
-    d.send(1, BOB, 0)
-    d.store_failed("bad_frame")
-    assert [f["code"] for f in d.take(1)] == ["unavailable"]
 
 
 def test_a_duplicate_is_acknowledged_and_counted_once() -> None:
