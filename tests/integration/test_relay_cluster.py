@@ -9,7 +9,9 @@ Real processes: nats-server from the venv (``tests/natsservers``), ``hd-relay ru
 
 from __future__ import annotations
 
+import contextlib
 import signal
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,7 @@ from hd_protocol.brokers.frames import decode_frame, parse_challenge
 from hd_protocol.brokers.relay import ack_frame, attach_frame, relay_frame
 from hd_shell.ws.link import WsLink, dial_ws
 
+from .conftest import eventually
 from .servers import ServerProcess
 
 READY_S = 20.0
@@ -37,6 +40,13 @@ async def health(relay: ServerProcess) -> dict[str, Any]:
         lambda: httpx.get(f"http://127.0.0.1:{relay.port}/healthz", timeout=2.0))
     body: dict[str, Any] = r.json()
     return body
+
+
+async def reached(relay: ServerProcess, status: str, timeout: float) -> None:
+    """Until the relay's /healthz says ``status``."""
+    async def says() -> bool:
+        return (await health(relay))["status"] == status
+    await eventually(says, timeout=timeout, what=f"{relay.name} {status}", interval=0.1)
 
 
 async def metric(relay: ServerProcess, name: str) -> float | None:
@@ -143,6 +153,48 @@ async def send_queued(sender: Node, to: Identity, ns: range, chunk: int = 100) -
             new_msg_id(lambda k, n=n: n.to_bytes(k, "big")) for n in part]
 
 
+async def until_live(sender: Node, to: Node, n: int) -> int:
+    """Sends to ``to`` one envelope at a time from ``n`` until one arrives live (no qid:
+    the sender's instance knows where ``to`` is attached); the next ``n``."""
+    with trio.fail_after(READY_S):
+        while True:
+            await sender.send(to.ident, range(n, n + 1))
+            (f,) = await to.frames(1)
+            n += 1
+            if "qid" not in f:
+                return n
+
+
+@contextlib.asynccontextmanager
+async def two_relays(root: Path, urls: list[str],
+                     ) -> AsyncIterator[tuple[ServerProcess, ServerProcess, Nodes]]:
+    """Relays r1 and r2 on the NATS servers at ``urls``, started, and the test's nodes;
+    all stopped at its end (a relay the test killed is only reaped)."""
+    r1, r2 = cluster_relay(root, "r1", urls), cluster_relay(root, "r2", urls)
+    nodes = Nodes()
+    try:
+        await r1.astart()
+        await r2.astart()
+        yield r1, r2, nodes
+    finally:
+        await nodes.aclose()
+        r1.stop()
+        r2.stop()
+
+
+@contextlib.asynccontextmanager
+async def bob_at_r2_alice_at_r1(root: Path) -> AsyncIterator[
+        tuple[ServerProcess, ServerProcess, Nodes, Node, Node]]:
+    """``two_relays`` on one NATS server, bob attached at r2, then alice at r1 once r1's
+    mailbox takes envelopes: (r1, r2, nodes, alice's node, bob's node)."""
+    with nats_server(root / "nats") as nats:
+        async with two_relays(root, [nats.url]) as (r1, r2, nodes):
+            b = await nodes.attach(r2.url, Identity.generate())
+            a = await nodes.attach(r1.url, Identity.generate())
+            await wait_queueing(r1, a)
+            yield r1, r2, nodes, a, b
+
+
 def numbers(frames: list[dict[str, Any]]) -> list[int]:
     assert all(f["type"] == "relay" for f in frames), [f for f in frames
                                                         if f["type"] != "relay"][:3]
@@ -169,12 +221,7 @@ async def test_what_one_instance_queued_survives_it_and_a_nats_server_and_arrive
     tmp_path: Path,
 ) -> None:
     with nats_cluster(tmp_path / "nats", 3) as nats:
-        urls = [s.url for s in nats]
-        r1, r2 = cluster_relay(tmp_path, "r1", urls), cluster_relay(tmp_path, "r2", urls)
-        nodes = Nodes()
-        try:
-            await r1.astart()
-            await r2.astart()
+        async with two_relays(tmp_path, [s.url for s in nats]) as (r1, r2, nodes):
             alice, bob = Identity.generate(), Identity.generate()
             a = await nodes.attach(r1.url, alice)
             await wait_queueing(r1, a)
@@ -192,54 +239,30 @@ async def test_what_one_instance_queued_survives_it_and_a_nats_server_and_arrive
             assert {f["from"] for f in got} == {alice.node_id}
             assert len({f["qid"] for f in got}) == 500
             assert await b.quiet(1.0) == []  # nothing more: none twice
-        finally:
-            await nodes.aclose()
-            r1.kill()
-            r2.stop()
 
 
 async def test_a_node_attached_at_one_instance_gets_what_is_sent_through_another_live_in_order(
     tmp_path: Path,
 ) -> None:
-    with nats_server(tmp_path / "nats") as nats:
-        r1 = cluster_relay(tmp_path, "r1", [nats.url])
-        r2 = cluster_relay(tmp_path, "r2", [nats.url])
-        nodes = Nodes()
-        try:
-            await r1.astart()
-            await r2.astart()
-            alice, bob = Identity.generate(), Identity.generate()
-            b = await nodes.attach(r2.url, bob)
-            a = await nodes.attach(r1.url, alice)
-            await wait_queueing(r1, a)
-            await wait_queueing(r2, b)
-            # Until instance 1 knows bob is at instance 2: what it stores meanwhile comes
-            # through the mailbox (with a qid, and an ack to alice); then live (neither).
-            n = 1000
-            with trio.fail_after(READY_S):
-                while True:
-                    await a.send(bob, range(n, n + 1))
-                    (f,) = await b.frames(1)
-                    n += 1
-                    if "qid" not in f:
-                        break
-            await a.quiet(0.5)  # the acks of what was stored
-            queued = [await metric(r, "hd_relay_envelopes_queued_total") for r in (r1, r2)]
-            # Bob stays attached at instance 2 the whole time: no re-attach.
-            for start in range(0, 300, 50):
-                await a.send(bob, range(start, start + 50))
-            got = await b.frames(300, timeout=20)
-            assert numbers(got) == list(range(300))  # in order, none twice
-            assert not any("qid" in f for f in got)  # live: not through the stream
-            assert {f["from"] for f in got} == {alice.node_id}
-            assert await b.quiet(0.5) == [] and await a.quiet(0.1) == []  # no acks: live
-            assert [await metric(r, "hd_relay_envelopes_queued_total")
-                    for r in (r1, r2)] == queued
-            assert await metric(r1, "hd_relay_envelopes_forwarded_total") >= 300  # type: ignore[operator]
-        finally:
-            await nodes.aclose()
-            r1.stop()
-            r2.stop()
+    async with bob_at_r2_alice_at_r1(tmp_path) as (r1, r2, nodes, a, b):
+        alice, bob = a.ident, b.ident
+        await wait_queueing(r2, b)
+        # Until instance 1 knows bob is at instance 2: what it stores meanwhile comes
+        # through the mailbox (with a qid, and an ack to alice); then live (neither).
+        await until_live(a, b, 1000)
+        await a.quiet(0.5)  # the acks of what was stored
+        queued = [await metric(r, "hd_relay_envelopes_queued_total") for r in (r1, r2)]
+        # Bob stays attached at instance 2 the whole time: no re-attach.
+        for start in range(0, 300, 50):
+            await a.send(bob, range(start, start + 50))
+        got = await b.frames(300, timeout=20)
+        assert numbers(got) == list(range(300))  # in order, none twice
+        assert not any("qid" in f for f in got)  # live: not through the stream
+        assert {f["from"] for f in got} == {alice.node_id}
+        assert await b.quiet(0.5) == [] and await a.quiet(0.1) == []  # no acks: live
+        assert [await metric(r, "hd_relay_envelopes_queued_total")
+                for r in (r1, r2)] == queued
+        assert await metric(r1, "hd_relay_envelopes_forwarded_total") >= 300  # type: ignore[operator]
 
 
 async def test_a_relay_that_loses_its_bus_keeps_live_traffic_refuses_to_queue_and_recovers(
@@ -257,9 +280,7 @@ async def test_a_relay_that_loses_its_bus_keeps_live_traffic_refuses_to_queue_an
         await send_queued(a, carol, range(0, 5))  # carol is away: queued
 
         nats.stop(signal.SIGKILL)
-        with trio.fail_after(10):
-            while (await health(relay))["status"] != "degraded":
-                await trio.sleep(0.1)
+        await reached(relay, "degraded", 10)
         assert await metric(relay, "hd_cluster_connected") == 0.0
         # Ten seconds without the bus: live traffic flows, queueing is refused.
         n, end = 100, trio.current_time() + 10  # (no cancel scope: it would cut a write)
@@ -276,9 +297,7 @@ async def test_a_relay_that_loses_its_bus_keeps_live_traffic_refuses_to_queue_an
         assert body["status"] == "degraded" and body["cluster"]["connected"] is False
 
         await trio.to_thread.run_sync(nats.start)  # the same port and store
-        with trio.fail_after(15):
-            while (await health(relay))["status"] != "ok":
-                await trio.sleep(0.1)
+        await reached(relay, "ok", 15)
         await wait_queueing(relay, a)
         await send_queued(a, carol, range(5, 10))
         assert await metric(relay, "hd_cluster_connected") == 1.0
@@ -295,45 +314,25 @@ async def test_a_relay_that_loses_its_bus_keeps_live_traffic_refuses_to_queue_an
 async def test_when_the_receiving_instance_is_killed_later_envelopes_are_stored_and_delivered(
     tmp_path: Path,
 ) -> None:
-    with nats_server(tmp_path / "nats") as nats:
-        r1 = cluster_relay(tmp_path, "r1", [nats.url])
-        r2 = cluster_relay(tmp_path, "r2", [nats.url])
-        nodes = Nodes()
-        try:
-            await r1.astart()
-            await r2.astart()
-            alice, bob = Identity.generate(), Identity.generate()
-            b = await nodes.attach(r2.url, bob)
-            a = await nodes.attach(r1.url, alice)
-            await wait_queueing(r1, a)
-            n = 1000
-            with trio.fail_after(READY_S):  # until instance 1 sends bob's envelopes live
-                while True:
-                    await a.send(bob, range(n, n + 1))
-                    (f,) = await b.frames(1)
-                    n += 1
-                    if "qid" not in f:
-                        break
-            await a.quiet(0.5)
-            r2.proc.send_signal(signal.SIGKILL)  # type: ignore[union-attr]
-            r2.proc.wait(10)  # type: ignore[union-attr]
-            # Live into the void until instance 1's map drops instance 2 (20 s without
-            # its heartbeat); from then on stored, and acknowledged as such.
-            first = None
-            with trio.fail_after(40):
-                while first is None:
-                    await a.send(bob, range(n, n + 1))
-                    for f in await a.quiet(0.5):
-                        answer = decode_frame(f, 1 << 20)
-                        if answer.get("status") == "queued" and first is None:
-                            first = next(k for k in range(n, n - 100, -1) if new_msg_id(
-                                lambda j, k=k: k.to_bytes(j, "big")) == answer["msg_id"])
-                    n += 1
-            await send_queued(a, bob, range(n, n + 50))
-            b2 = await nodes.attach(r1.url, bob)  # bob fails over to instance 1
-            got = numbers(await b2.frames(n + 50 - first, timeout=20))
-            assert got == list(range(first, n + 50))  # none lost since the map knew, in order
-        finally:
-            await nodes.aclose()
-            r1.stop()
-            r2.kill()
+    async with bob_at_r2_alice_at_r1(tmp_path) as (r1, r2, nodes, a, b):
+        bob = b.ident
+        n = await until_live(a, b, 1000)  # instance 1 sends bob's envelopes live
+        await a.quiet(0.5)
+        r2.proc.send_signal(signal.SIGKILL)  # type: ignore[union-attr]
+        r2.proc.wait(10)  # type: ignore[union-attr]
+        # Live into the void until instance 1's map drops instance 2 (20 s without
+        # its heartbeat); from then on stored, and acknowledged as such.
+        first = None
+        with trio.fail_after(40):
+            while first is None:
+                await a.send(bob, range(n, n + 1))
+                for f in await a.quiet(0.5):
+                    answer = decode_frame(f, 1 << 20)
+                    if answer.get("status") == "queued" and first is None:
+                        first = next(k for k in range(n, n - 100, -1) if new_msg_id(
+                            lambda j, k=k: k.to_bytes(j, "big")) == answer["msg_id"])
+                n += 1
+        await send_queued(a, bob, range(n, n + 50))
+        b2 = await nodes.attach(r1.url, bob)  # bob fails over to instance 1
+        got = numbers(await b2.frames(n + 50 - first, timeout=20))
+        assert got == list(range(first, n + 50))  # none lost since the map knew, in order
