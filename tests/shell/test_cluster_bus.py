@@ -13,7 +13,14 @@ import pytest
 import trio
 from natsservers import NatsServer, nats_cluster, nats_server
 
-from hd_shell.cluster import Bus, ClusterUnavailable, KeyExists, WrongRevision, sessions
+from hd_shell.cluster import (
+    WATCH_BATCH,
+    Bus,
+    ClusterUnavailable,
+    KeyExists,
+    WrongRevision,
+    sessions,
+)
 
 DEADLINE_S = 20.0
 T = TypeVar("T")
@@ -194,12 +201,16 @@ async def test_a_flood_on_a_subject_is_dropped_past_the_subscribers_queue_not_he
 
 
 async def test_a_watch_gives_every_last_value_then_each_change_in_order(tmp_path: Path) -> None:
+    keys = WATCH_BATCH + 8  # with "x": the first values fill one batch and spill into more
+    # Hundreds of writes one after another: the default call deadline (2 s) is no part of
+    # what the watch must do, and one write in 700 once missed it on a loaded machine.
+    call_s = 10.0
     with nats_server(tmp_path) as server, trio.fail_after(DEADLINE_S):
-        async with Bus([server.url], name="a").running() as a, \
-                Bus([server.url], name="b").running() as b:
+        async with Bus([server.url], name="a", call_timeout_s=call_s).running() as a, \
+                Bus([server.url], name="b", call_timeout_s=call_s).running() as b:
             await wait_for(lambda: a.connected and b.connected, "both connected")
             ka, kb = await a.bucket("dir"), await b.bucket("dir")
-            for i in range(700):  # more than one batch
+            for i in range(keys):
                 await ka.create(f"n{i}", b"v%d" % i)
             n0 = await ka.get("n0")
             assert n0 is not None
@@ -209,7 +220,9 @@ async def test_a_watch_gives_every_last_value_then_each_change_in_order(tmp_path
                 first: list[tuple[str, bytes]] = []
                 while (batch := await next_batch()) is not None:
                     first += [(e.key, e.value) for e in batch]
-                assert len(first) == 701
+                assert len(first) == keys + 1
+                assert sorted(k for k, _ in first) == sorted([f"n{i}" for i in range(keys)]
+                                                             + ["x"])  # each key once
                 assert dict(first)["n0"] == b"v0b"
                 await ka.delete("n5")
                 rev = await ka.update("x", b"2", (await ka.get("x")).revision)  # type: ignore[union-attr]
