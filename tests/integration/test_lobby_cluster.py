@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -18,6 +18,7 @@ from natsservers import NatsServer, nats_server
 from hd_protocol.brokers.frames import encode_frame
 from hd_shell.ws.link import LinkClosed
 
+from .conftest import eventually
 from .lobbyclients import Fleet, LobbyNode, fleet, is_error, is_type
 from .servers import ServerProcess, Servers, servers  # noqa: F401 - the fixture
 
@@ -44,6 +45,20 @@ def presence_of(node_id: str, status: str | None = None):  # type: ignore[no-unt
         return (f.get("type") == "presence" and f["node"]["node_id"] == node_id
                 and (status is None or f["node"]["status"] == status))
     return pred
+
+
+async def rooms_listed(node: LobbyNode, room: str, **match: str) -> list[dict]:  # type: ignore[type-arg]
+    """``room``'s entries in what ``node`` gets for list_rooms (with ``match``'s values)."""
+    got = await node.request(encode_frame("list_rooms"), is_type("rooms"))
+    return [r for r in got["rooms"]
+            if r["id"] == room and all(r[k] == v for k, v in match.items())]
+
+
+def says(http: httpx.AsyncClient, health: str, status: str) -> Callable[[], Awaitable[bool]]:
+    """A check for ``eventually``: the /healthz at ``health`` says ``status``."""
+    async def check() -> bool:
+        return bool((await http.get(health)).json()["status"] == status)
+    return check
 
 
 async def registered_on(f: Fleet, lobby: ServerProcess, name: str, **kw: object) -> LobbyNode:
@@ -87,15 +102,8 @@ async def test_a_guest_on_one_instance_joins_a_room_hosted_on_the_other_and_they
                                          "joinPolicy": "token", "token": "s3cret"}),
             is_type("room_created"))
         room = created["room"]["id"]
-
-        async def listed() -> list[dict]:  # type: ignore[type-arg]
-            got = await guest.request(encode_frame("list_rooms"), is_type("rooms"))
-            return [r for r in got["rooms"] if r["id"] == room]
-
-        with trio.fail_after(3):
-            while not await listed():
-                await trio.sleep(0.05)
-        (view,) = await listed()
+        (view,) = await eventually(lambda: rooms_listed(guest, room), timeout=3,
+                                   what="the room in the guest's list")
         assert view["host"] == host.node_id and view["host_name"] == "host"
         # The host's instance decides: a wrong token is refused as it would be locally.
         refused = await guest.request(encode_frame("join_room", {"roomId": room,
@@ -161,12 +169,7 @@ def _health_url(lobby: ServerProcess) -> str:
 
 
 async def _listed_on(node: LobbyNode, room: str) -> None:
-    with trio.fail_after(5):
-        while True:
-            got = await node.request(encode_frame("list_rooms"), is_type("rooms"))
-            if any(r["id"] == room for r in got["rooms"]):
-                return
-            await trio.sleep(0.05)
+    await eventually(lambda: rooms_listed(node, room), timeout=5, what=f"{room} listed")
 
 
 async def test_a_flood_of_signals_to_another_instance_is_cut_at_the_sender_s_rate(
@@ -273,12 +276,8 @@ async def test_a_killed_instance_s_nodes_leave_and_a_host_s_room_follows_it_else
         t0 = time.monotonic()
         again = await registered_on(f, two, "host", identity=host.identity)
         # Its room is back with the same id, hosted by its registration on two.
-        with trio.fail_after(5):
-            while True:
-                got = await seer.request(encode_frame("list_rooms"), is_type("rooms"))
-                if any(r["id"] == room and r["host"] == host.node_id for r in got["rooms"]):
-                    break
-                await trio.sleep(0.05)
+        await eventually(lambda: rooms_listed(seer, room, host=host.node_id), timeout=5,
+                         what="the room at the seer, hosted again")
         assert time.monotonic() - t0 < 5
         mark = again.wire.mark()
         await seer.request(encode_frame("join_room", {"roomId": room}), is_type("room_info"))
@@ -298,9 +297,8 @@ async def test_without_the_bus_an_instance_serves_its_own_nodes_and_says_degrade
         a = await registered_on(f, one, "a")
         nats.stop()
         async with httpx.AsyncClient() as http:
-            with trio.fail_after(15):
-                while (await http.get(health)).json()["status"] != "degraded":
-                    await trio.sleep(0.1)
+            await eventually(says(http, health, "degraded"), timeout=15, interval=0.1,
+                             what="one degraded")
             body = (await http.get(health)).json()
             assert body["ok"] is True and body["cluster"]["connected"] is False
             metrics = (await http.get(health.replace("healthz", "metrics"))).text
@@ -310,18 +308,17 @@ async def test_without_the_bus_an_instance_serves_its_own_nodes_and_says_degrade
             assert b.registered is not None
             assert a.node_id in {e["node_id"] for e in b.registered["presence"]}
             nats.start()
-            with trio.fail_after(20):
-                while (await http.get(health)).json()["status"] != "ok":
-                    await trio.sleep(0.1)
+            await eventually(says(http, health, "ok"), timeout=20, interval=0.1,
+                             what="one ok again")
         # Back together: a node on two sees the nodes one held through the outage.
         c = await registered_on(f, two, "c")
-        with trio.fail_after(10):
-            while True:
-                await trio.sleep(0.2)
-                seen = {fr["node"]["node_id"] for fr in c.wire.matching(is_type("presence"))}
-                seen |= {e["node_id"] for e in (c.registered or {}).get("presence", [])}
-                if {a.node_id, b.node_id} <= seen:
-                    break
+
+        async def sees_a_and_b() -> bool:
+            seen = {fr["node"]["node_id"] for fr in c.wire.matching(is_type("presence"))}
+            seen |= {e["node_id"] for e in (c.registered or {}).get("presence", [])}
+            return {a.node_id, b.node_id} <= seen
+
+        await eventually(sees_a_and_b, timeout=10, interval=0.2, what="a and b at c")
     assert one.running and two.running
     assert json.loads(one.info_path.read_text())["pid"] == one.proc.pid  # type: ignore[union-attr]
 
@@ -337,9 +334,7 @@ async def test_an_instance_logs_under_its_own_name_and_nothing_before_it_listens
     try:
         health = p.url.replace("ws://", "http://").rsplit("/", 1)[0] + "/healthz"
         async with httpx.AsyncClient() as http:
-            with trio.fail_after(10):
-                while (await http.get(health)).json()["status"] != "ok":
-                    await trio.sleep(0.05)
+            await eventually(says(http, health, "ok"), timeout=10, what=f"{p.name} ok")
     finally:
         p.stop()
     lines = [ln for ln in p.log_text().splitlines() if ln[:2] == "20"]
