@@ -4,7 +4,9 @@
 node a real ``RelayClient`` whose shell is ``Node`` — links are lists with a capacity
 (what a full link queue looks like), the hub has handshake slots or not. Time is an
 int the test moves; ``settle`` runs every machine's due timers until nothing is left.
-Shared by tests/unit/test_relay_client.py and tests/property/test_relay_client_props.py.
+Shared by tests/unit/test_relay_client.py and tests/property/test_relay_client_props.py;
+tests/unit/test_relay_deferred.py takes its identities, rng and envelopes (``ident``,
+``rng_for``, ``wire``).
 """
 
 from __future__ import annotations
