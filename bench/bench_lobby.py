@@ -59,6 +59,7 @@ from hd_shell.ws.link import DialError, LinkClosed, WsLink, dial_ws
 GOAL_S = 20.0
 GOAL_P99_MS = 250.0
 GOAL_MB_PER_1000 = 30.0
+HEARTBEAT_S = 15  # SPEC 7.2: a node's presence every heartbeat_s (the lobby's default)
 BIG = 64 << 20  # a bulk node reads frames of any size: the bench must not be the limit
 HERE = Path(__file__).resolve()
 
@@ -165,11 +166,18 @@ async def worker_main() -> None:
                 frames[0] += got  # not `+= len(await ...)`: that reads frames[0] first
 
     async def heartbeats() -> None:
+        # Each node every HEARTBEAT_S, spread over the period as nodes that registered at
+        # different times would be (not all at once: 10 000 frames in one burst would
+        # stall the lobby for a second, which no real fleet does).
+        await trio.sleep(HEARTBEAT_S)
         while True:
-            await trio.sleep(10)
-            for link in list(links):
+            batch = list(links)
+            step = HEARTBEAT_S / max(1, len(batch))
+            started = trio.current_time()
+            for k, link in enumerate(batch):
                 with contextlib.suppress(LinkClosed):
                     await link.send_many([heartbeat])
+                await trio.sleep_until(started + (k + 1) * step)
 
     async with trio.open_nursery() as n:
         n.start_soon(heartbeats)
@@ -257,6 +265,23 @@ class Watched:
         self.changed = trio.Event()
 
     async def run(self) -> None:
+        async with trio.open_nursery() as n:
+            n.start_soon(self._heartbeats)
+            await self._read()
+            n.cancel_scope.cancel()
+
+    async def _heartbeats(self) -> None:
+        """What a node's shell does with ``LobbyClient``'s timer: without it the lobby
+        expires the watcher after three heartbeats (45 s), and the probes after it miss."""
+        with contextlib.suppress(LinkClosed):
+            while True:
+                due = self.client.next_deadline()
+                await trio.sleep(1.0 if due is None else max(0.0, due / 1000 - time.monotonic()))
+                for out in self.client.on_timer(int(time.monotonic() * 1000)):
+                    if isinstance(out, Send):
+                        await self.link.send_many([out.wire])
+
+    async def _read(self) -> None:
         with contextlib.suppress(LinkClosed):
             while True:
                 msgs = await self.link.receive_some()

@@ -113,7 +113,8 @@ def test_an_offline_entry_leaves_the_directory_and_pages_follow_node_id_order() 
         d.put(entry(i))
     d.put(entry(2, "offline"))
     page, cursor = d.page(None, 10)
-    assert [e["node_id"] for e in page] == sorted(IDS[i].node_id for i in (0, 1, 3, 4))
+    assert [json.loads(w) for w in page] == [d.entries[json.loads(w)["node_id"]] for w in page]
+    assert [json.loads(w)["node_id"] for w in page] == sorted(IDS[i].node_id for i in (0, 1, 3, 4))
     assert cursor is None and len(d) == 4 and IDS[2].node_id not in d
 
 
@@ -144,7 +145,7 @@ def test_paging_visits_every_node_that_stays_exactly_once_whatever_changes_meanw
     while True:
         page, cursor = d.page(cursor, limit)
         assert len(page) <= limit
-        seen += [e["node_id"] for e in page]
+        seen += [json.loads(w)["node_id"] for w in page]
         i, online = next(changes, (None, False))  # a node comes or goes between pages
         if i is not None:
             d.put(entry(i, "online" if online else "offline"))
@@ -302,3 +303,68 @@ def test_a_list_nodes_with_a_bad_limit_or_cursor_is_a_bad_request() -> None:
                  {"cursor": "x" * 200}, {"other": 1}):
         (err,) = lobby.send(1, "list_nodes", **body)
         assert err["type"] == "error" and err["code"] in ("bad_request", "bad_frame"), body
+
+
+# --- entries as big as the register rules allow ------------------------------------------
+
+FAT_NAME = "\U0001f600" * 64  # 64 chars of 4 UTF-8 bytes
+FAT_CAPS = ["\x01" * 64] * 32  # escaped in JSON: 6 bytes a char
+
+
+def register_fat(lobby: Lobby, conn: int, who: Identity) -> list[dict[str, Any]]:
+    """Registers ``who`` with the biggest entry a node may have; the raw frames it got."""
+    client = LobbyClient(who, node_name=FAT_NAME, addresses=[], capabilities=FAT_CAPS)
+    (chal,) = lobby.server.connect(conn, lobby.now)
+    assert isinstance(chal, ToConn)
+    (reg,) = client.receive(chal.frame, lobby.now)
+    assert isinstance(reg, Send)
+    return lobby.run(lobby.server.receive(conn, reg.wire, lobby.now, WALL))
+
+
+def test_what_a_registration_gets_fits_a_node_s_frame_however_big_the_entries() -> None:
+    """Fat entries from sybils must not make the directory a newcomer gets (or a page
+    of it) bigger than the 1 MiB a node reads: past FULL_BYTES it goes by pages, each
+    within PAGE_BYTES, and the walk still visits everyone."""
+    limits = Limits()
+    lobby = Lobby(push_max=limits.presence_push_max)
+    fat = [Identity.from_seed(hashlib.sha256(f"fat/{i}".encode()).digest())
+           for i in range(limits.presence_push_max - 1)]
+    for i, who in enumerate(fat):
+        register_fat(lobby, 100 + i, who)
+    assert lobby.server.dir.bytes > 2 * limits.max_envelope_bytes  # would not fit
+    newcomer = IDS[0]
+    client = LobbyClient(newcomer, node_name="new", addresses=[], capabilities=[])
+    (chal,) = lobby.server.connect(1, lobby.now)
+    assert isinstance(chal, ToConn)
+    (reg,) = client.receive(chal.frame, lobby.now)
+    assert isinstance(reg, Send)
+    frames = [o.frame for o in lobby.server.receive(1, reg.wire, lobby.now, WALL)
+              if isinstance(o, ToConn) and o.conn == 1]
+    (registered,) = [f for f in frames if '"type":"registered"' in f]
+    assert len(registered.encode()) <= limits.max_envelope_bytes
+    (got,) = [o for o in client.receive(registered, lobby.now) if isinstance(o, Registered)]
+    assert got.more and got.cursor is not None
+    seen = [e["node_id"] for e in got.directory]
+    cursor: str | None = got.cursor
+    while cursor is not None:
+        (page,) = [f for f in lobby.run(lobby.server.receive(
+            1, encode_frame("list_nodes", {"cursor": cursor}), lobby.now, WALL))
+            if isinstance(f, ToConn)]
+        assert len(page.frame.encode()) <= limits.max_envelope_bytes
+        (np,) = [o for o in client.receive(page.frame, lobby.now) if isinstance(o, NodesPage)]
+        seen += [e["node_id"] for e in np.nodes]
+        cursor = np.cursor
+    assert sorted(seen) == sorted({w.node_id for w in fat} | {newcomer.node_id})
+
+
+def test_a_page_holds_one_entry_at_least_whatever_its_size() -> None:
+    d = Directory()
+    for i in range(3):
+        d.put({**entry(i), "node_name": FAT_NAME, "capabilities": FAT_CAPS})
+    page, cursor = d.page(None, NODES_PAGE, max_bytes=10)
+    assert len(page) == 1 and cursor == json.loads(page[0])["node_id"]
+    walked = [json.loads(w)["node_id"] for w in page]
+    while cursor is not None:
+        page, cursor = d.page(cursor, NODES_PAGE, max_bytes=10)
+        walked += [json.loads(w)["node_id"] for w in page]
+    assert walked == sorted(IDS[i].node_id for i in range(3))

@@ -25,6 +25,12 @@ from ..errors import RemoteProtocolError
 from .frames import fields
 
 NODES_PAGE = 100  # list_nodes: the default and the largest page (SPEC 11)
+# Entries are small, but a node may make its own as big as the register rules allow
+# (64-char name, 32 capabilities of 64 chars: about 12 KiB once escaped). What a node
+# reads is at most 1 MiB a frame, so a page, and the directory a registration gets in
+# full, stop at a size in bytes as well as at a count.
+PAGE_BYTES = 256 * 1024
+FULL_BYTES = 512 * 1024
 MAX_CURSOR_CHARS = 128
 
 # The same bytes ``frames.encode_frame`` writes: an entry is encoded once per change,
@@ -46,6 +52,9 @@ class Directory:
 
     def __init__(self) -> None:
         self.entries: dict[str, dict[str, Any]] = {}
+        self.wires: dict[str, str] = {}  # node id -> its entry's encoding (made once)
+        self.bytes = 0  # the UTF-8 size of all of them
+        self._sizes: dict[str, int] = {}
         self._ids: list[str] = []
 
     def __len__(self) -> int:
@@ -57,23 +66,51 @@ class Directory:
     def put(self, entry: dict[str, Any]) -> str:
         """Note ``entry`` (``status: offline`` removes the node); its encoding."""
         node_id = entry["node_id"]
+        wire = encode_entry(entry)
+        self.bytes -= self._sizes.pop(node_id, 0)
         if entry.get("status") == "offline":
             if self.entries.pop(node_id, None) is not None:
+                del self.wires[node_id]
                 del self._ids[bisect_right(self._ids, node_id) - 1]
         else:
             if node_id not in self.entries:
                 insort(self._ids, node_id)
             self.entries[node_id] = entry
-        return encode_entry(entry)
+            self.wires[node_id] = wire
+            self._sizes[node_id] = size = len(wire.encode())
+            self.bytes += size
+        return wire
 
-    def page(self, cursor: str | None,
-             limit: int = NODES_PAGE) -> tuple[list[dict[str, Any]], str | None]:
-        """Up to ``limit`` entries after ``cursor``; the cursor of the next page (None:
-        this was the last)."""
+    def page(self, cursor: str | None, limit: int = NODES_PAGE,
+             max_bytes: int = PAGE_BYTES) -> tuple[list[str], str | None]:
+        """The encodings of up to ``limit`` entries after ``cursor``, as many as fit in
+        ``max_bytes`` (one at least); the cursor of the next page (None: this was the
+        last)."""
         start = 0 if cursor is None else bisect_right(self._ids, cursor)
         ids = self._ids[start:start + limit]
-        more = start + limit < len(self._ids)
-        return [self.entries[i] for i in ids], (ids[-1] if more and ids else None)
+        budget = max_bytes
+        for n, i in enumerate(ids):
+            budget -= self._sizes[i] + 1
+            if budget < 0 and n > 0:
+                ids = ids[:n]
+                break
+        more = start + len(ids) < len(self._ids)
+        return [self.wires[i] for i in ids], (ids[-1] if more and ids else None)
+
+    def all_but(self, node_id: str) -> list[str] | None:
+        """Every entry's encoding but ``node_id``'s, in the order they came; None when
+        they are more than ``FULL_BYTES`` (the directory then goes by pages)."""
+        if self.bytes - self._sizes.get(node_id, 0) > FULL_BYTES:
+            return None
+        return [w for i, w in self.wires.items() if i != node_id]
+
+
+def with_list(frame: str, name: str, wires: list[str]) -> str:
+    """``frame`` (an encoded object) with one more member ``name``: the JSON list of
+    ``wires``, each already encoded — a directory is encoded once per change, not
+    once per page or registration."""
+    assert frame.endswith("}")
+    return f'{frame[:-1]},"{name}":[{",".join(wires)}]}}'
 
 
 def parse_list_nodes(f: Mapping[str, Any]) -> tuple[str | None, int]:

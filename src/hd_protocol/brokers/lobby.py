@@ -36,6 +36,7 @@ from .directory import (
     parse_list_nodes,
     presence_frame,
     sharers,
+    with_list,
 )
 from .frames import (
     TokenBucket,
@@ -197,16 +198,15 @@ class LobbyServer:
         c.node = node_id
         reg: dict[str, Any] = {"session": b64encode(self.rng(16)),
                                "heartbeat_s": self.heartbeat_s}
-        if len(self.dir) + (node_id not in self.dir) <= lim.presence_push_max:
-            others = [n.entry() for n in self._nodes.values() if n.node_id != node_id]
-            out += self._registered(node, now, others)
-            reg["presence"] = others
-        else:  # SPEC 7.2: past the limit the directory is paged, not pushed
-            out += self._registered(node, now, None)
-            page, cursor = self.dir.page(None)
-            reg.update(presence=page, directory_size=len(self.dir), more=True, cursor=cursor)
-        out.append(ToConn(c.id, encode_frame("registered", {
-            **reg, "rooms": self._public_rooms()})))
+        out += self._registered(node, now)
+        presence = (self.dir.all_but(node_id)  # every node, here or on other instances
+                    if len(self.dir) + (node_id not in self.dir) <= lim.presence_push_max
+                    else None)
+        if presence is None:  # SPEC 7.2: past the limit the directory is paged, not pushed
+            presence, cursor = self.dir.page(None)
+            reg.update(directory_size=len(self.dir), more=True, cursor=cursor)
+        out.append(ToConn(c.id, with_list(encode_frame("registered", {
+            **reg, "rooms": self._public_rooms()}), "presence", presence)))
         key = self.directory.get(node_id)
         if key is not None and hmac.compare_digest(key, node.public_key):
             att = issue_attestation(self.identity, node_id, node.public_key,
@@ -281,10 +281,8 @@ class LobbyServer:
 
     # --- what a lobby of several instances adds (``lobby_cluster.ClusteredLobby``) ---------
 
-    def _registered(self, node: _Node, now: int,
-                    others: list[dict[str, Any]] | None) -> list[Output]:
-        """``node`` registered here; ``others`` is the directory it is about to get
-        (None: past ``presence_push_max``, it gets the directory's first page)."""
+    def _registered(self, node: _Node, now: int) -> list[Output]:
+        """``node`` registered here (it gets the directory next)."""
         return []
 
     def _left(self, node: _Node, now: int) -> list[Output]:
@@ -357,7 +355,7 @@ def _h_list_rooms(s: LobbyServer, c: _Conn, n: _Node, f: dict[str, Any]) -> list
 def _h_list_nodes(s: LobbyServer, c: _Conn, n: _Node, f: dict[str, Any]) -> list[Output]:
     cursor, limit = parse_list_nodes(f)
     page, after = s.dir.page(cursor, limit)
-    return [ToConn(c.id, encode_frame("nodes", {"nodes": page, "cursor": after}))]
+    return [ToConn(c.id, with_list(encode_frame("nodes", {"cursor": after}), "nodes", page))]
 
 
 def _h_create_room(s: LobbyServer, c: _Conn, n: _Node, f: dict[str, Any]) -> list[Output]:

@@ -88,8 +88,7 @@ class ClusteredLobby(LobbyServer):
 
     # --- the base lobby's hooks -----------------------------------------------------------
 
-    def _registered(self, node: _Node, now: int,
-                    others: list[dict[str, Any]] | None) -> list[Output]:
+    def _registered(self, node: _Node, now: int) -> list[Output]:
         self._now = now
         v = self.view
         v.claims[node.node_id] = None  # until the shell says which revision it wrote
@@ -98,9 +97,6 @@ class ClusteredLobby(LobbyServer):
             del v.rooms[room.id]  # the room follows its host's registration
             self._rooms[room.id] = room
             out.append(PutRoom(room_record(room)))
-        if others is not None:  # None: the node gets a page of the directory instead
-            others += [dict(r.entry) for r in v.visible(now)
-                       if r.node_id != node.node_id and r.node_id not in self._nodes]
         return [self._claim(node), *out]
 
     def _claim(self, node: _Node) -> ClaimNode:
