@@ -26,7 +26,10 @@ class Limits:
     collab_text_bytes: int = 512 * KiB
     rooms_per_host: int = 8
     members_per_room: int = 64
-    presence_push_max: int = 1000  # lobby: past this many nodes, presence only to room peers
+    # lobby: past this many nodes, presence only to room peers (pushing to all is
+    # quadratic: a registration storm of 1000 nodes is 500 000 presence frames, 256 is
+    # 33 000; measured in bench/bench_lobby.py, 40% of a 10 000-node run at 1000)
+    presence_push_max: int = 256
     addresses: int = 16
     capabilities: int = 32
     node_name_chars: int = 64

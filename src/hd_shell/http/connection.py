@@ -368,6 +368,9 @@ class HttpConnection:
                                  max_fragments=limits.ws_max_fragments,
                                  max_pings=limits.ws_max_pings, preauth=limits.ws_preauth,
                                  on_violation=lambda why: self.count("ws_violation"))
+            # The link keeps what it needs; the handshake's objects (an h11 connection of
+            # wsproto's own, the parsed request) would live as long as the WebSocket.
+            del ws, first, accept, trailing
             upgraded = True
             try:
                 await self.app.websocket(request, link)

@@ -146,13 +146,17 @@ class FrameServer:
 
     async def _reader(self, conn: int, box: _Outbox, link: WsLink) -> None:
         while box.close is None:
-            frames = await link.receive_some()
-            now, wall = mono_ms(), wall_ms()
-            with self.batch():
-                for raw in frames:
-                    self.apply(self.machine.receive(conn, raw, now, wall))
-                    if box.close is not None:
-                        break
+            self._receive(conn, box, await link.receive_some())
+
+    def _receive(self, conn: int, box: _Outbox, frames: list[str | bytes]) -> None:
+        # Not inline in the loop: a local there would keep the last batch alive while
+        # the connection waits for the next one (memory, times every idle connection).
+        now, wall = mono_ms(), wall_ms()
+        with self.batch():
+            for raw in frames:
+                self.apply(self.machine.receive(conn, raw, now, wall))
+                if box.close is not None:
+                    break
 
     async def _writer(self, conn: int, box: _Outbox, link: WsLink,
                       scope: trio.CancelScope) -> None:
@@ -164,6 +168,7 @@ class FrameServer:
                     box.bytes = 0
                     with trio.move_on_after(self.stall_s) as cs:
                         await link.send_many(frames)
+                    del frames  # sent: not kept while the connection waits for more
                     if cs.cancelled_caught:
                         self.log.info("%s connection stalled conn=%d", self.name, conn)
                         box.close = (1008, "stalled")
