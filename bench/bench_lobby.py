@@ -19,7 +19,10 @@ presence frames each would measure the clients), the watcher decodes all of its 
    registrations/s is N over that.
 3. The lobbies' RSS (``/proc/PID/status`` VmRSS) is read before step 2 and once all
    are registered: MB per 1 000 nodes is the growth over the nodes the instance holds.
-4. Presence latency: ``--probes`` nodes register one by one on the last instance and
+4. Directories whole: seconds after step 2 until a node registering on either
+   instance is told of all N (+ the watcher): with two instances, how long each takes
+   to read the other's records of the storm.
+5. Presence latency: ``--probes`` nodes register one by one on the last instance and
    join the watcher's room; the latency is from the probe's ``register`` leaving to
    the watcher's ``LobbyClient`` reporting the probe in its directory.
 
@@ -262,6 +265,7 @@ class Watched:
         self.seen: dict[str, float] = {}
         self.frames: list[dict[str, Any]] = []
         self.registered = trio.Event()
+        self.reg: Registered | None = None
         self.changed = trio.Event()
 
     async def run(self) -> None:
@@ -291,6 +295,7 @@ class Watched:
                         if isinstance(out, Send):
                             await self.link.send_many([out.wire])
                         elif isinstance(out, Registered):
+                            self.reg = out
                             self.registered.set()
                         elif isinstance(out, DirectoryUpdate):
                             self.seen.setdefault(out.entry["node_id"], at)
@@ -307,8 +312,30 @@ class Watched:
         return False
 
 
+async def converged(urls: tuple[str, str], expect: int, nursery: trio.Nursery,
+                    deadline_s: float = 60) -> float | None:
+    """Seconds from now until a node registering on either instance is told of at least
+    ``expect`` nodes (``directory_size``: the nodes registered on every instance). The
+    probes start after it: they measure presence, not the draining of the storm's
+    backlog."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < deadline_s:
+        sizes = []
+        for url in urls:
+            w = Watched(await dial_ws(url, max_message_size=BIG), "counter")
+            nursery.start_soon(w.run)
+            ok = await w.wait(lambda w=w: w.registered.is_set(), 10)
+            size = w.reg.directory_size if ok and w.reg is not None else None
+            sizes.append(size if size is not None else len(w.reg.directory) if w.reg else 0)
+            await w.link.aclose()
+        if min(sizes) >= expect:
+            return time.monotonic() - t0
+        await trio.sleep(0.2)
+    return None
+
+
 async def probe_latency(url_watch: str, url_probe: str, count: int, gap: float,
-                        phase: Any) -> dict[str, Any]:
+                        phase: Any, expect: int) -> dict[str, Any]:
     """Set up the watcher (before ``phase``), run ``phase``, then the probes."""
     async with trio.open_nursery() as n:
         w = Watched(await dial_ws(url_watch, max_message_size=BIG), "watcher")
@@ -319,6 +346,7 @@ async def probe_latency(url_watch: str, url_probe: str, count: int, gap: float,
         assert await w.wait(lambda: any(f["type"] == "room_created" for f in w.frames), 30)
         room = next(f for f in w.frames if f["type"] == "room_created")["room"]["id"]
         result: dict[str, Any] = {"phase": await phase()}
+        result["converged_s"] = await converged((url_watch, url_probe), expect, n)
         lat: list[float] = []
         missed = 0
         probes: list[Watched] = []
@@ -422,7 +450,7 @@ def run_once(args: argparse.Namespace) -> dict[str, Any]:
             return {}
 
         out["_"] = trio.run(probe_latency, urls[0], urls[-1], args.probes, args.probe_gap,
-                              phase)
+                              phase, args.nodes + 1)  # and the watcher
         results = []
         for w in workers:
             assert w.proc.stdin is not None and w.proc.stdout is not None
@@ -443,6 +471,8 @@ def run_once(args: argparse.Namespace) -> dict[str, Any]:
             "registered": registered, "time_to_all_s": took if registered == args.nodes
             else None, "elapsed_s": out["wall_s"],
             "reg_per_s": registered / took if done else 0.0,
+            "presence_worst_ms": [round(x, 1) for x in sorted(lat)[-5:]],
+            "converged_s": out["_"]["converged_s"],
             "presence_p50_ms": pct(lat, 0.5), "presence_p99_ms": pct(lat, 0.99),
             "probes_ok": len(lat), "probes_missed": out["_"]["missed"],
             "rss_idle_mb": rss0, "rss_mb": out["rss_mb"], "cpu_s": out["cpu_s"],
@@ -522,6 +552,7 @@ def main() -> None:
     print(summary("registrations/s", [r["reg_per_s"] for r in runs], "{:.0f}"))
     print(summary("registered within the deadline", [float(r["registered"]) for r in runs],
                   "{:.0f}"))
+    print(summary("directories whole (s after)", [r["converged_s"] for r in runs]))
     print(summary("presence p50 (ms)", [r["presence_p50_ms"] for r in runs]))
     print(summary("presence p99 (ms)", [r["presence_p99_ms"] for r in runs])
           + f"   goal <= {GOAL_P99_MS:.0f}")
