@@ -97,11 +97,7 @@ async def test_a_guest_on_one_instance_joins_a_room_hosted_on_the_other_and_they
     async with fleet() as f:
         host = await registered_on(f, one, "host")
         guest = await registered_on(f, two, "guest")
-        created = await host.request(
-            encode_frame("create_room", {"name": "across", "visibility": "public",
-                                         "joinPolicy": "token", "token": "s3cret"}),
-            is_type("room_created"))
-        room = created["room"]["id"]
+        room = await token_room(host, "across", "s3cret")
         (view,) = await eventually(lambda: rooms_listed(guest, room), timeout=3,
                                    what="the room in the guest's list")
         assert view["host"] == host.node_id and view["host_name"] == "host"
@@ -164,6 +160,15 @@ async def test_the_newest_registration_wins_across_instances(
         assert not watcher.wire.matching(presence_of(first.node_id, "offline"))
 
 
+async def token_room(host: LobbyNode, name: str, token: str) -> str:
+    """A public token room hosted by ``host``: its id."""
+    created = await host.request(
+        encode_frame("create_room", {"name": name, "visibility": "public",
+                                     "joinPolicy": "token", "token": token}),
+        is_type("room_created"))
+    return str(created["room"]["id"])
+
+
 def _health_url(lobby: ServerProcess) -> str:
     return lobby.url.replace("ws://", "http://").rsplit("/", 1)[0] + "/healthz"
 
@@ -221,11 +226,7 @@ async def test_guessing_a_room_token_across_instances_closes_the_guesser(
     async with fleet() as f:
         host = await registered_on(f, one, "host")
         guesser = await registered_on(f, two, "guesser")
-        created = await host.request(
-            encode_frame("create_room", {"name": "r", "visibility": "public",
-                                         "joinPolicy": "token", "token": "right"}),
-            is_type("room_created"))
-        room = created["room"]["id"]
+        room = await token_room(host, "r", "right")
         await _listed_on(guesser, room)
         for i in range(64):
             with contextlib.suppress(LinkClosed):
