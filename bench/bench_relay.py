@@ -52,12 +52,16 @@ GOAL = 0.65
 
 
 class Relay:
-    def __init__(self, root: Path, name: str = "relay", extra: list[str] | None = None
-                 ) -> None:
+    def __init__(self, root: Path, name: str = "relay", extra: list[str] | None = None,
+                 profile: str | None = None) -> None:
         self.data_dir = root / name
         self.log = open(root / f"{name}.log", "wb")  # noqa: SIM115 - closed in stop()
+        # --profile DIR: the relay runs under cProfile, its stats written to
+        # DIR/<name>.prof when it stops (for finding where the CPU goes, not for figures).
+        prof = ([] if profile is None
+                else ["-m", "cProfile", "-o", str(Path(profile).resolve() / f"{name}.prof")])
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "hd_relay", "run", "--data-dir", str(self.data_dir),
+            [sys.executable, *prof, "-m", "hd_relay", "run", "--data-dir", str(self.data_dir),
              "--port", "0", "--log-level", "WARNING", *(extra or [])],
             stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             env={k: v for k, v in os.environ.items() if not k.startswith("HD_")})
@@ -267,11 +271,13 @@ async def flood(a_url: str, b_url: str, count: int, size: int, window: int,
             while got < 200:
                 await room.wait()
             cpu0 = [cpu_s(p) for p in pids]
+            self0 = time.process_time()
             t0 = time.perf_counter()
             await send(count + 200)
             await done.wait()
             elapsed = time.perf_counter() - t0
             cpu = [round(cpu_s(p) - c, 2) for p, c in zip(pids, cpu0, strict=True)]
+            own = round(time.process_time() - self0, 2)
         nursery.cancel_scope.cancel()
     for n in (a, b):
         with trio.move_on_after(2):
@@ -279,7 +285,7 @@ async def flood(a_url: str, b_url: str, count: int, size: int, window: int,
     if refused:
         raise RuntimeError(f"{refused} envelopes refused")
     return {"envelopes": count, "seconds": round(elapsed, 3),
-            "envelopes_per_s": round(count / elapsed, 1), "cpu_s": cpu}
+            "envelopes_per_s": round(count / elapsed, 1), "cpu_s": cpu, "bench_cpu_s": own}
 
 
 def cluster_main(args: argparse.Namespace) -> int:
@@ -289,9 +295,9 @@ def cluster_main(args: argparse.Namespace) -> int:
         nats = NatsServer(root)
         procs.append(nats)
         nats.wait_ready()
-        solo = Relay(root, "solo")
-        r1 = Relay(root, "r1", ["--cluster", nats.url, "--instance", "r1"])
-        r2 = Relay(root, "r2", ["--cluster", nats.url, "--instance", "r2"])
+        solo = Relay(root, "solo", profile=args.profile)
+        r1 = Relay(root, "r1", ["--cluster", nats.url, "--instance", "r1"], args.profile)
+        r2 = Relay(root, "r2", ["--cluster", nats.url, "--instance", "r2"], args.profile)
         procs += [solo, r1, r2]
         for r in (solo, r1, r2):
             r.wait_ready()
@@ -326,6 +332,8 @@ def main() -> int:
     p.add_argument("--size", type=int, default=64, help="payload bytes per request")
     p.add_argument("--cluster", action="store_true",
                    help="two relay instances over one NATS against one relay")
+    p.add_argument("--profile", metavar="DIR",
+                   help="--cluster: run the relays under cProfile, stats in DIR/<name>.prof")
     p.add_argument("--window", type=int, default=900,
                    help="--cluster: envelopes sent and not yet received, at most")
     args = p.parse_args()

@@ -36,6 +36,7 @@ from hd_protocol.brokers.cluster_view import (
     PutRoom,
     ReleaseNode,
     ToInstance,
+    pack,
 )
 from hd_protocol.brokers.lobby_cluster import Change, ClusteredLobby
 from hd_shell.clock import mono_ms
@@ -56,6 +57,7 @@ ALIVE = "hd.lobby.alive"
 OUTBOX = 65_536  # effects waiting for the bus
 CLAIM_TRIES = 8
 WRITES_IN_FLIGHT = 64  # keys written to the bus at once
+MESSAGE_ITEMS = 256  # messages for one instance per bus message, at most
 
 Effect = ClaimNode | ReleaseNode | PutRoom | DropRoom | ToInstance
 
@@ -148,11 +150,16 @@ class LobbyCluster:
                 async with trio.open_nursery() as n:
                     for key_writes in writes.values():
                         n.start_soon(self._write_in_order, nodes, rooms, key_writes)
+            out: list[tuple[str, bytes]] = []
             for instance, msgs in messages.items():  # after the writes they may refer to
-                try:
-                    await self.bus.publish(inbox_subject(instance), json.dumps(msgs).encode())
-                except ClusterUnavailable:
-                    self.dropped += len(msgs)
+                lists, too_big = pack([json.dumps(m).encode() for m in msgs],
+                                      max_bytes=self.bus.max_payload, max_items=MESSAGE_ITEMS)
+                out += [(inbox_subject(instance), data) for data in lists]
+                self.dropped += len(too_big)  # a frame is far below any bus's payload
+            try:
+                await self.bus.publish_many(out)
+            except ClusterUnavailable:
+                self.dropped += sum(len(msgs) for msgs in messages.values())
 
     async def _write_in_order(self, nodes: Bucket, rooms: Bucket, writes: list[Any]) -> None:
         async with self._in_flight:

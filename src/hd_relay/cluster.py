@@ -29,6 +29,7 @@ from typing import Any
 import trio
 from prometheus_client import CollectorRegistry, Counter
 
+from hd_protocol.brokers.cluster_view import pack
 from hd_protocol.brokers.relay_cluster import (
     ALIVE_EVERY_MS,
     ClaimAttached,
@@ -53,6 +54,7 @@ ALIVE = "hd.relay.alive"
 OUTBOX = 8192  # live envelopes and notes waiting for the bus
 CLAIMS = 4096  # map writes waiting for the bus
 BATCH = 1024  # outbox items per pass
+MESSAGE_ITEMS = 128  # outbox items per bus message, at most
 CLAIM_TRIES = 8
 
 
@@ -120,6 +122,7 @@ class RelayCluster:
                     except trio.WouldBlock:
                         break
             self._own.clear()
+            self.machine.bus_limit(self.bus.max_payload)
             self._apply(self.machine.resync(mono_ms()))
             n.start_soon(self._writer)
             n.start_soon(self._map_writer, bucket)
@@ -143,18 +146,30 @@ class RelayCluster:
                     batch.append(recv.receive_nowait())
                 except trio.WouldBlock:
                     break
-            messages: dict[str, list[dict[str, Any]]] = defaultdict(list)
+            per: dict[str, list[ToInstance]] = defaultdict(list)
             for e in batch:  # in order within each instance: notes before later envelopes
-                messages[e.instance].append(e.message)
-            for instance, msgs in messages.items():
-                try:
-                    await self.bus.publish(inbox_subject(instance), json.dumps(
-                        msgs, separators=(",", ":"), ensure_ascii=False).encode())
-                except ClusterUnavailable:
-                    lost = sum(1 for m in msgs if m.get("t") == "relay")
-                    self.lost.inc(lost)
-                    self.log.info("relay live envelopes lost: bus away instance=%s count=%d",
-                                  instance, lost)
+                per[e.instance].append(e)
+            # Messages of at most MESSAGE_ITEMS, and of what the bus takes: the other
+            # instance delivers the first while this one still reads the next (one message
+            # per pass made each hop wait for the whole pass: a window of 900 envelopes
+            # crossed as one stop-and-wait), and one big envelope does not sink a batch.
+            out: list[tuple[str, bytes]] = []
+            live = 0  # envelopes among what goes on the bus
+            for instance, items in per.items():
+                lists, too_big = pack([json.dumps(e.message, separators=(",", ":"),
+                                                  ensure_ascii=False).encode()
+                                       for e in items],
+                                      max_bytes=self.bus.max_payload, max_items=MESSAGE_ITEMS)
+                out += [(inbox_subject(instance), data) for data in lists]
+                for i in too_big:  # the machine keeps them off the bus: not seen so far
+                    self._apply(self.machine.unsent(items[i], wall_ms()))
+                live += sum(1 for e in items if e.message.get("t") == "relay") - sum(
+                    1 for i in too_big if items[i].message.get("t") == "relay")
+            try:
+                await self.bus.publish_many(out)
+            except ClusterUnavailable:
+                self.lost.inc(live)
+                self.log.info("relay live envelopes lost: bus away count=%d", live)
 
     async def _map_writer(self, bucket: Bucket) -> None:
         recv = self._claims[1]

@@ -70,7 +70,7 @@ _FULL_WORDS = ("maximum", "exceeded")
 @dataclass(frozen=True, slots=True)
 class StoreResult:
     ok: bool
-    code: str = ""  # "queue_full" or "unavailable" when not ok
+    code: str = ""  # "queue_full", "too_large" or "unavailable" when not ok
     duplicate: bool = False
     seq: int = 0
 
@@ -140,8 +140,12 @@ class ClusterMailbox:
             inbox = nc.new_inbox()
             sub = await nc.subscribe(f"{inbox}.*", pending_msgs_limit=len(msgs) + 8)
             answers: dict[int, StoreResult] = {}
+            limit = self.bus.max_payload - 1024  # the headers go with the data
             try:
                 for i, (subject, data, headers) in enumerate(msgs):
+                    if len(data) > limit:  # one the bus refuses must not sink the batch
+                        answers[i] = StoreResult(False, "too_large")
+                        continue
                     await nc.publish(subject, data, reply=f"{inbox}.{i}", headers=headers)
                 with contextlib.suppress(asyncio.TimeoutError, nats.errors.TimeoutError):
                     while len(answers) < len(msgs):

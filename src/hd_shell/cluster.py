@@ -4,17 +4,15 @@ nats-py speaks asyncio only; it runs on this process's :class:`~hd_shell.aiothre
 AsyncioThread` (the one trio/asyncio bridge of the code base) and this module is its
 trio face. What the servers need of NATS, and nothing else:
 
-- core subjects: ``publish`` and ``subscribe`` (at most once; a subscriber's queue is
-  bounded, what overflows is dropped and counted);
+- core subjects: ``publish``/``publish_many`` (messages of at most ``max_payload``) and
+  ``subscribe`` (at most once; a bounded queue, what overflows is dropped and counted);
 - KV buckets (:class:`Bucket`): ``get``, ``create`` (fails if the key exists), ``update``
-  (a compare-and-set on the key's revision), ``delete``, ``keys``; a value may carry its
-  own time to live (NATS 2.11+ per-message TTL), which is how presence expires when the
-  instance that wrote it dies.
+  (compare-and-set on the revision), ``put``, ``delete``, ``keys``, ``watch``; a value may
+  carry its own time to live (NATS 2.11+): presence expires when its instance dies.
 
-Every call has a deadline. A bus that is not connected, or a call that misses its
-deadline, raises :class:`ClusterUnavailable` (``code`` ``unavailable``): a server never
-accepts what it cannot keep, and never exits because the bus went away — nats-py keeps
-reconnecting, and ``connected``/``changed`` say when it is back.
+Every call has a deadline. A bus that is not connected, or a call that misses it, raises
+:class:`ClusterUnavailable` (``code`` ``unavailable``): a server never accepts what it
+cannot keep, and never exits because the bus went away (nats-py keeps reconnecting).
 """
 
 from __future__ import annotations
@@ -66,6 +64,7 @@ class Entry:
 
 
 WATCH_BATCH = 512  # entries handed to trio per hop
+DEFAULT_PAYLOAD = 1 << 20  # nats-server's max_payload unless configured
 
 
 class Bus:
@@ -100,8 +99,7 @@ class Bus:
         def flip(up: bool) -> None:
             if up != self.connected:
                 self.connected = up
-                log.info("bus %s name=%s", "connected" if up else "lost",
-                                       self.name)
+                log.info("bus %s name=%s", "connected" if up else "lost", self.name)
                 self.changed.set()
                 self.changed = trio.Event()
 
@@ -116,8 +114,7 @@ class Bus:
 
         async def error(exc: Exception) -> None:
             if isinstance(exc, nats.errors.SlowConsumerError):  # nats-py's queue was full
-                to_trio(slow)
-                return
+                return to_trio(slow)
             log.debug("bus error name=%s error=%s", self.name, exc)
 
         async def connect() -> Any:
@@ -135,8 +132,8 @@ class Bus:
                     try:
                         nc = await self._thread.run(connect)
                     except Exception as exc:  # noqa: BLE001 - no server yet, or it refused
-                        log.info("bus not reachable name=%s error=%s",
-                                               self.name, type(exc).__name__)
+                        log.info("bus not reachable name=%s error=%s", self.name,
+                                 type(exc).__name__)
                     else:
                         self._nc, self._js = nc, nc.jetstream(timeout=self.call_timeout_s)
                         flip(bool(nc.is_connected))
@@ -221,6 +218,21 @@ class Bus:
 
     async def publish(self, subject: str, data: bytes) -> None:
         await self._call(self._nc.publish, subject, data)
+
+    async def publish_many(self, messages: Sequence[tuple[str, bytes]]) -> None:
+        """Each ``(subject, data)`` in order, with one crossing to the asyncio side."""
+        async def publish_all(nc: Any) -> None:
+            for subject, data in messages:
+                await nc.publish(subject, data)
+
+        if messages:
+            await self._call(publish_all, self._nc)
+
+    @property
+    def max_payload(self) -> int:
+        """The largest message the server takes (its INFO; before it, NATS's default)."""
+        mp = getattr(self._nc, "max_payload", 0)
+        return mp if type(mp) is int and mp > 0 else DEFAULT_PAYLOAD
 
     @contextlib.asynccontextmanager
     async def subscribe(self, subject: str, limit: int = INBOX_LIMIT
@@ -319,10 +331,7 @@ class Bucket:
 
     async def put(self, key: str, value: bytes) -> int:
         """Write ``value`` whatever the key holds (for a key only one writer owns)."""
-        async def put() -> int:
-            return int(await self._kv.put(key, value))
-
-        return await self.bus._call(put)
+        return int(await self.bus._call(self._kv.put, key, value))
 
     async def delete(self, key: str, last: int = 0) -> None:
         """Delete ``key``; with ``last``, only if that is still its revision (else
@@ -406,11 +415,8 @@ async def sessions(bus: Bus, session: Callable[[], Awaitable[None]], *,
 
 
 def _first(group: BaseExceptionGroup[ClusterUnavailable]) -> ClusterUnavailable:
-    exc: BaseException = group
-    while isinstance(exc, BaseExceptionGroup):
-        exc = exc.exceptions[0]
-    assert isinstance(exc, ClusterUnavailable)
-    return exc
+    first = group.exceptions[0]
+    return _first(first) if isinstance(first, BaseExceptionGroup) else first
 
 
 async def retried(bus: Bus, call: Callable[[], Awaitable[T]], *, tries: int = 3) -> T:
@@ -437,8 +443,7 @@ async def keep_running(bus: Bus) -> None:
 
 
 def _quiet() -> contextlib.suppress:
-    """What closing a connection that is already gone may raise."""
-    return contextlib.suppress(Exception)
+    return contextlib.suppress(Exception)  # what closing a connection already gone raises
 
 
 __all__ = ["Bucket", "Bus", "BusMessage", "ClusterUnavailable", "Entry", "KeyExists",

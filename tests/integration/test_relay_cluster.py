@@ -336,3 +336,33 @@ async def test_when_the_receiving_instance_is_killed_later_envelopes_are_stored_
         b2 = await nodes.attach(r1.url, bob)  # bob fails over to instance 1
         got = numbers(await b2.frames(n + 50 - first, timeout=20))
         assert got == list(range(first, n + 50))  # none lost since the map knew, in order
+
+
+def padded(src: Identity, dst: Identity, n: int, pad: int) -> str:
+    env = make_envelope("ping", msg_id=new_msg_id(lambda k: n.to_bytes(k, "big")),
+                        src=src.node_id, dst=dst.node_id, ts=1, data={"n": n, "pad": "x" * pad})
+    return encode_envelope(sign_envelope(env, src))
+
+
+async def test_big_envelopes_cross_live_one_bus_message_cannot_carry_is_refused_as_such(
+    tmp_path: Path,
+) -> None:
+    # nats-server's default max_payload (1 MiB): three envelopes of 400 KB sent at once
+    # went as one message the bus refused, and all three were lost.
+    async with bob_at_r2_alice_at_r1(tmp_path) as (r1, _r2, _nodes, a, b):
+        n = await until_live(a, b, 1000)
+        await a.quiet(0.5)  # the acks of what was stored meanwhile
+        await a.ws.send_many([relay_frame(b.ident.node_id, padded(a.ident, b.ident, n + i,
+                                                                  400_000)) for i in range(3)])
+        got = await b.frames(3, timeout=15)
+        assert numbers(got) == [n, n + 1, n + 2] and not any("qid" in f for f in got)
+        # Within the relay's envelope limit but over what one bus message carries:
+        # an honest too_large, nothing stored, and what follows still goes live.
+        await a.ws.send_many([relay_frame(b.ident.node_id, padded(a.ident, b.ident, n + 3,
+                                                                  1_041_000))])
+        (refused,) = await a.frames(1)
+        assert (refused["type"], refused["code"]) == ("error", "too_large")
+        await a.send(b.ident, range(n + 4, n + 5))
+        assert numbers(await b.frames(1)) == [n + 4]
+        assert await a.quiet(0.3) == [] and await b.quiet(0.3) == []
+        assert await metric(r1, "hd_relay_forward_lost_total") == 0.0

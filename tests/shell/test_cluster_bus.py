@@ -57,6 +57,23 @@ async def test_what_one_instance_publishes_another_receives(tmp_path: Path) -> N
                                                   for i in range(3)]
 
 
+async def test_a_batch_published_at_once_arrives_in_order_on_each_subject(
+    tmp_path: Path,
+) -> None:
+    with nats_server(tmp_path) as server, trio.fail_after(DEADLINE_S):
+        async with Bus([server.url], name="a").running() as a, \
+                Bus([server.url], name="b").running() as b:
+            await wait_for(lambda: a.connected and b.connected, "both connected")
+            async with b.subscribe("hd.batch.*") as inbox:
+                await a._call(a._nc.flush)  # noqa: SLF001 - the subscription is in place
+                await trio.sleep(0.05)
+                sent = [(f"hd.batch.s{i % 3}", b"m%d" % i) for i in range(30)]
+                await a.publish_many(sent)
+                await a.publish_many([])  # nothing: no call, no error
+                got = [await inbox.receive() for _ in range(30)]
+    assert [(m.subject, m.data) for m in got] == sent
+
+
 async def test_a_key_is_created_once_and_updated_only_against_its_last_revision(
     tmp_path: Path,
 ) -> None:

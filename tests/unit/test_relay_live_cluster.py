@@ -235,6 +235,39 @@ def test_a_full_outbox_stores_the_envelope_instead_and_acks_its_sender() -> None
     assert p.s.m.forwarded == 0
 
 
+def big_wire(src: Identity, dst: Identity, n: int, pad: int) -> str:
+    e = make_envelope("peer_chat", msg_id=f"{n:032x}", src=src.node_id, dst=dst.node_id,
+                      ts=WALL, data={"n": n, "pad": "x" * pad})
+    return encode_envelope(sign_envelope(e, src))
+
+
+def test_an_envelope_bigger_than_one_bus_message_is_refused_not_sent_or_stored() -> None:
+    p = Pair()
+    p.s.m.bus_limit(64 << 10)  # the server said max_payload 64 KiB
+    over = p.s.m.bus_item_bytes  # its data alone is this big: more with the envelope
+    p.s.run(p.s.m.receive(1, relay_frame(BOB.node_id, big_wire(ALICE, BOB, 0, over)),
+                          T0, WALL))
+    (answer,) = p.s.take(1)
+    assert (answer["type"], answer["code"]) == ("error", "too_large")
+    assert p.bus == [] and p.s.stores == []
+    # One that fits goes live, behind nothing; and to a node the map does not know,
+    # the same refusal instead of a store the bus would not take.
+    p.s.run(p.s.m.receive(1, relay_frame(BOB.node_id, big_wire(ALICE, BOB, 1, over // 2)),
+                          T0, WALL))
+    assert [m["t"] for _, m in p.bus] == ["relay"] and p.s.take(1) == []
+    p.s.run(p.s.m.receive(1, relay_frame(CAROL.node_id, big_wire(ALICE, CAROL, 2, over)),
+                          T0, WALL))
+    assert [f["code"] for f in p.s.take(1)] == ["too_large"] and p.s.stores == []
+    for n in range(20):  # an honest answer: not held against the sender
+        outs = p.s.m.receive(1, relay_frame(BOB.node_id, big_wire(ALICE, BOB, 9 + n, over)),
+                             T0, WALL)
+        assert [type(o) for o in outs] == [ToConn], outs
+    p.s.m.bus_limit(1 << 20)  # a server that takes more (a new connection's INFO)
+    p.s.run(p.s.m.receive(1, relay_frame(BOB.node_id, big_wire(ALICE, BOB, 3, over)),
+                          T0, WALL))
+    assert [m["t"] for _, m in p.bus] == ["relay", "relay"] and p.s.take(1) == []
+
+
 def test_when_the_map_first_puts_a_node_with_counted_mail_at_x_x_gets_a_note() -> None:
     p = Pair(bob_at_x=False)
     p.s.send(1, BOB, 0)

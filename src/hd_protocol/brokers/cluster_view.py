@@ -21,7 +21,7 @@ revision), ``PutRoom``/``DropRoom`` and ``ToInstance`` (a message for one instan
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,6 +69,29 @@ class ToInstance:
 
 
 ClusterEffect = ClaimNode | ReleaseNode | PutRoom | DropRoom | ToInstance
+
+
+def pack(items: Sequence[bytes], *, max_bytes: int, max_items: int
+         ) -> tuple[list[bytes], list[int]]:
+    """Encoded JSON values as JSON lists, in order, each of at most ``max_items`` items
+    and ``max_bytes`` bytes (one bus message each); and the indexes of the items that do
+    not fit one list on their own (the caller refuses or stores those)."""
+    lists: list[bytes] = []
+    too_big: list[int] = []
+    part: list[bytes] = []
+    size = 2  # the brackets
+    for i, item in enumerate(items):
+        if len(item) + 2 > max_bytes:
+            too_big.append(i)
+            continue
+        if part and (len(part) >= max_items or size + 1 + len(item) > max_bytes):
+            lists.append(b"[" + b",".join(part) + b"]")
+            part, size = [], 2
+        size += len(item) + (1 if part else 0)
+        part.append(item)
+    if part:
+        lists.append(b"[" + b",".join(part) + b"]")
+    return lists, too_big
 
 
 @dataclass(slots=True)

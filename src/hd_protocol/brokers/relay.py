@@ -256,11 +256,11 @@ class RelayServer:
         env_obj = frame["envelope"]
         assert c.node is not None
         relayed = check_relayed(env_obj, c.node, to)
-        size = wire_size(encode_frame("x", {"e": relayed}))  # bytes, as the limits are
         tc = self._local(to)
         if tc is not None and not tc.congested and self.queued(to)[0] == 0:
             return [ToConn(tc.id, encode_frame("relay", {"from": c.node, "envelope": relayed}))]
-        if tc is None and (live := self._elsewhere(c.node, to, relayed)) is not None:
+        size = wire_size(encode_frame("x", {"e": relayed}))  # bytes, as the limits are
+        if tc is None and (live := self._elsewhere(c.node, to, relayed, size)) is not None:
             return live
         # Store and forward: durably stored first, then acknowledged (SPEC 7.7).
         n, b = self.queued(to)
@@ -296,7 +296,7 @@ class RelayServer:
         below = min(c.in_flight) if c.in_flight else max(known) + 1
         return [DeleteQueued(c.node, known, below), *self._maybe_load(c)]
 
-    def _elsewhere(self, sender: str, to: str, relayed: dict[str, Any]) -> list[Output] | None:
+    def _elsewhere(self, src: str, to: str, env: dict[str, Any], size: int) -> list[Output] | None:
         return None  # ``to`` is not attached here: a cluster may send it live (or None: store)
 
     # --- store and forward, the shell's side ------------------------------------------------

@@ -56,11 +56,11 @@ from ..envelope import envelope_from_obj, wire_size
 from ..errors import RemoteProtocolError
 from ..identity import is_node_id
 from .cluster_view import ALIVE_EVERY_MS, INSTANCE_TTL_MS, ToInstance
-from .frames import encode_frame
+from .frames import encode_frame, error_frame
 from .relay import Output, RelayServer, StoreQueued, ToConn
 
-__all__ = ["ALIVE_EVERY_MS", "ClaimAttached", "ClusteredRelay", "ReleaseAttached",
-           "ToInstance"]
+__all__ = ["ALIVE_EVERY_MS", "BUS_PAYLOAD", "BUS_SLACK", "ClaimAttached", "ClusteredRelay",
+           "ReleaseAttached", "ToInstance"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +80,9 @@ class ReleaseAttached:
 
 
 ClusterOutput = Output | ClaimAttached | ReleaseAttached | ToInstance
+
+BUS_PAYLOAD = 1 << 20  # nats-server's default max_payload (1 MiB)
+BUS_SLACK = 8 << 10  # room for the wrapping: a live item's fields, a stored one's headers
 # One change to the shared map, as the shell read it: node, instance (None: deleted; any
 # other value than a name is skipped), revision.
 AttachedChange = tuple[str, object, int]
@@ -87,9 +90,10 @@ AttachedChange = tuple[str, object, int]
 
 class ClusteredRelay(RelayServer):
     def __init__(self, *args: Any, instance: str, instance_ttl_ms: int = INSTANCE_TTL_MS,
-                 **kw: Any) -> None:
+                 bus_payload: int = BUS_PAYLOAD, **kw: Any) -> None:
         super().__init__(*args, deferred_acks=True, shared_store=True, **kw)
         self.instance = instance
+        self.bus_limit(bus_payload)
         self.instance_ttl_ms = instance_ttl_ms
         self._where: dict[str, tuple[str, int]] = {}  # node -> (instance, revision) read
         self._seen: dict[str, int] = {}  # other instance -> last heard (monotonic ms)
@@ -101,6 +105,12 @@ class ClusteredRelay(RelayServer):
         self.forwarded = 0  # envelopes sent live to another instance
         self.taken = 0  # live envelopes from another instance delivered here
         self.junk = 0  # messages from the bus that were not ours to take
+
+    def bus_limit(self, payload: int) -> None:
+        """The bus carries messages of at most ``payload`` bytes (the NATS server's
+        ``max_payload``, read at each connection): an envelope that would not fit one,
+        with what goes around it, neither crosses live nor is stored (``too_large``)."""
+        self.bus_item_bytes = max(0, payload - BUS_SLACK)
 
     # --- queries ----------------------------------------------------------------------
 
@@ -154,7 +164,12 @@ class ClusteredRelay(RelayServer):
 
     # --- the sending side -----------------------------------------------------------------
 
-    def _elsewhere(self, sender: str, to: str, relayed: dict[str, Any]) -> list[Output] | None:
+    def _elsewhere(self, sender: str, to: str, relayed: dict[str, Any], size: int
+                   ) -> list[Output] | None:
+        if size > self.bus_item_bytes:  # within the node's limits: an honest refusal
+            return [ToConn(self._attached[sender], error_frame(
+                "too_large", f"cannot queue {relayed['msg_id']}: over {self.bus_item_bytes} "
+                "bytes (one message of the bus)"))]
         if to in self._pending:
             return None  # an earlier store for ``to`` still waits: behind it, in order
         inst = self.where(to)
