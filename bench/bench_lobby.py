@@ -23,8 +23,9 @@ presence frames each would measure the clients), the watcher decodes all of its 
    instance is told of all N (+ the watcher): with two instances, how long each takes
    to read the other's records of the storm.
 5. Presence latency: ``--probes`` nodes register one by one on the last instance and
-   join the watcher's room; the latency is from the probe's ``register`` leaving to
-   the watcher's ``LobbyClient`` reporting the probe in its directory.
+   join a room of the watcher's (a new one every 60 probes: a room holds 64 members);
+   the latency is from the probe's ``register`` leaving to the watcher's
+   ``LobbyClient`` reporting the probe in its directory.
 
 Goals on a 2-core machine (issue 19): N = 10 000 registered in <= 20 s, presence p99
 <= 250 ms, <= 30 MB per 1 000 nodes. A run that does not get there within
@@ -62,6 +63,7 @@ from hd_shell.ws.link import DialError, LinkClosed, WsLink, dial_ws
 GOAL_S = 20.0
 GOAL_P99_MS = 250.0
 GOAL_MB_PER_1000 = 30.0
+PROBES_PER_ROOM = 60  # below a room's 64 members
 HEARTBEAT_S = 15  # SPEC 7.2: a node's presence every heartbeat_s (the lobby's default)
 BIG = 64 << 20  # a bulk node reads frames of any size: the bench must not be the limit
 HERE = Path(__file__).resolve()
@@ -342,15 +344,25 @@ async def probe_latency(url_watch: str, url_probe: str, count: int, gap: float,
         n.start_soon(w.run)
         with trio.fail_after(30):
             await w.registered.wait()
-        await w.link.send_many([w.client.create_room("bench", "public", "open").wire])
-        assert await w.wait(lambda: any(f["type"] == "room_created" for f in w.frames), 30)
-        room = next(f for f in w.frames if f["type"] == "room_created")["room"]["id"]
+        async def new_room() -> str:
+            """Another open room of the watcher's: one holds 64 members (SPEC 11), so 100
+            probes in one room had 36 refused (and a probe that left again would be a
+            presence change of its own inside the next probe's batch window)."""
+            before = sum(1 for f in w.frames if f["type"] == "room_created")
+            await w.link.send_many([w.client.create_room("bench", "public", "open").wire])
+            assert await w.wait(lambda: sum(1 for f in w.frames
+                                            if f["type"] == "room_created") > before, 30)
+            return str([f for f in w.frames if f["type"] == "room_created"][-1]["room"]["id"])
+
+        room = await new_room()
         result: dict[str, Any] = {"phase": await phase()}
         result["converged_s"] = await converged((url_watch, url_probe), expect, n)
         lat: list[float] = []
         missed = 0
         probes: list[Watched] = []
         for i in range(count):
+            if i and i % PROBES_PER_ROOM == 0:
+                room = await new_room()
             try:
                 p = Watched(await dial_ws(url_probe, max_message_size=BIG), f"probe{i}")
             except DialError:  # a lobby too busy to answer

@@ -19,9 +19,9 @@ from urllib.parse import parse_qs
 
 import h11
 import trio
-from wsproto import ConnectionType, WSConnection
-from wsproto.events import AcceptConnection
-from wsproto.events import Request as WsRequest
+from wsproto import ConnectionType
+from wsproto.connection import Connection
+from wsproto.utilities import generate_accept_token
 
 from hd_shell.http.api import App, Request, Response, ServerLimits
 from hd_shell.ws.link import WsLink
@@ -347,22 +347,18 @@ class HttpConnection:
             if not _valid_ws_key_and_version(request.headers):
                 await self._refuse(400, "bad_request", "bad Sec-WebSocket-Key or -Version")
                 return
-            ws = WSConnection(ConnectionType.SERVER)
-            try:
-                ws.initiate_upgrade_connection(list(req.headers), req.target)
-                first = next(iter(ws.events()), None)
-                if not isinstance(first, WsRequest):
-                    raise ValueError("no WebSocket request")
-                accept = ws.send(AcceptConnection())
-            except Exception as exc:
-                logger("http").debug("websocket upgrade invalid name=%s remote=%s error=%s",
-                          self.name, self.remote, exc)
-                await self._refuse(400, "bad_request", "malformed WebSocket upgrade")
-                return
+            # The 101 from our own h11 connection, the frames to wsproto's frame-level
+            # Connection: wsproto's handshake object would serialise the request we
+            # parsed and parse it again with an h11 of its own (60 us a connection).
+            key = next(v for k, v in req.headers if k == b"sec-websocket-key")
+            accept = self.h11.send(h11.InformationalResponse(status_code=101, headers=[
+                (b"upgrade", b"websocket"), (b"connection", b"Upgrade"),
+                (b"sec-websocket-accept", generate_accept_token(key.strip()))]))
             trailing = self.h11.trailing_data[0]
             if not await self._send(accept):
                 return
             limits = self.limits
+            ws = Connection(ConnectionType.SERVER)
             link = WsLink.server(self.stream, ws, self.remote, initial_data=trailing,
                                  max_message_size=limits.ws_max_message_bytes,
                                  max_fragments=limits.ws_max_fragments,
@@ -370,7 +366,7 @@ class HttpConnection:
                                  on_violation=lambda why: self.count("ws_violation"))
             # The link keeps what it needs; the handshake's objects (an h11 connection of
             # wsproto's own, the parsed request) would live as long as the WebSocket.
-            del ws, first, accept, trailing
+            del ws, accept, trailing
             upgraded = True
             try:
                 await self.app.websocket(request, link)

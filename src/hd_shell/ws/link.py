@@ -30,7 +30,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import trio
-from wsproto import WSConnection
 from wsproto.connection import Connection, ConnectionState
 from wsproto.events import BytesMessage, CloseConnection, TextMessage
 
@@ -110,7 +109,7 @@ class WsLink:
     def server(
         cls,
         stream: trio.abc.Stream,
-        ws_connection: WSConnection,
+        connection: Connection,
         remote_addr: str | None,
         *,
         initial_data: bytes = b"",
@@ -124,11 +123,12 @@ class WsLink:
     ) -> WsLink:
         """Wrap the server side of an upgraded connection.
 
-        ``ws_connection`` must be OPEN (the 101 was produced by it); ``initial_data`` is
+        ``connection``: wsproto's frame-level server side, OPEN (the caller sent the
+        101, RFC 6455 4.2.2: the 101 does not pass through wsproto); ``initial_data`` is
         whatever the HTTP server read past the request head, i.e. the first frames.
         """
-        conn = ws_connection.connection
-        if conn is None or conn.state is not ConnectionState.OPEN:
+        conn = connection
+        if conn.state is not ConnectionState.OPEN:
             raise ValueError("the WebSocket handshake is not complete")
         if initial_data:
             conn.receive_data(initial_data)
