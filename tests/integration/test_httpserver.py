@@ -463,6 +463,23 @@ async def test_a_malformed_upgrade_gets_400(key: str | None, version: str | None
     assert counts == ["bad_request"]
 
 
+async def test_an_http_1_0_upgrade_gets_400_and_the_server_goes_on() -> None:
+    counts: list[str] = []
+    async with running(App(), counts=counts) as port:
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        async with stream:
+            await stream.send_all(  # RFC 6455 4.1: the upgrade is an HTTP/1.1 request
+                b"GET /ws HTTP/1.0\r\nupgrade: websocket\r\nconnection: upgrade\r\n"
+                b"sec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+            answer = await read_all(stream)
+        assert answer.startswith(b"HTTP/1.1 400 "), answer[:40]
+        link = await dial_ws(f"ws://127.0.0.1:{port}/ws", timeout_s=5)
+        await link.send_many(["still serving"])
+        assert await link.receive_some() == ["still serving"]
+        await link.aclose()
+    assert counts == ["bad_request"]
+
+
 # --- budgets --------------------------------------------------------------------------------
 
 

@@ -42,7 +42,11 @@ async def until_available(call: Callable[[], Awaitable[T]]) -> T:
                 await trio.sleep(0.2)
 
 
-async def test_what_one_instance_publishes_another_receives(tmp_path: Path) -> None:
+@pytest.mark.parametrize("at_once", [False, True], ids=["one_by_one", "publish_many"])
+async def test_what_one_instance_publishes_another_receives_in_order_on_each_subject(
+    tmp_path: Path, at_once: bool,
+) -> None:
+    sent = [(f"hd.node.n{i % 3}", b"x%d" % i) for i in range(30)]
     with nats_server(tmp_path) as server, trio.fail_after(DEADLINE_S):
         async with Bus([server.url], name="a").running() as a, \
                 Bus([server.url], name="b").running() as b:
@@ -50,27 +54,13 @@ async def test_what_one_instance_publishes_another_receives(tmp_path: Path) -> N
             async with b.subscribe("hd.node.*") as inbox:
                 await a._call(a._nc.flush)  # noqa: SLF001 - the subscription is in place
                 await trio.sleep(0.05)
-                for i in range(3):
-                    await a.publish(f"hd.node.n{i}", b"x%d" % i)
-                got = [await inbox.receive() for _ in range(3)]
-    assert [(m.subject, m.data) for m in got] == [(f"hd.node.n{i}", b"x%d" % i)
-                                                  for i in range(3)]
-
-
-async def test_a_batch_published_at_once_arrives_in_order_on_each_subject(
-    tmp_path: Path,
-) -> None:
-    with nats_server(tmp_path) as server, trio.fail_after(DEADLINE_S):
-        async with Bus([server.url], name="a").running() as a, \
-                Bus([server.url], name="b").running() as b:
-            await wait_for(lambda: a.connected and b.connected, "both connected")
-            async with b.subscribe("hd.batch.*") as inbox:
-                await a._call(a._nc.flush)  # noqa: SLF001 - the subscription is in place
-                await trio.sleep(0.05)
-                sent = [(f"hd.batch.s{i % 3}", b"m%d" % i) for i in range(30)]
-                await a.publish_many(sent)
-                await a.publish_many([])  # nothing: no call, no error
-                got = [await inbox.receive() for _ in range(30)]
+                if at_once:  # one crossing to the asyncio side for the whole batch
+                    await a.publish_many(sent)
+                    await a.publish_many([])  # nothing: no call, no error
+                else:
+                    for subject, data in sent:
+                        await a.publish(subject, data)
+                got = [await inbox.receive() for _ in range(len(sent))]
     assert [(m.subject, m.data) for m in got] == sent
 
 

@@ -344,14 +344,15 @@ class HttpConnection:
             return
         upgraded = False
         try:
-            if not _valid_ws_key_and_version(request.headers):
+            if req.http_version != b"1.1" or not _valid_ws_key_and_version(request.headers):
                 await self._refuse(400, "bad_request", "bad Sec-WebSocket-Key or -Version")
                 return
             # The 101 from our own h11 connection, the frames to wsproto's frame-level
             # Connection: wsproto's handshake object would serialise the request we
             # parsed and parse it again with an h11 of its own (60 us a connection).
             key = next(v for k, v in req.headers if k == b"sec-websocket-key")
-            accept = self.h11.send(h11.InformationalResponse(status_code=101, headers=[
+            accept = self.h11.send(h11.InformationalResponse(
+                status_code=101, reason=b"Switching Protocols", headers=[
                 (b"upgrade", b"websocket"), (b"connection", b"Upgrade"),
                 (b"sec-websocket-accept", generate_accept_token(key.strip()))]))
             trailing = self.h11.trailing_data[0]
