@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import trio
 
 from hd_node.client import NodeClient, NodeError
@@ -141,6 +142,27 @@ async def test_lobby_commands_without_a_lobby_are_clean_errors(cluster: Cluster)
         ans = await tab.request("lobby", "disconnect")
         assert (ans["status"], ans["last_error"]) == ("disconnected", None)
 
+
+
+async def test_a_command_during_a_reconnect_waits_for_the_registration(
+    cluster: Cluster, servers: Servers,  # noqa: F811
+) -> None:
+    """A node registers again when its addresses change (its relay attached): a tab's
+    command in that moment is answered once the node is back, not refused."""
+    lobby = await servers.lobby().astart()
+    (alice,) = await cluster.spawn("alice")
+    await _connected_to_lobby(alice, lobby.url)
+    async with alice.client() as tab:
+        for i in range(3):
+            await tab.request("lobby", "connect")  # the same lobby, registered again
+            room = (await tab.request("lobby", "create_room", {
+                "name": f"room {i}", "visibility": "public", "joinPolicy": "open"}))["room"]
+            assert room["host"] == alice.node_id
+        await tab.request("lobby", "disconnect")
+        t0 = trio.current_time()
+        with pytest.raises(NodeError) as no_lobby:
+            await tab.request("lobby", "list_rooms")
+        assert no_lobby.value.code == "unreachable" and trio.current_time() - t0 < 1
 
 
 async def test_a_node_keeps_its_registration_by_its_heartbeats(

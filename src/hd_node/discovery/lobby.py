@@ -47,6 +47,9 @@ from ..transports.seam import LinkClosed
 log = logging.getLogger("hd_node.lobby")
 
 ANSWER_TIMEOUT_S = 10.0
+# A command while the connection is being made (start, a re-registration, a failover)
+# waits this long for it; while the lobby is failing it gets the last error at once.
+CONNECT_WAIT_S = 5.0
 SIGNAL_QUEUE = 64  # our signals waiting for the lobby connection's writer
 
 
@@ -86,6 +89,7 @@ class LobbyLink:
         self.guests: dict[str, set[tuple[str, str]]] = {}  # hosted room -> (id, key)
         self.joined: dict[str, lc.Card] = {}  # room id -> host
         self._lock = trio.Lock()
+        self._up = trio.Event()  # set at a registration; a new one when it is gone
         self._deadline_moved = trio.Event()  # the lobby client's next deadline changed
         self._waiter: tuple[tuple[type, ...], Callable[[Any], bool], trio.Event,
                             list[Any]] | None = None
@@ -169,9 +173,12 @@ class LobbyLink:
                     await self._url_changed.wait()
 
     def _lost(self, *, report: bool) -> None:
-        """The connection ended; tabs hear of it (and why), unless we ended it."""
+        """The connection ended (or a command ends it); tabs hear of it (and why),
+        unless we ended it. A command from now on waits for the next registration."""
         was = self.connected
         self.client, self.ws = None, None
+        self._up.set()  # waiting commands look again (a disconnect: they fail)
+        self._up = trio.Event()
         self._resolve(lc.LobbyError("not_found", "the lobby connection is gone"))
         if was or report:
             self.bus.publish("lobby", "state", self.state())
@@ -204,8 +211,7 @@ class LobbyLink:
                 await ws.aclose()
 
     def rename(self, name: str) -> None:
-        """The name our next registration carries (``network rename``)."""
-        self.node_name = name
+        self.node_name = name  # what our next registration carries (network rename)
 
     def addresses_changed(self, own: list[dict[str, Any]]) -> None:
         """Our candidates changed (a new srflx address, our relay on another instance):
@@ -271,6 +277,8 @@ class LobbyLink:
                 self.ring.up()  # a failure from now on starts a new round from here
             self.rooms = list(ev.rooms)
             self.last_error = None
+            if self.connected:  # not a session a command has just ended
+                self._up.set()
             log.info("lobby registered url=%s nodes=%d", self.url, len(ev.directory))
             self.bus.publish("lobby", "state", self.state())
             return
@@ -335,17 +343,33 @@ class LobbyLink:
             self.ring = Failover([url], self.rng)
         elif url is not None and self.ring is not None:
             self.ring.move_to(url)
-        if self._session_scope is not None:
-            self._session_scope.cancel()
-        self._url_changed.set()
-        self.on_url_change()
+        self.last_error = None
+        self._end_session()
 
     def disconnect(self) -> None:
         self.ring, self.last_error = None, None
+        self._end_session()
+
+    def _end_session(self) -> None:
         if self._session_scope is not None:
             self._session_scope.cancel()
+        if self.client is not None:
+            self._lost(report=True)
         self._url_changed.set()
         self.on_url_change()
+
+    async def _registered(self) -> tuple[lc.LobbyClient, WsLink]:
+        """The registered connection; while one is being made, wait for it (a bounded
+        wait, ``CONNECT_WAIT_S``)."""
+        with trio.move_on_after(CONNECT_WAIT_S):
+            while (not self.connected and self.url is not None
+                   and self.last_error is None):
+                await self._up.wait()
+        client, ws = self.client, self.ws
+        if client is None or ws is None or client.registered is None:
+            why = f": {self.last_error['code']}" if self.last_error else ""
+            raise HubError("unreachable", f"not connected to a lobby{why}")
+        return client, ws
 
     async def request(self, make: Callable[[lc.LobbyClient], Send],
                       expect: tuple[type, ...],
@@ -354,9 +378,7 @@ class LobbyLink:
         ``match``: which event of those types is the answer (a ``room_closed`` for
         another room is news, not the answer to our ``leave_room``)."""
         async with self._lock:
-            client, ws = self.client, self.ws
-            if client is None or ws is None or client.registered is None:
-                raise HubError("unreachable", "not connected to a lobby")
+            client, ws = await self._registered()
             done = trio.Event()
             box: list[Any] = []
             self._waiter = (expect, match, done, box)
