@@ -122,7 +122,11 @@ class RelayCluster:
                     except trio.WouldBlock:
                         break
             self._own.clear()
-            self.machine.bus_limit(self.bus.max_payload)
+            if not self.machine.bus_limit(self.bus.max_payload):
+                self.log.warning(
+                    "relay cluster: the bus carries messages of at most %d bytes, less "
+                    "than the largest envelope: bigger ones get too_large (set "
+                    "max_payload: 2MB in nats-server, docs/cluster.md)", self.bus.max_payload)
             self._apply(self.machine.resync(mono_ms()))
             n.start_soon(self._writer)
             n.start_soon(self._map_writer, bucket)

@@ -366,3 +366,6 @@ async def test_big_envelopes_cross_live_one_bus_message_cannot_carry_is_refused_
         assert numbers(await b.frames(1)) == [n + 4]
         assert await a.quiet(0.3) == [] and await b.quiet(0.3) == []
         assert await metric(r1, "hd_relay_forward_lost_total") == 0.0
+        # The operator was told at start why, and what to set.
+        assert "less than the largest envelope" in r1.log_text()
+        assert "max_payload: 2MB" in r1.log_text()

@@ -243,7 +243,7 @@ def big_wire(src: Identity, dst: Identity, n: int, pad: int) -> str:
 
 def test_an_envelope_bigger_than_one_bus_message_is_refused_not_sent_or_stored() -> None:
     p = Pair()
-    p.s.m.bus_limit(64 << 10)  # the server said max_payload 64 KiB
+    assert p.s.m.bus_limit(64 << 10) is False  # the server said max_payload 64 KiB
     over = p.s.m.bus_item_bytes  # its data alone is this big: more with the envelope
     p.s.run(p.s.m.receive(1, relay_frame(BOB.node_id, big_wire(ALICE, BOB, 0, over)),
                           T0, WALL))
@@ -262,7 +262,8 @@ def test_an_envelope_bigger_than_one_bus_message_is_refused_not_sent_or_stored()
         outs = p.s.m.receive(1, relay_frame(BOB.node_id, big_wire(ALICE, BOB, 9 + n, over)),
                              T0, WALL)
         assert [type(o) for o in outs] == [ToConn], outs
-    p.s.m.bus_limit(1 << 20)  # a server that takes more (a new connection's INFO)
+    assert p.s.m.bus_limit(1 << 20) is False  # more (a new INFO), still under 1 MiB + slack
+    assert p.s.m.bus_limit(2 << 20) is True  # max_payload: 2MB carries every envelope
     p.s.run(p.s.m.receive(1, relay_frame(BOB.node_id, big_wire(ALICE, BOB, 3, over)),
                           T0, WALL))
     assert [m["t"] for _, m in p.bus] == ["relay", "relay"] and p.s.take(1) == []

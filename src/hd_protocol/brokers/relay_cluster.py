@@ -106,11 +106,13 @@ class ClusteredRelay(RelayServer):
         self.taken = 0  # live envelopes from another instance delivered here
         self.junk = 0  # messages from the bus that were not ours to take
 
-    def bus_limit(self, payload: int) -> None:
+    def bus_limit(self, payload: int) -> bool:
         """The bus carries messages of at most ``payload`` bytes (the NATS server's
         ``max_payload``, read at each connection): an envelope that would not fit one,
-        with what goes around it, neither crosses live nor is stored (``too_large``)."""
+        with what goes around it, neither crosses live nor is stored (``too_large``).
+        False: some envelopes a node may send (SPEC 11) will not fit."""
         self.bus_item_bytes = max(0, payload - BUS_SLACK)
+        return self.bus_item_bytes >= self.limits.max_envelope_bytes
 
     # --- queries ----------------------------------------------------------------------
 
