@@ -22,7 +22,7 @@ from hd_shell import datadir
 from hd_shell.errors import find, url_host
 from hd_shell.http.server import ServerLimits, serve
 from hd_shell.logs import own_logs
-from hd_shell.rlimits import raise_open_file_limit
+from hd_shell.rlimits import raise_open_file_limit, tune_collector
 
 from .app import ServerApp
 from .settings import ServerSettings, UsageError
@@ -62,6 +62,7 @@ class ServerProcess:
         s = self.settings
         stop = trio.Event()
         nofile, _, nofile_max = raise_open_file_limit()
+        tune_collector()
         if not nofile_max or nofile < s.max_connections + 64:
             log_fields = {**(log_fields or {}), "nofile": nofile}  # said on the one line
         # Signals are caught from before the info file exists: whoever sees the file may
