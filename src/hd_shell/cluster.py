@@ -6,9 +6,9 @@ trio face. What the servers need of NATS, and nothing else:
 
 - core subjects: ``publish``/``publish_many`` (messages of at most ``max_payload``) and
   ``subscribe`` (at most once; a bounded queue, what overflows is dropped and counted);
-- KV buckets (:class:`Bucket`): ``get``, ``create`` (fails if the key exists), ``update``
-  (compare-and-set on the revision), ``put``, ``delete``, ``keys``, ``watch``; a value may
-  carry its own time to live (NATS 2.11+): presence expires when its instance dies.
+- KV buckets (``hd_shell.kv.Bucket``): ``get``, ``create`` (fails if the key exists),
+  ``update`` (compare-and-set on the revision), ``put``, ``delete``, ``keys``, ``watch``,
+  and many writes or reads in one call (``write_many``, ``get_many``).
 
 Every call has a deadline. A bus that is not connected, or a call that misses it, raises
 :class:`ClusterUnavailable` (``code`` ``unavailable``): a server never accepts what it
@@ -17,7 +17,6 @@ cannot keep, and never exits because the bus went away (nats-py keeps reconnecti
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from typing import Any, TypeVar
 import trio
 
 from .aiothread import AsyncioThread, LoopGone, trio_caller
+from .kv import Bucket, Entry, KeyExists, Write, WrongRevision
 from .logs import logger
 
 T = TypeVar("T")
@@ -41,29 +41,12 @@ class ClusterUnavailable(Exception):
     code = "unavailable"
 
 
-class KeyExists(Exception):
-    """``create`` of a key that has a value."""
-
-
-class WrongRevision(Exception):
-    """``update`` against a revision that is no longer the key's last one."""
-
-
 @dataclass(frozen=True, slots=True)
 class BusMessage:
     subject: str
     data: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
-    key: str
-    value: bytes
-    revision: int
-    deleted: bool = False  # a delete (or purge, or expiry) of ``key`` at ``revision``
-
-
-WATCH_BATCH = 512  # entries handed to trio per hop
 DEFAULT_PAYLOAD = 1 << 20  # nats-server's max_payload unless configured
 
 
@@ -288,117 +271,6 @@ class Bus:
         return info.cluster is not None and bool(info.cluster.leader)
 
 
-class Bucket:
-    def __init__(self, bus: Bus, name: str, kv: Any) -> None:
-        self.bus, self.name, self._kv = bus, name, kv
-
-    async def get(self, key: str) -> Entry | None:
-        import nats.js.errors
-
-        async def get() -> Entry | None:
-            try:
-                e = await self._kv.get(key)
-            except nats.js.errors.KeyNotFoundError:  # also a deleted or expired key
-                return None
-            return Entry(key, bytes(e.value or b""), int(e.revision))
-
-        return await self.bus._call(get)
-
-    async def create(self, key: str, value: bytes, *, ttl_s: float | None = None) -> int:
-        """Write ``value`` if ``key`` has none (never written, deleted or expired), else
-        KeyExists."""
-        import nats.js.errors
-
-        async def create() -> int:
-            try:  # nats-py's create also takes over a key whose last word is a delete
-                return int(await self._kv.create(key, value, msg_ttl=ttl_s))
-            except nats.js.errors.KeyWrongLastSequenceError:
-                raise KeyExists(key) from None
-
-        return await self.bus._call(create)
-
-    async def update(self, key: str, value: bytes, last: int) -> int:
-        """Write ``value`` if ``last`` is still the key's revision (else WrongRevision)."""
-        import nats.js.errors
-
-        async def update() -> int:
-            try:
-                return int(await self._kv.update(key, value, last=last))
-            except nats.js.errors.KeyWrongLastSequenceError:
-                raise WrongRevision(key) from None
-
-        return await self.bus._call(update)
-
-    async def put(self, key: str, value: bytes) -> int:
-        """Write ``value`` whatever the key holds (for a key only one writer owns)."""
-        return int(await self.bus._call(self._kv.put, key, value))
-
-    async def delete(self, key: str, last: int = 0) -> None:
-        """Delete ``key``; with ``last``, only if that is still its revision (else
-        WrongRevision)."""
-        import nats.js.errors
-
-        async def delete() -> None:
-            try:
-                await self._kv.delete(key, last=last or None)
-            except nats.js.errors.APIError as exc:
-                if exc.err_code in (10071, 10164):
-                    raise WrongRevision(key) from None
-                raise
-
-        await self.bus._call(delete)
-
-    @contextlib.asynccontextmanager
-    async def watch(self) -> AsyncIterator[Callable[[], Awaitable[list[Entry] | None]]]:
-        """Every key's last value, then every change, in order, as batches: the block
-        gets ``next_batch()``; a batch of ``None`` says the first values are all there
-        (it comes once). Nothing is dropped: a reader that lags slows the watch down."""
-        import nats.js.kv
-
-        watcher = await self.bus._call(self._kv.watchall)
-        gone = (nats.js.kv.KV_DEL, nats.js.kv.KV_PURGE)
-
-        held: list[Any] = []  # the initial marker, when it came inside a batch
-
-        async def take() -> list[Entry] | None:
-            first = held.pop() if held else await watcher._updates.get()
-            if first is None:
-                return None
-            items = [first]
-            while len(items) < WATCH_BATCH:
-                try:
-                    nxt = watcher._updates.get_nowait()  # the KeyWatcher's bounded queue
-                except asyncio.QueueEmpty:
-                    break
-                if nxt is None:  # the marker goes out on its own, after this batch
-                    held.append(None)
-                    break
-                items.append(nxt)
-            return [Entry(e.key, bytes(e.value or b""), int(e.revision),
-                          e.operation in gone) for e in items
-                    if not isinstance(e, nats.js.kv.StopIterSentinel)]
-
-        async def next_batch() -> list[Entry] | None:
-            return await self.bus._thread.run(take)  # waits as long as nothing changes
-
-        try:
-            yield next_batch
-        finally:
-            with trio.CancelScope(shield=True), trio.move_on_after(2), _quiet():
-                await self.bus._thread.run(watcher.stop)
-
-    async def keys(self) -> list[str]:
-        import nats.js.errors
-
-        async def keys() -> list[str]:
-            try:
-                return list(await self._kv.keys())
-            except nats.js.errors.NoKeysError:
-                return []
-
-        return await self.bus._call(keys)
-
-
 async def sessions(bus: Bus, session: Callable[[], Awaitable[None]], *,
                    on_end: Callable[[ClusterUnavailable], None]) -> None:
     """``session()`` each time the bus is connected, one after another, until cancelled:
@@ -446,5 +318,5 @@ def _quiet() -> contextlib.suppress:
     return contextlib.suppress(Exception)  # what closing a connection already gone raises
 
 
-__all__ = ["Bucket", "Bus", "BusMessage", "ClusterUnavailable", "Entry", "KeyExists",
+__all__ = ["Bucket", "Bus", "BusMessage", "ClusterUnavailable", "Entry", "KeyExists", "Write",
            "WrongRevision", "keep_running", "retried", "sessions"]

@@ -14,13 +14,14 @@ import trio
 from natsservers import NatsServer, nats_cluster, nats_server
 
 from hd_shell.cluster import (
-    WATCH_BATCH,
     Bus,
     ClusterUnavailable,
     KeyExists,
+    Write,
     WrongRevision,
     sessions,
 )
+from hd_shell.kv import WATCH_BATCH
 
 DEADLINE_S = 20.0
 T = TypeVar("T")
@@ -90,6 +91,39 @@ async def test_a_key_is_created_once_and_updated_only_against_its_last_revision(
                 await kb.create("n1", b"back-on-b")
             entry = await kb.get("n1")
             assert entry is not None and (entry.value, entry.revision) == (b"back-on-a", third)
+
+
+async def test_many_writes_in_one_call_each_answer_as_a_single_write_would(
+    tmp_path: Path,
+) -> None:
+    """``write_many``: creates, compare-and-set updates, puts and deletes at once, each
+    with the answer (a revision, KeyExists, WrongRevision) its single call gives."""
+    with nats_server(tmp_path) as server, trio.fail_after(DEADLINE_S):
+        async with Bus([server.url], name="a").running() as a:
+            await wait_for(lambda: a.connected, "connected")
+            kv = await a.bucket("many")
+            taken = await kv.create("taken", b"first")
+            old = await kv.put("old", b"v1")
+            now = await kv.update("old", b"v2", old)
+            gone = await kv.put("gone", b"x")
+            fresh = [Write(f"n{i}", f"v{i}".encode(), 0) for i in range(300)]
+            got = await kv.write_many([
+                *fresh,
+                Write("taken", b"second", 0),      # create of a key that has a value
+                Write("old", b"v3", old),          # against a stale revision
+                Write("put", b"anything"),         # whatever the key holds
+                Write("gone", None, gone),         # delete against its last revision
+                Write("old", None, old),           # delete against a stale one
+            ])
+            revs, rest = got[:300], got[300:]
+            assert all(type(r) is int for r in revs) and len(set(revs)) == 300
+            assert isinstance(rest[0], KeyExists) and isinstance(rest[1], WrongRevision)
+            assert type(rest[2]) is int and rest[3] == 0 and isinstance(rest[4], WrongRevision)
+            entries = await kv.get_many(["n0", "n299", "taken", "old", "gone", "never"])
+            assert [(e.value, e.revision) if e else None for e in entries] == [
+                (b"v0", revs[0]), (b"v299", revs[299]), (b"first", taken), (b"v2", now),
+                None, None]
+            assert await kv.write_many([]) == [] and await kv.get_many([]) == []
 
 
 async def test_a_session_ends_when_any_of_its_tasks_finds_the_bus_failing_and_the_next_starts(
