@@ -21,6 +21,8 @@ then ends the session the same way: no write to the shared state is lost quietly
 
 from __future__ import annotations
 
+import collections
+import functools
 import json
 import logging
 from collections import defaultdict
@@ -46,6 +48,7 @@ from hd_shell.cluster import (
     ClusterUnavailable,
     Entry,
     KeyExists,
+    Write,
     WrongRevision,
     retried,
     sessions,
@@ -56,7 +59,7 @@ ROOMS = "hd_lobby_rooms"
 ALIVE = "hd.lobby.alive"
 OUTBOX = 65_536  # effects waiting for the bus
 CLAIM_TRIES = 8
-WRITES_IN_FLIGHT = 64  # keys written to the bus at once
+WRITES_PER_CALL = 256  # writes to the bus in one call, at most
 MESSAGE_ITEMS = 256  # messages for one instance per bus message, at most
 
 Effect = ClaimNode | ReleaseNode | PutRoom | DropRoom | ToInstance
@@ -78,7 +81,6 @@ class LobbyCluster:
         self.dropped = 0  # effects that found the bus gone (a resync writes them again)
         self._send, self._recv = trio.open_memory_channel[Effect](OUTBOX)
         self._own: dict[str, int] = {}  # node -> the revision of the record we wrote
-        self._in_flight = trio.Semaphore(WRITES_IN_FLIGHT)
 
     # --- the machine's side -------------------------------------------------------------
 
@@ -135,8 +137,8 @@ class LobbyCluster:
                 except trio.WouldBlock:
                     break
             messages: dict[str, list[dict[str, Any]]] = defaultdict(list)
-            # Writes to one key keep their order; different keys go to the bus at once
-            # (one at a time, 5 000 registrations were seconds of round trips).
+            # Writes to one key keep their order; different keys go to the bus at once,
+            # in one call (a call per write was most of the lobby's cluster cost).
             writes: dict[tuple[bool, str], list[Any]] = defaultdict(list)
             for e in batch:
                 if isinstance(e, ToInstance):
@@ -147,9 +149,7 @@ class LobbyCluster:
                     writes[False, e.room["id"] if isinstance(e, PutRoom) else e.room_id
                            ].append(e)
             if writes:
-                async with trio.open_nursery() as n:
-                    for key_writes in writes.values():
-                        n.start_soon(self._write_in_order, nodes, rooms, key_writes)
+                await self._write_rounds(nodes, rooms, writes)
             out: list[tuple[str, bytes]] = []
             for instance, msgs in messages.items():  # after the writes they may refer to
                 lists, too_big = pack([json.dumps(m).encode() for m in msgs],
@@ -161,51 +161,81 @@ class LobbyCluster:
             except ClusterUnavailable:
                 self.dropped += sum(len(msgs) for msgs in messages.values())
 
-    async def _write_in_order(self, nodes: Bucket, rooms: Bucket, writes: list[Any]) -> None:
-        async with self._in_flight:
-            for e in writes:
-                await self._write(nodes, rooms, e)
+    async def _write_rounds(self, nodes: Bucket, rooms: Bucket,
+                            writes: dict[tuple[bool, str], list[Any]]) -> None:
+        """The writes in rounds: each round makes the first pending write of every key,
+        all at once in one bus call per bucket; a key's next write waits for the next
+        round, so writes to one key keep their order. A claim that finds the record
+        written by someone else reads its revision and tries again in the next round.
+        A round the bus does not take is tried again (``retried``): all of its writes
+        can be made twice. One the bus keeps failing ends the session."""
+        queues = {key: collections.deque(ws) for key, ws in writes.items()}
+        base: dict[str, int | None] = {}  # node -> revision a retried claim writes against
+        tries: dict[str, int] = defaultdict(int)
+        while queues:
+            heads = [(key, q[0]) for key, q in queues.items()]
+            node_heads = [(k[1], e) for k, e in heads if k[0]]
+            room_heads = [(k[1], e) for k, e in heads if not k[0]]
+            node_writes = [self._node_write(e, base) for _, e in node_heads]
+            room_writes = [Write(e.room["id"], json.dumps(e.room).encode())
+                           if isinstance(e, PutRoom) else Write(e.room_id, None)
+                           for _, e in room_heads]
+            node_got: list[Any] = []
+            room_got: list[Any] = []
+            async with trio.open_nursery() as n:
+                n.start_soon(self._write_all, nodes, node_writes, node_got)
+                n.start_soon(self._write_all, rooms, room_writes, room_got)
+            stale: list[str] = []
+            for (node, e), r in zip(node_heads, node_got, strict=True):
+                if isinstance(e, ClaimNode) and isinstance(r, KeyExists | WrongRevision):
+                    tries[node] += 1
+                    if tries[node] < CLAIM_TRIES:
+                        stale.append(node)
+                        continue  # stays at the head of its queue
+                    self.log.info("cluster claim gave up node=%s", node)
+                elif isinstance(e, ClaimNode) and isinstance(r, int):
+                    self._own[node] = r
+                    self._apply(self.machine.claimed(node, r, mono_ms()))
+                base.pop(node, None)
+                tries.pop(node, None)
+                self._done(queues, (True, node))
+            for room, _ in room_heads:
+                self._done(queues, (False, room))
+            if stale:
+                entries = await retried(self.bus, functools.partial(nodes.get_many, stale))
+                for node, entry in zip(stale, entries, strict=True):
+                    base[node] = entry.revision if entry is not None else None
 
-    async def _write(self, nodes: Bucket, rooms: Bucket,
-                     e: ClaimNode | ReleaseNode | PutRoom | DropRoom) -> None:
-        """One write to the shared state, in order; one the bus does not take ends the
-        session (``retried``)."""
-        async def write() -> None:
-            if isinstance(e, ClaimNode):
-                await self._claim(nodes, e)
-            elif isinstance(e, ReleaseNode):
-                await self._release(nodes, e)
-            elif isinstance(e, PutRoom):
-                await rooms.put(e.room["id"], json.dumps(e.room).encode())
-            else:
-                await rooms.delete(e.room_id)
+    async def _write_all(self, bucket: Bucket, writes: Sequence[Write | None],
+                         got: list[Any]) -> None:
+        """``writes`` (None: no write) in calls of at most WRITES_PER_CALL; what each
+        gave (None for no write) into ``got``, in order."""
+        todo = [(i, w) for i, w in enumerate(writes) if w is not None]
+        got.extend([None] * len(writes))
+        for at in range(0, len(todo), WRITES_PER_CALL):
+            part = todo[at:at + WRITES_PER_CALL]
+            answers = await retried(self.bus, functools.partial(
+                bucket.write_many, [w for _, w in part]))
+            for (i, _), r in zip(part, answers, strict=True):
+                got[i] = r
 
-        await retried(self.bus, write)
-
-    async def _claim(self, nodes: Bucket, e: ClaimNode) -> None:
-        value = json.dumps(e.record).encode()
-        last = self._own.get(e.node)
-        for _ in range(CLAIM_TRIES):
-            try:
-                rev = (await nodes.create(e.node, value) if last is None
-                       else await nodes.update(e.node, value, last))
-            except (KeyExists, WrongRevision):
-                entry = await nodes.get(e.node)
-                last = entry.revision if entry is not None else None
-                continue
-            self._own[e.node] = rev
-            self._apply(self.machine.claimed(e.node, rev, mono_ms()))
-            return
-        self.log.info("cluster claim gave up node=%s", e.node)
-
-    async def _release(self, nodes: Bucket, e: ReleaseNode) -> None:
+    def _node_write(self, e: ClaimNode | ReleaseNode, base: dict[str, int | None]
+                    ) -> Write | None:
+        """The write for a node's record: a claim creates it, or writes against the
+        revision we (or, after a conflict, someone else) wrote last; a release deletes
+        it only if it is still the revision we wrote (None: nothing to release)."""
+        if isinstance(e, ClaimNode):
+            last = base[e.node] if e.node in base else self._own.get(e.node)
+            return Write(e.node, json.dumps(e.record).encode(), last or 0)
         rev = e.revision or self._own.pop(e.node, 0)
-        if not rev:
-            return
-        try:
-            await nodes.delete(e.node, last=rev)
-        except WrongRevision:
-            pass  # someone wrote it since: it is theirs now
+        return Write(e.node, None, rev) if rev else None
+
+    @staticmethod
+    def _done(queues: dict[tuple[bool, str], collections.deque[Any]],
+              key: tuple[bool, str]) -> None:
+        queues[key].popleft()
+        if not queues[key]:
+            del queues[key]
 
     # --- in --------------------------------------------------------------------------------
 
