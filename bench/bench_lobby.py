@@ -2,7 +2,7 @@
 
 Method. The bench starts the lobby processes (``hd-lobby run``, connection caps raised
 with ``--max-connections``/``--max-per-address``; with ``--instances 2`` a nats-server
-from the venv on a free port and ``--cluster``/``--instance`` on each) and a few client
+from the venv on a free port and ``--cluster``/``--instance`` on each) and client
 processes (this file with ``--worker``), each holding a share of the simulated nodes.
 Every node is a spec-level client: its own WebSocket, its own Ed25519 identity, a
 ``register`` answered to the lobby's challenge by ``LobbyClient`` (signature over the
@@ -19,6 +19,10 @@ presence frames each would measure the clients), the watcher decodes all of its 
    registrations/s is N over that.
 3. The lobbies' RSS (``/proc/PID/status`` VmRSS) is read before step 2 and once all
    are registered: MB per 1 000 nodes is the growth over the nodes the instance holds.
+   The CPU time each lobby, and the client processes together, spent in step 2
+   (``/proc/PID/stat``): on a 2-core machine the clients share the cores with the
+   lobbies, so they run with the servers' collector settings
+   (``hd_shell.rlimits.tune_collector``) to take no more of them than they need.
 4. Directories whole: seconds after step 2 until a node registering on either
    instance is told of all N (+ the watcher): with two instances, how long each takes
    to read the other's records of the storm.
@@ -57,6 +61,7 @@ import trio
 from hd_protocol import Identity, Send
 from hd_protocol.brokers.frames import encode_frame
 from hd_protocol.brokers.lobby_client import DirectoryUpdate, LobbyClient, Registered
+from hd_shell.rlimits import tune_collector
 from hd_shell.ws.dial import _client_handshake, _parse_ws_url
 from hd_shell.ws.link import DialError, LinkClosed, WsLink, dial_ws
 
@@ -125,6 +130,7 @@ async def worker_main() -> None:
     job = json.loads(sys.stdin.readline())
     urls: list[str] = job["urls"]
     ids = [Identity.generate() for _ in range(job["count"])]
+    tune_collector()  # as the servers do: thousands of nodes' objects, walked over and over
     heartbeat = encode_frame("presence", {"status": "online", "capabilities": []})
     done: list[float] = []
     errors: dict[str, int] = {}
@@ -436,6 +442,7 @@ def run_once(args: argparse.Namespace) -> dict[str, Any]:
         time.sleep(1.0)  # the instances have met on the bus
         rss0 = [rss_mb(p.proc.pid) for p, _ in lobbies]
         cpu0 = [cpu_s(p.proc.pid) for p, _ in lobbies]
+        wcpu0 = sum(cpu_s(w.proc.pid) for w in workers)
         out: dict[str, Any] = {}
 
         async def phase() -> dict[str, Any]:
@@ -457,6 +464,7 @@ def run_once(args: argparse.Namespace) -> dict[str, Any]:
             out["rss_mb"] = [rss_mb(p.proc.pid) for p, _ in lobbies]
             out["cpu_s"] = [cpu_s(p.proc.pid) - c for (p, _), c in zip(lobbies, cpu0,
                                                                           strict=True)]
+            out["clients_cpu_s"] = sum(cpu_s(w.proc.pid) for w in workers) - wcpu0
             out["t0"] = t0
             out["wall_s"] = (done_at or time.monotonic()) - t0
             return {}
@@ -488,6 +496,7 @@ def run_once(args: argparse.Namespace) -> dict[str, Any]:
             "presence_p50_ms": pct(lat, 0.5), "presence_p99_ms": pct(lat, 0.99),
             "probes_ok": len(lat), "probes_missed": out["_"]["missed"],
             "rss_idle_mb": rss0, "rss_mb": out["rss_mb"], "cpu_s": out["cpu_s"],
+            "clients_cpu_s": out["clients_cpu_s"],
             "mb_per_1000": [(b - a) / (per_instance / 1000)
                             for a, b in zip(rss0, out["rss_mb"], strict=True)],
             "frames_to_bulk": sum(r["frames"] for r in results), "errors": errors,
@@ -536,7 +545,9 @@ def main() -> None:
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--nodes", type=int, default=10_000)
     ap.add_argument("--instances", type=int, choices=(1, 2), default=1)
-    ap.add_argument("--workers", type=int, default=4)
+    ap.add_argument("--workers", type=int, default=max(2, os.cpu_count() or 2),
+                    help="client processes (default: one per core; on 2 cores, 4 of them "
+                    "took a third more CPU for the same nodes)")
     ap.add_argument("--inflight", type=int, default=64, help="dials in flight per worker")
     ap.add_argument("--probes", type=int, default=100)
     ap.add_argument("--probe-gap", type=float, default=0.3,
@@ -574,6 +585,7 @@ def main() -> None:
               + f"   goal <= {GOAL_MB_PER_1000:.0f}")
         print(summary(f"instance {i + 1} RSS (MB)", [r["rss_mb"][i] for r in runs]))
         print(summary(f"instance {i + 1} CPU (s)", [r["cpu_s"][i] for r in runs]))
+    print(summary("client processes' CPU (s)", [r["clients_cpu_s"] for r in runs]))
     print(json.dumps({"bench": "lobby", "nodes": args.nodes, "instances": args.instances,
                       "runs": runs}))
 

@@ -44,6 +44,7 @@ from hd_protocol.brokers.lobby_cluster import Change, ClusteredLobby
 from hd_shell.clock import mono_ms
 from hd_shell.cluster import (
     Bucket,
+    Burst,
     Bus,
     ClusterUnavailable,
     Entry,
@@ -60,6 +61,9 @@ ALIVE = "hd.lobby.alive"
 OUTBOX = 65_536  # effects waiting for the bus
 CLAIM_TRIES = 8
 WRITES_PER_CALL = 256  # writes to the bus in one call, at most
+# In a burst (``Burst``) an effect waits WRITE_LINGER_S for more: a bus call is a wakeup
+# of the asyncio thread. Effects now and then go at once.
+WRITE_LINGER_S = 0.01
 MESSAGE_ITEMS = 256  # messages for one instance per bus message, at most
 
 Effect = ClaimNode | ReleaseNode | PutRoom | DropRoom | ToInstance
@@ -129,8 +133,11 @@ class LobbyCluster:
     # --- out -------------------------------------------------------------------------------
 
     async def _writer(self, nodes: Bucket, rooms: Bucket) -> None:
+        burst = Burst()
         while True:
             batch = [await self._recv.receive()]
+            if burst.busy(trio.current_time()):  # in a burst: fewer, larger bus calls
+                await trio.sleep(WRITE_LINGER_S)
             while len(batch) < 1024:
                 try:
                     batch.append(self._recv.receive_nowait())

@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 import trio
 
 from .aiothread import AsyncioThread, LoopGone, trio_caller
-from .kv import Bucket, Entry, KeyExists, Write, WrongRevision
+from .kv import Bucket, Burst, Entry, KeyExists, Write, WrongRevision
 from .logs import logger
 
 T = TypeVar("T")
@@ -318,5 +318,5 @@ def _quiet() -> contextlib.suppress:
     return contextlib.suppress(Exception)  # what closing a connection already gone raises
 
 
-__all__ = ["Bucket", "Bus", "BusMessage", "ClusterUnavailable", "Entry", "KeyExists", "Write",
-           "WrongRevision", "keep_running", "retried", "sessions"]
+__all__ = ["Bucket", "Burst", "Bus", "BusMessage", "ClusterUnavailable", "Entry", "KeyExists",
+           "Write", "WrongRevision", "keep_running", "retried", "sessions"]

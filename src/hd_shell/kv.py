@@ -10,6 +10,7 @@ compare-and-set that makes "newest wins" hold across instances. ``write_many`` a
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -21,6 +22,25 @@ if TYPE_CHECKING:
     from .cluster import Bus
 
 WATCH_BATCH = 512  # entries handed to trio per hop
+# In a burst (``Burst``) a change waits WATCH_LINGER_S for more: each hop to trio is a
+# wakeup of the other thread, and in a registration storm one per change was a tenth of
+# a lobby's time. Changes now and then go at once.
+WATCH_LINGER_S = 0.01
+
+
+class Burst:
+    """Whether batches come in a burst: ``busy(now)`` notes a batch at ``now`` and says
+    whether the last ``BURST_BATCHES`` all came within ``BURST_S``."""
+
+    BURST_BATCHES = 4
+    BURST_S = 0.1
+
+    def __init__(self) -> None:
+        self._at: collections.deque[float] = collections.deque(maxlen=self.BURST_BATCHES)
+
+    def busy(self, now: float) -> bool:
+        self._at.append(now)
+        return len(self._at) == self.BURST_BATCHES and now - self._at[0] < self.BURST_S
 
 
 class KeyExists(Exception):
@@ -178,6 +198,8 @@ class Bucket:
         empty = (await self.bus._call(self._kv.status)).values == 0
         marker = {"due": False, "sent": False}
 
+        burst = Burst()
+
         def initial_marker(item: Any) -> bool:
             return item is None and empty and not marker["sent"]
 
@@ -191,6 +213,8 @@ class Bucket:
                     marker["sent"] = True
                     return None
                 items = [first] if first is not None else []
+                if watcher._updates.empty() and burst.busy(asyncio.get_running_loop().time()):
+                    await asyncio.sleep(WATCH_LINGER_S)  # in a burst: fewer, larger batches
                 while len(items) < WATCH_BATCH:
                     try:
                         nxt = watcher._updates.get_nowait()  # the KeyWatcher's bounded queue
@@ -233,4 +257,4 @@ def _quiet() -> contextlib.suppress:
     return contextlib.suppress(Exception)  # what closing a watcher already gone raises
 
 
-__all__ = ["Bucket", "Entry", "KeyExists", "Write", "WrongRevision"]
+__all__ = ["Bucket", "Burst", "Entry", "KeyExists", "Write", "WrongRevision"]
