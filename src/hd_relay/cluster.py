@@ -160,8 +160,8 @@ class RelayCluster:
             out: list[tuple[str, bytes]] = []
             live = 0  # envelopes among what goes on the bus
             for instance, items in per.items():
-                lists, too_big = pack([json.dumps(e.message, separators=(",", ":"),
-                                                  ensure_ascii=False).encode()
+                lists, too_big = pack([(e.wire or json.dumps(e.message, separators=(",", ":"),
+                                                             ensure_ascii=False)).encode()
                                        for e in items],
                                       max_bytes=self.bus.max_payload, max_items=MESSAGE_ITEMS)
                 out += [(inbox_subject(instance), data) for data in lists]

@@ -92,6 +92,11 @@ class Instance:
                 self.pair.mailbox = [q for q in self.pair.mailbox
                                      if not (q.dst == o.node and q.qid in o.qids)]
             elif isinstance(o, ToInstance):
+                # What the shell publishes: the message's own encoding when it has one
+                # (the envelope spliced in as it came), which must say the same.
+                if o.wire is not None:
+                    assert json.loads(o.wire) == o.message, o.wire
+                    self.pair.wired += 1
                 self.pair.bus.append((o.instance, o.message))
             elif isinstance(o, ClaimAttached | ReleaseAttached):
                 self.claims.append(o)
@@ -133,6 +138,7 @@ class Pair:
         self.mailbox: list[QueuedEnvelope] = []
         self.seq = iter(range(1, 1 << 62))
         self.bus: list[tuple[str, dict[str, Any]]] = []  # in publish order
+        self.wired = 0  # of them, those that came encoded
         self.broadcast: list[str] = []
         self.s, self.x = Instance(self, "s"), Instance(self, "x")
         self.by_name = {"s": self.s, "x": self.x}
@@ -169,6 +175,7 @@ def test_an_envelope_for_a_node_at_another_alive_instance_goes_live_with_no_ack(
     assert [(i, m["t"], m["to"], m["from"]) for i, m in p.bus] == [
         ("x", "relay", BOB.node_id, ALICE.node_id)]
     assert p.bus[0][1]["envelope"]["ttl"] == json.loads(wire(ALICE, BOB, 0))["ttl"] - 1
+    assert p.wired == 1  # encoded once, on the way in: the shell does not encode it again
     p.hand_over()
     assert numbers(p.x.take(2)) == [0] and p.x.stores == []
     assert p.s.m.forwarded == 1 and p.x.m.taken == 1

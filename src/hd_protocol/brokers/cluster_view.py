@@ -66,6 +66,7 @@ class ToInstance:
 
     instance: str
     message: dict[str, Any] = field(hash=False)
+    wire: str | None = field(default=None, hash=False, compare=False)  # ``message`` encoded
 
 
 ClusterEffect = ClaimNode | ReleaseNode | PutRoom | DropRoom | ToInstance

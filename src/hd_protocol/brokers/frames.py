@@ -38,6 +38,17 @@ def encode_frame(type_: str, fields: Mapping[str, Any] | None = None) -> str:
     return _encoder.encode({"type": type_, **(fields or {})})
 
 
+def encode_value(value: Any) -> str:
+    """``value`` as ``encode_frame`` writes it inside a frame."""
+    return _encoder.encode(value)
+
+
+def queued_size(envelope_wire: str) -> int:
+    """The size the relay's limits count for an envelope (``encode_value`` of it): that
+    of the frame ``{"type":"x","e":…}`` around it."""
+    return wire_size(envelope_wire) + len('{"type":"x","e":}')
+
+
 def error_frame(code: str, message: str) -> str:
     assert code in ERROR_CODES, code
     return encode_frame("error", {"code": code, "message": message})

@@ -14,12 +14,12 @@ the node attaches, the shell loads its queue (``LoadQueued``) and the machine se
 out in order (``deliver``) with a ``qid`` each; the node's ``ack {qids}`` deletes them
 (``DeleteQueued``). At least once: a node drops duplicates by ``msg_id``/``seq``.
 
-For the cluster mailbox (issue 19; the instances' live path: ``relay_cluster``):
-``deferred_acks`` (the shell answers each ``StoreQueued`` with ``stored``: the ack or
-``error unavailable|queue_full``; one ``LoadQueued`` per connection at a time, answered
-by ``deliver`` or ``load_failed``) and ``shared_store`` (others add to the mailbox:
-counts are this instance's view, corrected by each short load; an attach always loads;
-``mail_arrived``: another stored for it; the store enforces the limits).
+For the cluster mailbox (issue 19; the live path between instances: ``relay_cluster``):
+``deferred_acks`` (``stored`` answers each ``StoreQueued``: the ack or ``error
+unavailable|queue_full``; one ``LoadQueued`` per connection at a time, answered by
+``deliver`` or ``load_failed``) and ``shared_store`` (others add to the mailbox: counts
+are our view, corrected by each short load; an attach always loads; ``mail_arrived``:
+another stored for it).
 
 The shell moves frames (``ToConn``/``CloseConn``) and persists; ``connect``,
 ``receive``, ``disconnect`` and ``on_timer`` take a monotonic ``now``; the wall clock
@@ -32,7 +32,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..envelope import envelope_from_obj, wire_size
+from ..envelope import envelope_from_obj
 from ..errors import LocalProtocolError, RemoteProtocolError
 from ..identity import Identity, Rng, b64encode, is_node_id
 from ..limits import DEFAULT_LIMITS, Limits
@@ -44,8 +44,10 @@ from .frames import (
     check_identity_proof,
     decode_frame,
     encode_frame,
+    encode_value,
     error_frame,
     fields,
+    queued_size,
 )
 
 FRAME_SLACK = 4096  # a relay frame is an envelope and a few members around it
@@ -222,7 +224,7 @@ class RelayServer:
         code = exc.code if exc.code in ("bad_frame", "unregistered", "auth", "not_found",
                                         "rate_limited", "too_large", "bad_request",
                                         "queue_full", "unavailable") else "bad_frame"
-        out: list[Output] = [ToConn(c.id, _error(code, exc.message))]
+        out: list[Output] = [ToConn(c.id, error_frame(code, exc.message))]
         if code in _REFUSALS:
             return out  # an honest answer to an honest frame: not held against the node
         c.bad += 1
@@ -259,8 +261,9 @@ class RelayServer:
         tc = self._local(to)
         if tc is not None and not tc.congested and self.queued(to)[0] == 0:
             return [ToConn(tc.id, encode_frame("relay", {"from": c.node, "envelope": relayed}))]
-        size = wire_size(encode_frame("x", {"e": relayed}))  # bytes, as the limits are
-        if tc is None and (live := self._elsewhere(c.node, to, relayed, size)) is not None:
+        wire = encode_value(relayed)  # once: for its size, and for another instance
+        size = queued_size(wire)
+        if tc is None and (live := self._elsewhere(c.node, to, relayed, size, wire)) is not None:
             return live
         # Store and forward: durably stored first, then acknowledged (SPEC 7.7).
         n, b = self.queued(to)
@@ -296,7 +299,8 @@ class RelayServer:
         below = min(c.in_flight) if c.in_flight else max(known) + 1
         return [DeleteQueued(c.node, known, below), *self._maybe_load(c)]
 
-    def _elsewhere(self, src: str, to: str, env: dict[str, Any], size: int) -> list[Output] | None:
+    def _elsewhere(self, src: str, to: str, env: dict[str, Any], size: int, wire: str
+                   ) -> list[Output] | None:
         return None  # ``to`` is not attached here: a cluster may send it live (or None: store)
 
     # --- store and forward, the shell's side ------------------------------------------------
@@ -348,7 +352,7 @@ class RelayServer:
             self._take_back(dst, 1, size)
         if not ok:
             code = code if code == "queue_full" else "unavailable"
-            return [ToConn(conn, _error(code, f"cannot queue {msg_id} for {dst} now"))
+            return [ToConn(conn, error_frame(code, f"cannot queue {msg_id} for {dst} now"))
                     ] if sender else []
         out: list[Output] = [ToConn(conn, _queued_ack(msg_id))] if sender else []
         if (tc := self._local(dst)) is not None and not duplicate:
@@ -404,10 +408,6 @@ def _add(counts: list[int], n: int, size: int) -> list[int]:
 
 def _queued_ack(msg_id: str) -> str:
     return encode_frame("relay_ack", {"msg_id": msg_id, "status": "queued"})
-
-
-def _error(code: str, message: str) -> str:
-    return error_frame(code, message)
 
 
 def check_relayed(env_obj: object, src: str, to: object) -> dict[str, Any]:

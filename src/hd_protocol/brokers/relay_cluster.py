@@ -52,11 +52,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from ..envelope import envelope_from_obj, wire_size
+from ..envelope import envelope_from_obj
 from ..errors import RemoteProtocolError
 from ..identity import is_node_id
 from .cluster_view import ALIVE_EVERY_MS, INSTANCE_TTL_MS, ToInstance
-from .frames import encode_frame, error_frame
+from .frames import encode_frame, encode_value, error_frame, queued_size
 from .relay import Output, RelayServer, StoreQueued, ToConn
 
 __all__ = ["ALIVE_EVERY_MS", "BUS_PAYLOAD", "BUS_SLACK", "ClaimAttached", "ClusteredRelay",
@@ -166,7 +166,7 @@ class ClusteredRelay(RelayServer):
 
     # --- the sending side -----------------------------------------------------------------
 
-    def _elsewhere(self, sender: str, to: str, relayed: dict[str, Any], size: int
+    def _elsewhere(self, sender: str, to: str, relayed: dict[str, Any], size: int, wire: str
                    ) -> list[Output] | None:
         if size > self.bus_item_bytes:  # within the node's limits: an honest refusal
             return [ToConn(self._attached[sender], error_frame(
@@ -182,8 +182,10 @@ class ClusteredRelay(RelayServer):
         if to in self._owed:  # stored while we knew no instance for it: X loads that first
             self._owed.discard(to)
             out.append(ToInstance(inst, {"t": "note", "to": to}))  # type: ignore[arg-type]
-        out.append(ToInstance(inst, {"t": "relay", "to": to, "from": sender,  # type: ignore[arg-type]
-                                     "envelope": relayed}))
+        message = {"t": "relay", "to": to, "from": sender, "envelope": relayed}
+        encoded = (f'{{"t":"relay","to":{encode_value(to)},"from":{encode_value(sender)},'
+                   f'"envelope":{wire}}}')  # the envelope's encoding spliced in, not redone
+        out.append(ToInstance(inst, message, wire=encoded))  # type: ignore[arg-type]
         return out
 
     def stored(self, conn: int, dst: str, msg_id: str, size: int, ok: bool,
@@ -212,7 +214,7 @@ class ClusteredRelay(RelayServer):
         if type(msg_id) is not str:
             self.junk += 1
             return []
-        size = wire_size(encode_frame("x", {"e": env}))
+        size = queued_size(encode_value(env))
         n, b = self.queued(to)
         self._queued[to] = [n + 1, b + size]
         p = self._pending.setdefault(to, [0, 0])
