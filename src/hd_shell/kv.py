@@ -14,12 +14,21 @@ import collections
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol, TypeVar
 
 import trio
 
-if TYPE_CHECKING:
-    from .cluster import Bus
+from .aiothread import AsyncioThread
+
+T = TypeVar("T")
+
+
+class _Bus(Protocol):
+    """What a bucket needs of ``hd_shell.cluster.Bus`` (which makes the buckets)."""
+
+    _thread: AsyncioThread
+
+    async def _call(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T: ...
 
 WATCH_BATCH = 512  # entries handed to trio per hop
 # In a burst (``Burst``) a change waits WATCH_LINGER_S for more: each hop to trio is a
@@ -71,7 +80,7 @@ class Write:
 
 
 class Bucket:
-    def __init__(self, bus: Bus, name: str, kv: Any) -> None:
+    def __init__(self, bus: _Bus, name: str, kv: Any) -> None:
         self.bus, self.name, self._kv = bus, name, kv
 
     async def get(self, key: str) -> Entry | None:
