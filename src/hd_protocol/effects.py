@@ -63,11 +63,14 @@ class PeerErrorReply:
 
 @dataclass(frozen=True, slots=True)
 class TabEvent:
-    """A /ws frame for every tab subscribed to ``channel`` (SPEC 9)."""
+    """A /ws frame for every tab subscribed to ``channel`` (SPEC 9); with ``only``, for
+    the tabs of those names alone; ``skip`` names tabs that do not get it."""
 
     channel: str
     event: str
     data: dict[str, Any] = field(hash=False)
+    only: frozenset[str] | None = None
+    skip: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,6 +6,7 @@ stalls must not stall the hub or grow memory without limit.
 
 from __future__ import annotations
 
+import json
 import threading
 
 import trio
@@ -27,6 +28,12 @@ async def test_a_tab_that_stops_reading_is_closed_and_the_node_keeps_serving_oth
                     open_timeout=5, ping_interval=None) as slow:
         async with alice.client() as fast:
             await fast.request("collab", "join", {"paneKey": "flood"})
+            # The slow tab has the pane open too (a pane's writes go only to the tabs
+            # that joined it), then reads nothing more.
+            slow.send(json.dumps({"channel": "collab", "event": "join",
+                                  "data": {"paneKey": "flood"}}))
+            await fast.wait_for("collab", "presence", lambda d: d.get("paneKey") == "flood"
+                                and len(d.get("members", [])) == 2)
             rev = 0
             with trio.fail_after(60):
                 while "tab dropped: too slow" not in alice.log_text():

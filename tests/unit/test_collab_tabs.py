@@ -51,6 +51,22 @@ def state(pane: Pane, sharers: tuple[str, ...] = (), members: tuple[str, ...] = 
     return {**pane.op_data(), "sharers": sorted(sharers), "members": sorted(members), **extra}
 
 
+def op_events(pane: Pane, origin: str, *members: str) -> list[TabEvent]:
+    """A write as the tabs get it: ``op`` to the tabs that joined the pane, ``written``
+    (who wrote where, no text) to every other."""
+    d = {**pane.op_data(), "from": origin}
+    written = TabEvent("collab", "written", {k: d[k] for k in ("paneKey", "rev", "author", "from")},
+                       skip=frozenset(members))
+    return [written, *([TabEvent("collab", "op", d, only=frozenset(members))] if members else [])]
+
+
+def state_events(pane: Pane, sharers: tuple[str, ...], members: tuple[str, ...]
+                 ) -> list[TabEvent]:
+    """The machine's ``state`` event as the tabs get it: only those that joined."""
+    return [TabEvent("collab", "state", state(pane, sharers, members), only=frozenset(members))
+            ] if members else []
+
+
 def presence(key: str, *members: str) -> TabEvent:
     return TabEvent("collab", "presence", {"paneKey": key, "members": sorted(members)})
 
@@ -152,16 +168,38 @@ def test_a_write_with_a_req_is_acknowledged_with_the_state_and_without_one_is_no
     new = Pane(KEY, "new", 4, ME, frozenset({P}))
     assert t.command(cmd("op", "w1", paneKey=KEY, baseRev=3, text="new"), "tab-1") == [
         PersistPane(new),
-        TabEvent("collab", "op", {**new.op_data(), "from": ME}),
+        *op_events(new, ME, "tab-1"),
         SendToPeer(P, "collab_op", new.op_data()),
         TabReply("collab", "state", state(new, (P,), ("tab-1",), req="w1")),
     ]
     newer = Pane(KEY, "newer", 5, ME, frozenset({P}))
     assert t.command(cmd("op", paneKey=KEY, baseRev=4, text="newer"), "tab-1") == [
         PersistPane(newer),
-        TabEvent("collab", "op", {**newer.op_data(), "from": ME}),
+        *op_events(newer, ME, "tab-1"),
         SendToPeer(P, "collab_op", newer.op_data()),
     ]
+
+
+def test_a_panes_op_and_state_go_only_to_the_tabs_that_joined_it_the_rest_learn_who_wrote(
+) -> None:
+    pane = Pane("a", "old", 1, P, frozenset({P}))
+    t = joined(tabs(pane, live={P: "trusted"}), ("tab-1", "a"), ("tab-2", "b"), ("tab-3", "a"))
+    out = t.command(cmd("op", paneKey="a", baseRev=1, text="mine"), "tab-2")
+    events = [e for e in out if isinstance(e, TabEvent)]
+    assert [(e.event, e.only, e.skip) for e in events] == [
+        ("written", None, frozenset({"tab-1", "tab-3"})),
+        ("op", frozenset({"tab-1", "tab-3"}), frozenset())]
+    assert "text" not in events[0].data and events[1].data["text"] == "mine"
+    # A peer's write and a change of sharers: the same, whoever made them.
+    theirs = Pane("a", "theirs", 3, P, frozenset({P}))
+    out = t.receive(P, msg("collab_op", theirs.op_data()))
+    assert [(e.event, e.only, e.skip) for e in out if isinstance(e, TabEvent)] == [
+        ("written", None, frozenset({"tab-1", "tab-3"})),
+        ("op", frozenset({"tab-1", "tab-3"}), frozenset())]
+    t.command(cmd("leave", paneKey="a"), "tab-3")
+    out = t.command(cmd("unshare", paneKey="a", node_id=P), "tab-1")
+    assert [(e.event, e.only) for e in out if isinstance(e, TabEvent)] == [
+        ("state", frozenset({"tab-1"})), ("panes", None)]
 
 
 def test_a_rejected_write_is_answered_with_the_rejection_and_no_state() -> None:
@@ -180,7 +218,7 @@ def test_share_and_unshare_are_acknowledged_after_the_pushed_list() -> None:
     shared = Pane(KEY, "t", 1, ME, frozenset({P}))
     assert t.command(cmd("share", "s1", paneKey=KEY, node_id=P), "tab-1") == [
         PersistPane(shared),
-        TabEvent("collab", "state", state(shared, (P,), ("tab-1",))),
+        *state_events(shared, (P,), ("tab-1",)),
         SendToPeer(P, "collab_op", shared.op_data()),
         pushed(item(KEY, 1, ME, (P,), ("tab-1",))),
         TabReply("collab", "state", state(shared, (P,), ("tab-1",), req="s1")),
@@ -191,7 +229,7 @@ def test_share_and_unshare_are_acknowledged_after_the_pushed_list() -> None:
     assert t.command(cmd("share", paneKey=KEY, node_id=P), "tab-1") == []
     assert t.command(cmd("unshare", "u1", paneKey=KEY, node_id=P), "tab-1") == [
         PersistPane(pane),
-        TabEvent("collab", "state", state(pane, (), ("tab-1",))),
+        *state_events(pane, (), ("tab-1",)),
         SendToPeer(P, "collab_leave", {"paneKey": KEY}),
         pushed(item(KEY, 1, ME, (), ("tab-1",))),
         TabReply("collab", "state", state(pane, (), ("tab-1",), req="u1")),
@@ -225,11 +263,11 @@ def test_the_machines_state_events_get_the_members() -> None:
     left = Pane(KEY, "t", 1, ME)
     assert t.receive(P, msg("collab_leave", {"paneKey": KEY})) == [
         PersistPane(left),
-        TabEvent("collab", "state", state(left, (), ("tab-1", "tab-2"))),
+        *state_events(left, (), ("tab-1", "tab-2")),
         pushed(item(KEY, 1, ME, (), ("tab-1", "tab-2"))),
     ]
     assert t.set_room_peers(KEY, [Q]) == [
-        TabEvent("collab", "state", state(left, (Q,), ("tab-1", "tab-2"))),
+        *state_events(left, (Q,), ("tab-1", "tab-2")),
         SendToPeer(Q, "collab_op", left.op_data()),
         pushed(item(KEY, 1, ME, (Q,), ("tab-1", "tab-2"))),
     ]
@@ -243,12 +281,12 @@ def test_panes_is_pushed_when_a_pane_appears_and_never_on_a_mere_write() -> None
     first = Pane("new", "a", 1, ME)
     assert t.command(cmd("op", paneKey="new", baseRev=0, text="a"), None) == [
         PersistPane(first),
-        TabEvent("collab", "op", {**first.op_data(), "from": ME}),
+        *op_events(first, ME),
         pushed(item("new", 1, ME)),
     ]
     second = Pane("new", "b", 2, ME)
     assert t.command(cmd("op", paneKey="new", baseRev=1, text="b"), None) == [
-        PersistPane(second), TabEvent("collab", "op", {**second.op_data(), "from": ME})]
+        PersistPane(second), *op_events(second, ME)]
     # The list pushed last says rev 1; that alone is no reason to push it again.
     assert t.command(cmd("join", paneKey="new"), None) == [
         TabReply("collab", "state", state(second)), presence("new")]
@@ -256,14 +294,13 @@ def test_panes_is_pushed_when_a_pane_appears_and_never_on_a_mere_write() -> None
     theirs = Pane("peer", "x", 1, P, frozenset({P}))
     assert t.receive(P, msg("collab_op", theirs.op_data())) == [
         PersistPane(theirs),
-        TabEvent("collab", "state", state(theirs, (P,))),
-        TabEvent("collab", "op", {**theirs.op_data(), "from": P}),
+        *op_events(theirs, P),  # no tab has it open: no state, no op
         pushed(item("new", 2, ME), item("peer", 1, P, (P,))),
     ]
     # Its next op is a mere write: revisions aside, the list is the one pushed last.
     newer = Pane("peer", "y", 2, P, frozenset({P}))
     assert t.receive(P, msg("collab_op", newer.op_data())) == [
-        PersistPane(newer), TabEvent("collab", "op", {**newer.op_data(), "from": P})]
+        PersistPane(newer), *op_events(newer, P)]
     # Sessions coming and going change no sharers, so nothing is pushed either.
     assert t.session_closed(P) == []
     assert t.session_opened(P, "trusted") == [

@@ -102,7 +102,7 @@ class Features:
                 store.set_read_mark(e.peer_id, e.seq)
                 chats.add(e.peer_id)
             elif isinstance(e, TabEvent):
-                self.bus.publish(e.channel, e.event, e.data)
+                self.bus.publish(e.channel, e.event, e.data, only=e.only, skip=e.skip)
             elif isinstance(e, TabReply):
                 if chats:  # the peers' rows first: an answer implies what it changed
                     self.on_chat_change(chats)

@@ -124,12 +124,16 @@ class TabBus:
         for fn in self._gone:
             fn(tab)
 
-    def publish(self, channel: str, event: str, data: dict[str, Any]) -> None:
-        """One frame to every tab (encoded once, whatever the number of tabs)."""
-        if not self.tabs:
+    def publish(self, channel: str, event: str, data: dict[str, Any], *,
+                only: frozenset[str] | None = None, skip: frozenset[str] = frozenset()
+                ) -> None:
+        """One frame to every tab (encoded once, whatever the number of tabs); with
+        ``only``, to the tabs of those names alone; never to those named in ``skip``."""
+        tabs = [t for t in self.tabs if (only is None or t.name in only) and t.name not in skip]
+        if not tabs:
             return
         text = encode_ws_frame(channel, event, data)
-        for tab in list(self.tabs):
+        for tab in tabs:
             tab.push_text(text)
 
     def _overflowed(self, tab: Tab) -> None:

@@ -251,6 +251,8 @@ export function init(s) {
   store.currentPane = ed.key;
   s.on("collab", "state", onState);
   s.on("collab", "op", onOp);
+  // A write in a pane this tab has not joined: who wrote where, without the text.
+  s.on("collab", "written", (d) => { if (d.paneKey !== ed.key) onOp(d); });
   s.on("collab", "rejected", onRejected);
   s.on("collab", "presence", (d) => { note(d); if (d.paneKey === ed.key) renderEditor(); });
   s.on("collab", "panes", (d) => { for (const p of d.panes || []) note(p); render(); });

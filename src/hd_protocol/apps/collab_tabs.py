@@ -19,6 +19,10 @@ machine's effects with these rules applied (each tested in
   a tab, without its text.
 - Every direct answer (``TabReply``) carries the command's ``req``.
 - ``state`` events of the machine (the sharers changed) get ``members`` too.
+- A pane's ``op`` and ``state`` events go only to the tabs that joined it (its text is
+  for those that show it: a tab with another pane open got every write of every pane).
+  The other tabs get ``written {paneKey, rev, author, from}`` for a write: who wrote
+  where, without the text.
 - ``panes`` is also pushed to every tab (a ``TabEvent``) whenever that list, revisions
   and authors aside, is not the one pushed last: a pane appears, or its sharers or its
   members change — never on a mere write. It follows the effects that changed it and
@@ -138,10 +142,19 @@ class PaneTabs:
         out: list[CollabEffect] = []
         maybe = False
         for e in effects:
-            if isinstance(e, TabEvent) and e.channel == CHANNEL and e.event == "state":
-                e = TabEvent(CHANNEL, "state", {**e.data, "members": self.members(
-                    e.data["paneKey"])})
-                maybe = True
+            if isinstance(e, TabEvent) and e.channel == CHANNEL and e.event in ("state", "op"):
+                members = frozenset(self._members.get(e.data["paneKey"], ()))
+                if e.event == "state":
+                    maybe = True
+                    e = TabEvent(CHANNEL, "state", {**e.data, "members": sorted(members)},
+                                 only=members)
+                else:
+                    out.append(TabEvent(CHANNEL, "written", {
+                        k: e.data[k] for k in ("paneKey", "rev", "author", "from")},
+                        skip=members))
+                    e = TabEvent(CHANNEL, "op", e.data, only=members)
+                if not members:
+                    continue
             elif isinstance(e, PersistPane):
                 maybe |= e.pane.key not in self._listed_keys
             out.append(e)

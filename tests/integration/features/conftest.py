@@ -57,11 +57,16 @@ async def is_down(tab: NodeClient, node_id: str) -> bool:
 
 
 @asynccontextmanager
-async def tabs(*nodes: NodeProcess) -> AsyncIterator[list[NodeClient]]:
+async def tabs(*nodes: NodeProcess, pane: str | None = None) -> AsyncIterator[list[NodeClient]]:
     """One /ws tab per argument (repeat a node for several tabs on it), all closed at
-    the end."""
+    the end; with ``pane``, each has that pane open (a pane's writes go only to the
+    tabs that joined it, as the page joins the pane it shows)."""
     async with AsyncExitStack() as stack:
-        yield [await stack.enter_async_context(node.client()) for node in nodes]
+        opened = [await stack.enter_async_context(node.client()) for node in nodes]
+        if pane is not None:
+            for tab in opened:
+                await tab.request("collab", "join", {"paneKey": pane})
+        yield opened
 
 
 def last_op(tab: NodeClient, key: str) -> Version | None:

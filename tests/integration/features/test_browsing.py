@@ -118,7 +118,10 @@ async def test_the_pane_list_shows_a_shared_pane_with_its_sharers_and_members(
         assert plan == {"paneKey": "plan", "rev": 1, "author": a.node_id,
                         "sharers": [b.node_id], "members": joined["members"]}
         # Sharing is mutual: bob lists it too, shared with alice.
-        await tb.wait_for("collab", "op", lambda d: d["paneKey"] == "plan")
+        # Bob's tab has another pane open: it is told who wrote where, not the text.
+        written = await tb.wait_for("collab", "written", lambda d: d["paneKey"] == "plan")
+        assert written["data"] == {"paneKey": "plan", "rev": 1, "author": a.node_id,
+                                   "from": a.node_id}
         [theirs] = (await tb.request("collab", "list"))["panes"]
         assert (theirs["paneKey"], theirs["rev"], theirs["sharers"]) == (
             "plan", 1, [a.node_id])

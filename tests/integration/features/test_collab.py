@@ -53,7 +53,7 @@ async def test_concurrent_writes_on_one_base_rev_from_both_nodes_converge_on_all
     a, b = await cluster.spawn("alice", "bob")
     await pair(a, b)
     outcomes = []
-    async with tabs(a, a, b, b) as (a1, a2, b1, b2):
+    async with tabs(a, a, b, b, pane=KEY) as (a1, a2, b1, b2):
         every = [a1, a2, b1, b2]
         await _share_and_seed(a1, b.node_id, every, "base")
         pa, pb = SharedPane(a1, KEY), SharedPane(b1, KEY)
@@ -95,7 +95,7 @@ async def test_rejected_write_rebases_and_both_non_overlapping_edits_survive_on_
 ) -> None:
     a, b = await cluster.spawn("alice", "bob")
     await pair(a, b)
-    async with tabs(a, a, b, b) as (a1, a2, b1, b2):
+    async with tabs(a, a, b, b, pane=KEY) as (a1, a2, b1, b2):
         every = [a1, a2, b1, b2]
         await _share_and_seed(a1, b.node_id, every, "alpha beta gamma")
         pa, pb = SharedPane(a1, KEY), SharedPane(b1, KEY)
@@ -125,7 +125,7 @@ async def test_two_tabs_writing_on_one_base_rev_one_is_rejected_and_rebased_noth
 ) -> None:
     a, b = await cluster.spawn("alice", "bob")
     await pair(a, b)
-    async with tabs(a, a, b) as (a1, a2, b1):
+    async with tabs(a, a, b, pane=KEY) as (a1, a2, b1):
         every = [a1, a2, b1]
         await _share_and_seed(a1, b.node_id, every, "one two three")
         p1, p2 = SharedPane(a1, KEY), SharedPane(a2, KEY)
@@ -152,7 +152,7 @@ async def test_pane_shared_along_a_chain_converges_on_all_three_whoever_writes(
     a, b, c = await cluster.spawn("alice", "bob", "carol")
     await pair(a, b)
     await pair(b, c)  # alice and carol never pair
-    async with tabs(a, b, c) as every:
+    async with tabs(a, b, c, pane=KEY) as every:
         ta, tb, tc = every
         assert await peer_of(ta, c.node_id) is None
         assert await peer_of(tc, a.node_id) is None
@@ -219,6 +219,8 @@ async def test_peer_neither_trusted_nor_sharer_cannot_write_a_pane_until_it_is_s
         result.update(await trio.to_thread.run_sync(run_guest))
 
     async with tabs(host) as (t,):
+        for key in ("private", "open"):  # the host's tab has both open: it would see a write
+            await t.request("collab", "join", {"paneKey": key})
         async with trio.open_nursery() as n:
             n.start_soon(guest_side)
             ev = await t.wait_for("network", "peer_update",
