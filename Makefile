@@ -49,8 +49,9 @@ $(AXE): | $(STAMP)
 	npm install --prefix $(BROWSER_DEPS) --no-audit --no-fund --no-save --loglevel=error axe-core@4
 	@test -f $@
 
-# `make run [NAME=alice] [DATA_DIR=dir]`: the node creates its data directory itself,
-# 0700 with any missing parent (default data/node); NAME names it (without NAME it keeps
+# `make run [NAME=alice] [DATA_DIR=dir] [UI_PORT=p] [PEER_PORT=p]`: the node creates its
+# data directory itself, 0700 with any missing parent (default data/node); a default
+# port (8765, 8766) that is taken is replaced by a free one, and the run says so; NAME names it (without NAME it keeps
 # the name it was given last, from a tab or an earlier NAME). `hd-node ui` prints the
 # URL only once it has checked that the node answering is the one this run started
 # (node.json names its pid): a second `make run` on a directory in use stops with the
@@ -60,11 +61,21 @@ $(AXE): | $(STAMP)
 # waits for the graceful stop and ends with the node's exit code (0), so make prints no
 # error — GNU make itself still dies of the SIGINT it got, as it always does, which is
 # how a calling shell knows it was interrupted. A SIGTERM to make is passed on.
+# Whether HOST:PORT can be bound now (`make run` takes a free port when a default is taken).
+FREE_PORT = $(BIN)/python -c 'import socket,sys; socket.socket().bind((sys.argv[1], int(sys.argv[2])))' 2>/dev/null
+
 run: $(STAMP)
 	@pid=; trap 'for i in 1 2 3 4 5 6 7 8 9 10; do kill -INT $$pid 2>/dev/null || break; \
 	  sleep 0.5; done; wait $$pid; exit $$?' INT; \
 	trap 'kill -TERM $$pid 2>/dev/null; wait $$pid; exit $$?' TERM; \
 	set --; [ -z "$$NAME" ] || set -- --name "$$NAME"; \
+	ui="$(UI_PORT)"; peer="$(PEER_PORT)"; \
+	if [ -z "$$ui$$HD_UI_PORT" ] && ! $(FREE_PORT) "$${HD_UI_HOST:-127.0.0.1}" 8765; then ui=0; \
+	  echo "port 8765 is in use: this node's UI takes a free port (or set UI_PORT=)"; fi; \
+	if [ -z "$$peer$$HD_PEER_PORT" ] && ! $(FREE_PORT) "$${HD_PEER_HOST:-0.0.0.0}" 8766; then peer=0; \
+	  echo "port 8766 is in use: this node's peer listener takes a free port (or set PEER_PORT=)"; fi; \
+	[ -z "$$ui" ] || set -- "$$@" --ui-port "$$ui"; \
+	[ -z "$$peer" ] || set -- "$$@" --peer-port "$$peer"; \
 	$(BIN)/hd-node run --data-dir "$(DATA_DIR)" "$$@" & pid=$$!; \
 	for i in $$(seq 150); do \
 	  kill -0 $$pid 2>/dev/null || { wait $$pid; exit $$?; }; \
@@ -73,7 +84,10 @@ run: $(STAMP)
 	  sleep 0.2; done; \
 	[ -n "$$url" ] || url="(not answering yet; ask: $(BIN)/hd-node ui --data-dir $(DATA_DIR))"; \
 	echo; echo "  hd fabric node is running. Open the UI:"; \
-	echo "  $$url"; echo "  (Ctrl-C stops it)"; echo; \
+	echo "  $$url"; \
+	peer_url=$$($(BIN)/python -c 'import json,sys; print(json.load(open(sys.argv[1]))["peer_url"])' \
+	  "$(DATA_DIR)/node.json" 2>/dev/null) && echo "  peers dial it at $$peer_url"; \
+	echo "  (Ctrl-C stops it)"; echo; \
 	wait $$pid
 
 demo: $(STAMP)

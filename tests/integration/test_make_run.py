@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -133,3 +134,74 @@ def test_make_run_names_the_node_keeps_its_data_private_and_stops_cleanly_on_ctr
     ident = subprocess.run([str(HD_NODE), "id", "--data-dir", str(data)], env=_env(),
                            capture_output=True, text=True, timeout=30, check=True)
     assert json.loads(ident.stdout)["name"] == "alice smith"
+
+
+def _hold(port: int) -> socket.socket | None:
+    """Take 127.0.0.1:``port`` for the test (None: something else has it already)."""
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", port))
+    except OSError:
+        s.close()
+        return None
+    s.listen()
+    return s
+
+
+def test_two_make_runs_where_the_default_ports_are_taken_give_two_nodes_that_pair(
+    tmp_path: Path,
+) -> None:
+    """As a newcomer tries it: a second node on the same machine (the README's three
+    lines). The default ports are taken (held here): each run says so and takes free
+    ones, and the two nodes pair with ``hd-node invite`` / ``hd-node pair``."""
+    held = [_hold(8765), _hold(8766)]
+    env = {k: v for k, v in _env().items() if k not in ("HD_UI_PORT", "HD_PEER_PORT")}
+    runs: list[tuple[subprocess.Popen[str], Output]] = []
+    try:
+        for name in ("alice", "bob"):
+            proc = subprocess.Popen(
+                ["make", "--no-print-directory", "-o", ".venv/.installed", "run",
+                 f"NAME={name}", f"DATA_DIR={tmp_path / name}"],
+                cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+            runs.append((proc, Output(proc)))
+        infos = []
+        for (_, out), name in zip(runs, ("alice", "bob"), strict=True):
+            out.wait_for("(Ctrl-C stops it)", START_TIMEOUT)
+            assert "port 8765 is in use: this node's UI takes a free port" in out.text
+            assert "port 8766 is in use: this node's peer listener takes a free port" in out.text
+            info = json.loads((tmp_path / name / "node.json").read_text())
+            assert ":8765/" not in info["ui_url"] and ":8766/" not in info["peer_url"]
+            assert f"peers dial it at {info['peer_url']}" in out.text
+            infos.append(info)
+
+        def cli(*args: str) -> str:
+            return subprocess.run([str(HD_NODE), *args], env=env, capture_output=True,
+                                  text=True, timeout=30, check=True).stdout
+
+        invite = cli("invite", "--data-dir", str(tmp_path / "alice")).strip()
+        paired = json.loads(cli("pair", "--data-dir", str(tmp_path / "bob"), invite))
+        assert paired["ok"] and paired["peer"]["node_id"] == infos[0]["node_id"]
+        deadline = time.monotonic() + 10
+        while True:
+            peers = json.loads(cli("peers", "--data-dir", str(tmp_path / "alice")))
+            if [(p["node_id"], p["status"]) for p in peers] == [
+                    (infos[1]["node_id"], "connected")]:
+                break
+            assert time.monotonic() < deadline, peers
+            time.sleep(0.1)
+        for proc, out in runs:
+            os.killpg(proc.pid, signal.SIGINT)
+            proc.wait(timeout=STOP_TIMEOUT)
+            out.join(STOP_TIMEOUT)
+            assert proc.returncode in (0, -signal.SIGINT), out.text
+            assert "Error" not in out.text and "Traceback" not in out.text, out.text
+    finally:
+        for proc, out in runs:
+            _stop(proc)
+            out.join(STOP_TIMEOUT)
+            assert proc.stdout is not None
+            proc.stdout.close()
+        for s in held:
+            if s is not None:
+                s.close()
