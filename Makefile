@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DATA_DIR ?= data/node
 
-.PHONY: run demo test lint typecheck unit fuzz mutation bench clean venv browser-deps coturn \
+.PHONY: run demo test check lint typecheck unit fuzz mutation bench clean venv browser-deps coturn \
 	webrtc-deps
 
 $(STAMP): pyproject.toml
@@ -102,10 +102,19 @@ typecheck: $(STAMP)
 # Two workers (most tests wait on sockets and timers, not the CPU), then the mDNS tests
 # alone: they share the host's multicast group with every node another test starts.
 unit: $(STAMP) browser-deps coturn webrtc-deps
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile -m "not lan"
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile -m "not lan" --durations=15
 	$(BIN)/python -m pytest -q -m lan
 
 test: lint typecheck unit
+
+# The edit-test loop: lint, types and the suites that need no process, socket or
+# server (the sans-IO core's unit and property tests, the vectors, the layer rules,
+# the docs' examples) — under a minute. `make test` is still the one that runs all.
+SANS_IO_SUITES := tests/unit tests/property tests/test_vectors.py tests/test_purity.py \
+	tests/test_architecture.py tests/test_protocol_doc.py tests/test_module_paths.py \
+	tests/test_readme.py
+check: lint typecheck
+	$(BIN)/python -m pytest -q -n 2 $(SANS_IO_SUITES)
 
 fuzz: $(STAMP)
 	$(BIN)/python -c 'import atheris' 2>/dev/null || $(BIN)/python -m pip install -q -e '.[fuzz]'
