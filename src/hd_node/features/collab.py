@@ -104,7 +104,7 @@ class Features:
             elif isinstance(e, TabEvent):
                 self.bus.publish(e.channel, e.event, e.data, only=e.only, skip=e.skip)
             elif isinstance(e, TabReply):
-                if chats:  # the peers' rows first: an answer implies what it changed
+                if chats:  # noted before the answer (the rows follow at the next tick)
                     self.on_chat_change(chats)
                     chats = set()
                 if tab is not None:

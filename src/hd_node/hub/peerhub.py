@@ -133,6 +133,7 @@ class PeerHub:
         self.reconnector.start_all()
         async with trio.open_nursery() as n:
             n.start_soon(self.peers.monitor.run)
+            n.start_soon(self.peers.run_chat_pushes)
             task_status.started()
             await trio.sleep_forever()
 

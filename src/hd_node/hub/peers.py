@@ -14,6 +14,8 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+import trio
+
 from hd_protocol import Identity, Policy, ProtocolError
 from hd_protocol.apps.chat import ChatLog
 from hd_protocol.apps.ws import check_node_name
@@ -32,6 +34,11 @@ from .sessions import SessionRegistry
 from .tabbus import TabBus
 
 log = logging.getLogger("hd_node.peers")
+
+# A burst of chat messages (or of their statuses) from one peer pushes its row once per
+# tick, not once per message: with a few tabs open, the pushes were most of what a
+# message cost the node.
+CHAT_TICK_S = 0.05
 
 
 class Peers:
@@ -59,6 +66,8 @@ class Peers:
         # Dials under way per peer: (kind, address) -> when the ladder step started.
         self._dialing: dict[str, dict[tuple[str, str], int]] = {}
         self._chat_shown: dict[str, tuple[int, dict[str, Any] | None]] = {}
+        self._chat_pending: set[str] = set()  # rows to push at the next tick
+        self._chat_wake = trio.Event()
         sessions.route("presence", self._on_presence)
         sessions.listen(self)
         self.monitor = PeerMonitor(sessions, bus, metrics, limits=limits)
@@ -128,14 +137,27 @@ class Peers:
         self.candidates = candidates
 
     def chat_changed(self, peer_ids: set[str]) -> None:
-        """Conversations changed (``Features.on_chat_change``): push the rows whose
-        ``unread`` or ``last_message`` now read differently — not one per status change
-        of an older message (a reconnect may flush thousands)."""
-        for peer in sorted(peer_ids):
-            shown = (self.chat.unread(peer), self.chat.last_message(peer))
-            if self._chat_shown.get(peer) != shown:
-                self._chat_shown[peer] = shown
-                self.peer_update(peer)
+        """Conversations changed (``Features.on_chat_change``): the rows of these peers
+        are pushed at the next tick (``run_chat_pushes``), once each however many
+        messages came meanwhile, and only if ``unread`` or ``last_message`` now read
+        differently — not one per status change of an older message (a reconnect may
+        flush thousands)."""
+        if peer_ids:
+            self._chat_pending |= peer_ids
+            self._chat_wake.set()
+
+    async def run_chat_pushes(self) -> None:
+        """Push the rows ``chat_changed`` noted, every ``CHAT_TICK_S`` at most."""
+        while True:
+            await self._chat_wake.wait()
+            self._chat_wake = trio.Event()
+            await trio.sleep(CHAT_TICK_S)
+            pending, self._chat_pending = self._chat_pending, set()
+            for peer in sorted(pending):
+                shown = (self.chat.unread(peer), self.chat.last_message(peer))
+                if self._chat_shown.get(peer) != shown:
+                    self._chat_shown[peer] = shown
+                    self.peer_update(peer)
 
     def ladder_step(self, step: dict[str, Any]) -> None:
         """A join-ladder step (``Connector.on_step``): keeps ``connecting`` up to date,

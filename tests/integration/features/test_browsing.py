@@ -126,3 +126,27 @@ async def test_the_pane_list_shows_a_shared_pane_with_its_sharers_and_members(
         assert (theirs["paneKey"], theirs["rev"], theirs["sharers"]) == (
             "plan", 1, [a.node_id])
 
+
+
+async def test_a_burst_of_chat_messages_pushes_the_peers_row_once_per_tick_not_per_message(
+    cluster: Cluster,
+) -> None:
+    """A peer's row (``peer_update``, with ``unread`` and ``last_message``) follows a
+    burst of messages in a few pushes, the last one right (issue 20: per message, the
+    pushes to every tab were most of what a chat message cost the node)."""
+    a, b = await cluster.spawn("alice", "bob")
+    await pair(a, b)
+    n = 60
+    async with tabs(a, b) as (ta, tb):
+        mark = tb.mark()
+        for i in range(n):  # a burst: the answers are not waited for
+            await ta.send("peerchat", "send", {"node_id": b.node_id, "text": f"m{i}"})
+        row = await tb.wait_for("network", "peer_update", lambda d: d["peer"]["node_id"]
+                                == a.node_id and (d["peer"]["last_message"] or {}).get(
+                                    "text") == f"m{n - 1}", since=mark, timeout=20)
+        assert row["data"]["peer"]["unread"] == n
+        rows = [ev for ev in list(tb.events)[mark:] if ev["event"] == "peer_update"
+                and ev["data"]["peer"]["node_id"] == a.node_id]
+        messages = [ev for ev in list(tb.events)[mark:] if ev["event"] == "message"]
+        assert len(messages) == n
+        assert len(rows) <= n // 3, [r["data"]["peer"]["unread"] for r in rows]
