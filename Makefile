@@ -135,6 +135,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_link.py
 	$(BIN)/python bench/bench_chat.py
 	$(BIN)/python bench/bench_relay.py
+	$(BIN)/python bench/bench_relay_broker.py
 	$(BIN)/python bench/bench_ladder.py
 	$(BIN)/python bench/bench_lobby.py
 
