@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -160,6 +161,34 @@ def _fast_fields(env: Envelope) -> tuple[str, str, str, str, str] | None:
             "null" if dst is None else f'"{dst}"',
         )
     return None
+
+
+def with_ttl(text: str, obj: Mapping[str, Any], ttl: int) -> str | None:
+    """``text`` with its ``ttl`` made ``ttl``, the rest untouched — ``text`` being the wire
+    text an envelope was decoded from (strictly: no key twice) and ``obj`` what it was
+    decoded to (any ``ttl``: only the other fields are read). Only when ``text`` begins
+    as ``encode_envelope`` writes one, up to and with ``"ttl":N,``: those are the first
+    tokens of the object, so that ``N`` is its one top-level ``ttl``. Else None (encode
+    the object instead)."""
+    v, t, mid, r, src, dst, ts = (obj.get(k) for k in FIELDS[:7])
+    if not (type(v) is int and type(ts) is int and all(
+            type(x) is str and x.isascii() and x.isalnum() for x in (mid, src))
+            and type(t) is str and t.isascii() and t.isidentifier()
+            and all(x is None or (type(x) is str and x.isascii() and x.isalnum())
+                    for x in (r, dst))):
+        return None
+    re_, dst_ = "null" if r is None else f'"{r}"', "null" if dst is None else f'"{dst}"'
+    head = (f'{{"v":{v},"type":"{t}","msg_id":"{mid}","re":{re_},"src":"{src}",'
+            f'"dst":{dst_},"ts":{ts},"ttl":')
+    if not text.startswith(head):
+        return None
+    at = len(head)
+    end = at
+    while end < len(text) and text[end].isascii() and text[end].isdigit():
+        end += 1
+    if end == at or end >= len(text) or text[end] != ",":
+        return None
+    return f"{head}{ttl}{text[end:]}"
 
 
 def signing_bytes(env: Envelope) -> bytes:

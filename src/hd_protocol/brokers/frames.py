@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..cjson import canonical_json, loads_strict
-from ..envelope import wire_size
+from ..envelope import wire_size, with_ttl
 from ..errors import CanonicalError, RemoteProtocolError
 from ..identity import Identity, b64decode_strict, b64encode, node_id_for, verify_signature
 
@@ -41,6 +41,26 @@ def encode_frame(type_: str, fields: Mapping[str, Any] | None = None) -> str:
 def encode_value(value: Any) -> str:
     """``value`` as ``encode_frame`` writes it inside a frame."""
     return _encoder.encode(value)
+
+
+def relayed_wire(frame: str | bytes, to: str, relayed: Mapping[str, Any]) -> str:
+    """The envelope of the ``relay {to, envelope}`` frame ``frame`` (decoded and checked:
+    ``relayed`` is its envelope with ``ttl`` lowered), as the text to pass on. A frame
+    laid out as nodes write it (``relay_frame`` around ``encode_envelope``) keeps the
+    sender's text but for the new ``ttl``: the envelope is not encoded a second time (it
+    was most of what a relay spent on one). Anything else is encoded from ``relayed``."""
+    head = f'{{"type":"relay","to":"{to}","envelope":'
+    if isinstance(frame, str) and frame.startswith(head) and frame.endswith("}"):
+        spliced = with_ttl(frame[len(head):-1], relayed, relayed["ttl"])
+        if spliced is not None:
+            return spliced
+    return encode_value(relayed)
+
+
+def relay_delivery(src: str, envelope_wire: str) -> str:
+    """``encode_frame("relay", {"from": src, "envelope": …})`` around an envelope's
+    text (``src``: a checked node id)."""
+    return f'{{"type":"relay","from":"{src}","envelope":{envelope_wire}}}'
 
 
 def queued_size(envelope_wire: str) -> int:

@@ -44,10 +44,11 @@ from .frames import (
     check_identity_proof,
     decode_frame,
     encode_frame,
-    encode_value,
     error_frame,
     fields,
     queued_size,
+    relay_delivery,
+    relayed_wire,
 )
 
 FRAME_SLACK = 4096  # a relay frame is an envelope and a few members around it
@@ -159,8 +160,7 @@ class RelayServer:
         return list(self._attached)  # every node attached here
 
     def queued(self, node: str) -> tuple[int, int]:
-        n, b = self._queued.get(node, (0, 0))
-        return n, b
+        return (q[0], q[1]) if (q := self._queued.get(node)) else (0, 0)
 
     def in_flight(self) -> frozenset[int]:
         """Delivered, not acknowledged: a purge leaves these to their ack (no double count)."""
@@ -213,7 +213,7 @@ class RelayServer:
                     raise RemoteProtocolError("unregistered", "attach first")
                 return self._on_attach(c, frame)
             if t == "relay":
-                return self._on_relay(c, frame, wall)
+                return self._on_relay(c, frame, wall, text)
             if t == "ack":
                 return self._on_ack(c, frame)
             raise RemoteProtocolError("bad_request", f"no frame {t} here")
@@ -252,16 +252,16 @@ class RelayServer:
         out.append(ToConn(c.id, encode_frame("attached", {"queued": n})))
         return out + self._maybe_load(c)
 
-    def _on_relay(self, c: _Conn, frame: dict[str, Any], wall: int) -> list[Output]:
+    def _on_relay(self, c: _Conn, frame: dict[str, Any], wall: int, text: str | bytes
+                  ) -> list[Output]:
         fields(frame, ("to", "envelope"))
-        to = frame["to"]
-        env_obj = frame["envelope"]
+        to, env_obj = frame["to"], frame["envelope"]
         assert c.node is not None
         relayed = check_relayed(env_obj, c.node, to)
         tc = self._local(to)
+        wire = relayed_wire(text, to, relayed)  # once: for the receiver, a size, the bus
         if tc is not None and not tc.congested and self.queued(to)[0] == 0:
-            return [ToConn(tc.id, encode_frame("relay", {"from": c.node, "envelope": relayed}))]
-        wire = encode_value(relayed)  # once: for its size, and for another instance
+            return [ToConn(tc.id, relay_delivery(c.node, wire))]
         size = queued_size(wire)
         if tc is None and (live := self._elsewhere(c.node, to, relayed, size, wire)) is not None:
             return live
