@@ -60,7 +60,7 @@ ODD_LAYOUTS = [
     lambda e: '{"data":{"ttl":99},' + e[1:].replace(',"data":{}', ""),
     # spaces after the separators: decodes the same, begins differently
     lambda e: e.replace('","', '", "'),
-    # a ttl with leading zeros is not JSON: refused before; here, its own digits
+    # a space between the ttl's digits and the next comma: the splice needs the comma
     lambda e: e.replace(',"seq":', ' ,"seq":'),
 ]
 
@@ -74,6 +74,7 @@ def test_a_frame_not_laid_out_as_nodes_write_it_is_encoded_again_never_spliced_w
                                       dst=b.node_id, ts=5, ttl=7, data={}), a)
     text = ODD_LAYOUTS[layout](encode_envelope(env))
     frame = f'{{"type":"relay","to":"{b.node_id}","envelope":{text}}}'
+    assert with_ttl(text, json.loads(text), 6) is None  # not spliced: encoded again
     out_env, wire = relayed(frame)
     assert json.loads(wire) == out_env and out_env["ttl"] == 6
     assert json.loads(wire)["data"] == json.loads(text)["data"]
