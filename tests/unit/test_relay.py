@@ -855,3 +855,28 @@ def test_every_accepted_envelope_arrives_once_in_send_order(
     repeats = [m for m in set(received) if received.count(m) > 1]
     assert set(repeats) <= may_repeat
     assert b.stored(dst.node_id) == [] and b.server.queued(dst.node_id) == (0, 0)
+
+
+@settings(max_examples=300, deadline=None)
+@given(at=st.integers(0, 10_000), char=st.sampled_from(list('0123456789",:{} x\\"t')),
+       cut=st.booleans())
+def test_a_mangled_relay_frame_never_breaks_the_relay_and_what_passes_is_what_was_sent(
+    at: int, char: str, cut: bool,
+) -> None:
+    """One character of a standard ``relay`` frame replaced or cut, anywhere: the relay
+    answers (or refuses) and stays up, and what it passes on is the frame's own envelope
+    with ``ttl`` lowered — never a splice that put the new ttl somewhere else."""
+    alice, bob = ident("alice"), ident("bob")
+    b = broker()
+    b.attach(1, alice)
+    b.attach(2, bob)
+    b.take(1), b.take(2)
+    frame = relay_frame(bob.node_id, wire(alice, bob.node_id, 3, ttl=5, text='"ttl":5,'))
+    i = at % len(frame)
+    mangled = frame[:i] + ("" if cut else char) + frame[i + 1:]
+    b.send(1, mangled)
+    for f in b.take(2):
+        sent = json.loads(mangled)["envelope"]
+        assert f == {"type": "relay", "from": alice.node_id,
+                     "envelope": {**sent, "ttl": sent["ttl"] - 1}}
+    assert 1 not in b.closed or b.closed[1].code == 1008  # at worst: bad frames, closed
