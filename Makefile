@@ -99,11 +99,11 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict src
 
-# Two workers (most tests wait on sockets and timers, not the CPU), then the mDNS tests
-# alone: they share the host's multicast group with every node another test starts.
+# Three workers (most tests wait on sockets and timers, not the CPU) and, at the same
+# time, the mDNS tests alone in a network namespace of their own: they share the host's
+# multicast group with every node another test starts (tools/run_tests.sh).
 unit: $(STAMP) browser-deps coturn webrtc-deps
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile -m "not lan" --durations=15
-	$(BIN)/python -m pytest -q -m lan
+	sh tools/run_tests.sh $(BIN)/python
 
 test: lint typecheck unit
 
