@@ -56,6 +56,7 @@ class Settings:
     allow_remote_agent: bool = False
     remote_agent_mode: str = "plan"  # plan | acceptEdits | autonomous; others mean plan
     agent_timeout_s: float = 120.0
+    agent_task_retention_s: float = 24 * 3600.0  # finished agent tasks are kept this long
     log_level: str = "INFO"
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -74,6 +75,8 @@ class Settings:
                      "write_timeout_s", "chat_ack_timeout_s", "agent_timeout_s"):
             if not 0.05 <= getattr(self, name) <= 3600:
                 raise ConfigError(f"{name} must be between 0.05 and 3600 seconds")
+        if not 1 <= self.agent_task_retention_s <= 30 * 86400:
+            raise ConfigError("agentTaskRetention must be between 1 s and 30 days (in s)")
         for name, key in (("lobby_url", "lobbyUrl"), ("relay_url", "relayUrl")):
             url_list(getattr(self, name), key)
         if self.agent_backend:
@@ -170,6 +173,7 @@ _FILE_KEYS = {
     "allowRemoteAgent": "allow_remote_agent",
     "remoteAgentMode": "remote_agent_mode",
     "agentTimeout": "agent_timeout_s",
+    "agentTaskRetention": "agent_task_retention_s",
 }
 _ENV_KEYS = {
     "HD_NODE_NAME": "node_name",

@@ -43,6 +43,7 @@ from .discovery.lobby import LobbyLink
 from .failover import relay_urls_for
 from .features import bench
 from .features.agent_backends import backend_from_spec
+from .features.agent_tasks import AgentTasks
 from .features.agents import AgentRuntime
 from .features.collab import Features
 from .hub.linkdriver import LinkLimits
@@ -146,6 +147,7 @@ class Parts:
     reflexive: Reflexive | None
     features: Features
     agents: AgentRuntime
+    agent_tasks: AgentTasks
     lobby: LobbyLink
     lan: LanDiscovery | None
     commands: Commands
@@ -192,6 +194,7 @@ class Parts:
             await n.start(self.hub.run)
             n.start_soon(self.features.run_timers)
             n.start_soon(self.agents.run_timers)
+            n.start_soon(self.agent_tasks.run)
             if self.reflexive is not None:
                 n.start_soon(self.reflexive.run)
             n.start_soon(self._run_lobby)
@@ -287,6 +290,9 @@ def compose(identity: Identity, settings: Settings, store: NodeStore, metrics: N
                           mode=settings.remote_agent_mode,
                           timeout_ms=int(settings.agent_timeout_s * 1000), rng=rng,
                           tasks=tasks)
+    agent_tasks = AgentTasks(agents, hub.bus, store, tasks, rng=rng,
+                             retention_ms=int(settings.agent_task_retention_s * 1000),
+                             timeout_ms=int(settings.agent_timeout_s * 1000))
     lobby = LobbyLink(identity, trust=hub.trust, connector=hub.connector, peers=hub.peers,
                       bus=hub.bus, limits=limits, rng=rng, node_name=node_name,
                       capabilities=capabilities, urls=settings.lobby_urls,
@@ -304,11 +310,11 @@ def compose(identity: Identity, settings: Settings, store: NodeStore, metrics: N
         hub.transports.add(lan_transport(direct))
     commands = Commands(node_id=identity.node_id, peers=hub.peers, pairing=hub.pairing,
                         connector=hub.connector, features=features, sessions=hub.sessions,
-                        lobby=lobby, agents=agents,
+                        lobby=lobby, agent_tasks=agent_tasks,
                         lan_peers=lan.answer if lan is not None else None)
     hub.sessions.route("bench_echo", bench.answer)
     return Parts(identity, store, tasks, hub, direct, relay, webrtc, reflexive, features,
-                 agents, lobby, lan, commands)
+                 agents, agent_tasks, lobby, lan, commands)
 
 
 class Node:

@@ -1,4 +1,5 @@
-"""The node's one SQLite database (WAL): peers, invites, panes, chats, own settings.
+"""The node's one SQLite database (WAL): peers, invites, panes, chats, agent tasks, own
+settings.
 
 Only this class opens the database. Each logical write is one transaction. Invite
 tokens are never stored, only their SHA-256; lookups go by hash and the final
@@ -16,7 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,6 +72,18 @@ CREATE TABLE IF NOT EXISTS chat_read (
 CREATE TABLE IF NOT EXISTS node_settings (
     key          TEXT PRIMARY KEY,
     value        TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS agent_tasks (
+    id           TEXT PRIMARY KEY,
+    created      INTEGER NOT NULL,
+    meta         TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS agent_task_events (
+    task_id      TEXT NOT NULL REFERENCES agent_tasks (id) ON DELETE CASCADE,
+    seq          INTEGER NOT NULL,
+    event        TEXT NOT NULL,
+    data         TEXT NOT NULL,
+    PRIMARY KEY (task_id, seq)
 );
 CREATE TABLE IF NOT EXISTS invites (
     token_hash   TEXT PRIMARY KEY,
@@ -357,6 +370,35 @@ class NodeStore:
     def load_read_marks(self) -> dict[str, int]:
         cur = self._db.execute("SELECT peer_id, seq FROM chat_read")
         return {r[0]: r[1] for r in cur.fetchall()}
+
+    # --- agent tasks (hd_protocol.apps.agent_tasks) -------------------------------------
+
+    def save_task(self, task_id: str, created: int, meta: dict[str, Any],
+                  events: Iterable[tuple[int, str, Mapping[str, Any]]]) -> None:
+        """The task's row (``meta``: its summary fields) and new events to append."""
+        with self._tx():
+            self._db.execute(
+                "INSERT INTO agent_tasks (id, created, meta) VALUES (?, ?, ?)"
+                " ON CONFLICT(id) DO UPDATE SET meta = excluded.meta",
+                (task_id, created, json.dumps(meta)))
+            self._db.executemany(
+                "INSERT OR IGNORE INTO agent_task_events (task_id, seq, event, data)"
+                " VALUES (?, ?, ?, ?)",
+                [(task_id, seq, event, json.dumps(dict(data))) for seq, event, data in events])
+
+    def drop_tasks(self, task_ids: Sequence[str]) -> None:
+        with self._tx():
+            self._db.executemany("DELETE FROM agent_tasks WHERE id = ?",
+                                 [(t,) for t in task_ids])
+
+    def load_tasks(self) -> list[tuple[str, dict[str, Any], list[tuple[str, Any]]]]:
+        """Every task, oldest first: (id, meta, [(event, data)] in sequence order)."""
+        events: dict[str, list[tuple[str, Any]]] = {}
+        for task_id, event, data in self._db.execute(
+                "SELECT task_id, event, data FROM agent_task_events ORDER BY task_id, seq"):
+            events.setdefault(task_id, []).append((event, json.loads(data)))
+        rows = self._db.execute("SELECT id, meta FROM agent_tasks ORDER BY created, rowid")
+        return [(r[0], json.loads(r[1]), events.get(r[0], [])) for r in rows.fetchall()]
 
 
 def stored_setting(path: Path, key: str) -> str | None:

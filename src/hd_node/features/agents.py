@@ -50,7 +50,6 @@ from ..errors import HubError
 from ..hub.linkdriver import LinkDriver
 from ..hub.peers import Peers
 from ..hub.sessions import SessionRegistry
-from ..hub.tabbus import Tab
 from ..hub.tasks import Tasks
 from .agent_backends import (
     AgentBackend,
@@ -74,8 +73,8 @@ ASK_PEER = Tool(
      "required": ["peerId", "prompt"], "additionalProperties": False}, read_only=False)
 TOOLS = (LIST_PEERS, ASK_PEER)
 EDIT_TOOLS: frozenset[str] = frozenset()  # tools that only edit this node's own state
-LOCAL_TURNS_PER_TAB = 4
 MAX_TOOL_CONTENT = 64 * 1024
+Show = Callable[[str, dict[str, Any]], None]  # a turn's tokens, tool calls and results
 
 
 def allowed(tool: Tool, mode: str) -> bool:
@@ -111,7 +110,6 @@ class AgentRuntime:
         self.tasks = tasks
         self._waiters: dict[str, _Waiter] = {}  # call id -> waiter
         self._remote: dict[tuple[str, str], trio.CancelScope] = {}  # (peer, rid) -> turn
-        self._local: dict[tuple[int, str], trio.CancelScope] = {}  # (tab, turn id)
         self._timer_changed = trio.Event()
         for t in AGENT_TYPES:
             sessions.route(t, self._on_message)
@@ -280,77 +278,32 @@ class AgentRuntime:
         if not scope.cancelled_caught:
             self.apply(self.machine.turn_finished(e.peer_id, e.request_id, ok, text, error))
 
-    # --- a person's turns (/ws agent channel) ---------------------------------------------
+    # --- a person's turns (run as tasks: hd_node.features.agent_tasks) ---------------
 
-    async def ask(self, tab: Tab | None, turn_id: str, prompt: str) -> bool:
-        """A local turn for a tab: tokens, tool calls and results, the answer. Returns
-        whether it answered (an ``error`` event says why not)."""
+    async def own_turn(self, turn_id: str, prompt: str, show: Show) -> str:
+        """A turn of this node's own agent for a person: tokens, tool calls and their
+        results go to ``show``; the answer is returned (``HubError`` says why not)."""
         backend = self.backend
+        if backend is None:
+            raise HubError("unsupported", "this node has no agent backend "
+                                          "(hd-node run --agent-backend ...)")
 
-        async def body(show: Callable[[str, dict[str, Any]], None]) -> str:
-            if backend is None:
-                raise HubError("unsupported", "this node has no agent backend "
-                                              "(hd-node run --agent-backend ...)")
+        async def emit(delta: str) -> None:
+            show("token", {"delta": delta})
 
-            async def emit(delta: str) -> None:
-                show("token", {"delta": delta})
-
-            turn = Turn(turn_id, prompt, TOOLS, "autonomous")
-            try:
-                return await backend.run_turn(turn, emit, self._tools("autonomous", (), show))
-            except BackendError as exc:
-                raise HubError("backend", str(exc)) from None
-
-        return await self._local_turn(tab, turn_id, prompt, body)
-
-    async def ask_peer(self, tab: Tab | None, turn_id: str, peer_id: str,
-                       prompt: str) -> bool:
-        """A person asks a peer's agent directly: its tokens stream into the tab."""
-        async def body(show: Callable[[str, dict[str, Any]], None]) -> str:
-            done = await self.call_peer(peer_id, prompt, (),
-                                        on_delta=lambda d: show("token", {"delta": d}))
-            if not done.ok:
-                raise HubError(error_code(done.error), done.error)
-            return done.text
-
-        return await self._local_turn(tab, turn_id, prompt, body)
-
-    def cancel(self, tab: Tab | None, turn_id: str) -> bool:
-        scope = self._local.get((id(tab), turn_id))
-        if scope is None:
-            return False
-        scope.cancel()
-        return True
-
-    async def _local_turn(self, tab: Tab | None, turn_id: str, prompt: str,
-                          body: Callable[[Callable[[str, dict[str, Any]], None]],
-                                         Awaitable[str]]) -> bool:
-        def show(event: str, data: dict[str, Any]) -> None:
-            if tab is not None:
-                tab.push("agent", event, {"turnId": turn_id, **data})
-
-        key = (id(tab), turn_id)
+        turn = Turn(turn_id, prompt, TOOLS, "autonomous")  # the person is watching
         try:
-            if key in self._local:
-                raise HubError("bad_request", "that turn is already running")
-            if sum(1 for k in self._local if k[0] == id(tab)) >= LOCAL_TURNS_PER_TAB:
-                raise HubError("busy", f"at most {LOCAL_TURNS_PER_TAB} turns per tab at once")
-            if not prompt.strip():
-                raise HubError("bad_request", "the prompt is empty")
-            scope = trio.CancelScope(deadline=trio.current_time() + self.timeout_ms / 1000)
-            self._local[key] = scope
-            try:
-                with scope:
-                    show("answer", {"text": await body(show)})
-                    return True
-            finally:
-                del self._local[key]
-            timed_out = trio.current_time() >= scope.deadline
-            raise HubError("timeout" if timed_out else "cancelled",
-                           "the turn timed out" if timed_out else "the turn was cancelled")
-        except HubError as exc:
-            show("error", {"code": exc.code, "message": exc.message})
-            return False
+            return await backend.run_turn(turn, emit, self._tools("autonomous", (), show))
+        except BackendError as exc:
+            raise HubError("backend", str(exc)) from None
+
+    async def peer_turn(self, peer_id: str, prompt: str, show: Show) -> str:
+        """A person asks a peer's agent directly: its tokens go to ``show``."""
+        done = await self.call_peer(peer_id, prompt, (),
+                                    on_delta=lambda d: show("token", {"delta": d}))
+        if not done.ok:
+            raise HubError(error_code(done.error), done.error)
+        return done.text
 
 
-__all__ = ["ASK_PEER", "LIST_PEERS", "TOOLS", "AgentRuntime", "allowed"]
+__all__ = ["ASK_PEER", "LIST_PEERS", "TOOLS", "AgentRuntime", "Show", "allowed"]

@@ -19,6 +19,10 @@ from hd_protocol.apps.tabcommands import (
     AgentAsk,
     AgentAskPeer,
     AgentCancel,
+    AgentCancelTask,
+    AgentFollow,
+    AgentTasks,
+    AgentUnfollow,
     Command,
     LobbyConnect,
     LobbyCreateRoom,
@@ -40,7 +44,7 @@ from .. import __version__
 from ..discovery.lobby import LobbyLink
 from ..errors import HubError
 from ..features import bench
-from ..features.agents import AgentRuntime
+from ..features.agent_tasks import AgentTasks as AgentTaskRunner
 from ..features.collab import Features
 from ..hub.connector import Connector
 from ..hub.pairing import Pairing
@@ -68,11 +72,11 @@ Handler = Callable[["Commands", Any, Tab | None], Awaitable[Answer | None]]
 class Commands:
     def __init__(self, *, node_id: str, peers: Peers, pairing: Pairing, connector: Connector,
                  features: Features, sessions: SessionRegistry, lobby: LobbyLink,
-                 agents: AgentRuntime,
+                 agent_tasks: AgentTaskRunner,
                  lan_peers: Callable[[], dict[str, Any]] | None = None) -> None:
         """``lan_peers``: LAN discovery's view (SPEC 8.5), when it runs."""
         self.node_id = node_id
-        self.agents = agents
+        self.agent_tasks = agent_tasks
         self.lobby = lobby
         self.peers = peers
         self.pairing = pairing
@@ -240,19 +244,37 @@ async def _lobby_leave(c: Commands, cmd: LobbyLeaveRoom, tab: Tab | None) -> Ans
 
 
 async def _agent_ask(c: Commands, cmd: AgentAsk, tab: Tab | None) -> Answer:
-    ok = await c.agents.ask(tab, cmd.turnId, cmd.prompt)
+    ok = await c.agent_tasks.ask(tab, cmd.turnId, cmd.prompt)
     return Answer("agent", "done", {"turnId": cmd.turnId, "ok": ok})
 
 
 async def _agent_ask_peer(c: Commands, cmd: AgentAskPeer, tab: Tab | None) -> Answer:
-    ok = await c.agents.ask_peer(tab, cmd.turnId, cmd.node_id, cmd.prompt)
+    ok = await c.agent_tasks.ask(tab, cmd.turnId, cmd.prompt, peer_id=cmd.node_id)
     return Answer("agent", "done", {"turnId": cmd.turnId, "ok": ok})
 
 
 async def _agent_cancel(c: Commands, cmd: AgentCancel, tab: Tab | None) -> Answer:
-    if not c.agents.cancel(tab, cmd.turnId):
+    if not c.agent_tasks.cancel_turn(tab, cmd.turnId):
         raise HubError("not_found", "no such turn running in this tab")
     return Answer("agent", "cancelling", {"turnId": cmd.turnId})
+
+
+async def _agent_tasks(c: Commands, cmd: AgentTasks, tab: Tab | None) -> Answer:
+    return Answer("agent", "tasks", {"tasks": c.agent_tasks.book.summaries()})
+
+
+async def _agent_follow(c: Commands, cmd: AgentFollow, tab: Tab | None) -> Answer:
+    task = c.agent_tasks.follow(tab, cmd.taskId, cmd.fromSeq)
+    return Answer("agent", "following", {"task": task, "fromSeq": cmd.fromSeq})
+
+
+async def _agent_unfollow(c: Commands, cmd: AgentUnfollow, tab: Tab | None) -> Answer:
+    c.agent_tasks.unfollow(tab, cmd.taskId)
+    return Answer("agent", "unfollowed", {"taskId": cmd.taskId})
+
+
+async def _agent_cancel_task(c: Commands, cmd: AgentCancelTask, tab: Tab | None) -> Answer:
+    return Answer("agent", "task", c.agent_tasks.cancel(cmd.taskId))
 
 
 # One handler for each command of the table (``tests/shell/test_commands_table.py``).
@@ -279,6 +301,10 @@ HANDLERS: dict[tuple[str, str], Handler] = {
     ("agent", "ask"): _agent_ask,
     ("agent", "ask_peer"): _agent_ask_peer,
     ("agent", "cancel"): _agent_cancel,
+    ("agent", "tasks"): _agent_tasks,
+    ("agent", "follow"): _agent_follow,
+    ("agent", "unfollow"): _agent_unfollow,
+    ("agent", "cancel_task"): _agent_cancel_task,
     ("lobby", "state"): _lobby_state,
     ("lobby", "connect"): _lobby_connect,
     ("lobby", "disconnect"): _lobby_disconnect,

@@ -137,6 +137,12 @@ def check_turn_id(value: str) -> str:
     return value
 
 
+def check_seq(value: int) -> int:
+    if value < 0:
+        raise RemoteProtocolError("bad_request", "fromSeq is an integer >= 0")
+    return value
+
+
 def check_ttl(value: int) -> int:
     if value <= 0:
         raise RemoteProtocolError("bad_request", "ttl must be a positive number of seconds")
@@ -325,6 +331,31 @@ class AgentCancel(Command):
     turnId: str = rule(check_turn_id)
 
 
+@command("agent", "tasks")
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AgentTasks(Command):
+    pass
+
+
+@command("agent", "follow")
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AgentFollow(Command):
+    taskId: str = rule(check_turn_id)
+    fromSeq: int = rule(check_seq, default=0)
+
+
+@command("agent", "unfollow")
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AgentUnfollow(Command):
+    taskId: str = rule(check_turn_id)
+
+
+@command("agent", "cancel_task")
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AgentCancelTask(Command):
+    taskId: str = rule(check_turn_id)
+
+
 # lobby (SPEC 7)
 
 @command("lobby", "connect")
@@ -356,7 +387,8 @@ class LobbyLeaveRoom(Command):
 
 
 __all__ = [
-    "COMMANDS", "REQ_CHARS", "AgentAsk", "AgentAskPeer", "AgentCancel", "CollabJoin",
+    "COMMANDS", "REQ_CHARS", "AgentAsk", "AgentAskPeer", "AgentCancel", "AgentCancelTask",
+    "AgentFollow", "AgentTasks", "AgentUnfollow", "CollabJoin",
     "CollabLeave", "CollabOp", "CollabShare", "CollabUnshare", "Command", "LobbyConnect",
     "LobbyCreateRoom", "LobbyJoinRoom", "LobbyLeaveRoom", "NetworkBench", "NetworkConnect",
     "NetworkDisconnect", "NetworkForget", "NetworkInviteCreate", "NetworkInviteRevoke",
