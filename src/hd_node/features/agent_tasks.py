@@ -18,9 +18,10 @@ how long a task is kept); this runs what it says:
   were running then are ``failed`` (``interrupted``). Finished tasks are kept for
   ``--agent-task-retention`` (24 h) and pruned once a minute.
 
-A turn that ends with one of the admission refusals of SPEC 6.3 (or without a backend)
-is ``rejected``; a cancel is ``canceled``; a deadline, a lost peer or a failing backend
-is ``failed``.
+A peer's turn is ``submitted`` until its first event arrives (SPEC 6.3 has no
+acceptance message), then ``working``. A turn that ends with one of the admission
+refusals of SPEC 6.3 (or without a backend) is ``rejected``; a cancel is ``canceled``;
+a deadline, a lost peer or a failing backend is ``failed``.
 """
 
 from __future__ import annotations
@@ -134,7 +135,9 @@ class AgentTasks:
 
         async def run() -> None:
             try:
-                result.append(await self._run(task.id, body, legacy))
+                result.append(await self._run(
+                    task.id, body, legacy,
+                    start_now=peer_id is None and self.runtime.backend is not None))
             finally:
                 ended.set()
 
@@ -151,15 +154,20 @@ class AgentTasks:
             self._turns.pop((name, turn_id), None)
 
     async def _run(self, task_id: str, body: Callable[[Show], Awaitable[str]],
-                   legacy: Show) -> bool:
+                   legacy: Show, *, start_now: bool) -> bool:
+        """The turn of a task. It is ``working`` from the start when our own backend
+        runs it (``start_now``); a peer's turn is ``working`` from its first event (the
+        peer took it), and a refusal before that is ``rejected``."""
         def show(event: str, data: dict[str, Any]) -> None:
             if event in STREAMED:
+                self.apply(self.book.start(task_id, wall_ms()))  # once: the first one
                 self.apply(self.book.add(task_id, event, data, wall_ms()))
             legacy(event, data)
 
         scope = self._scopes[task_id] = trio.CancelScope(
             deadline=trio.current_time() + self.timeout_ms / 1000)
-        self.apply(self.book.start(task_id, wall_ms()))
+        if start_now:
+            self.apply(self.book.start(task_id, wall_ms()))
         try:
             with scope:
                 try:
@@ -172,6 +180,7 @@ class AgentTasks:
                     self._failed(task_id, "internal", "the turn failed (see the node's "
                                  "log)", legacy)
                     return False
+                self.apply(self.book.start(task_id, wall_ms()))  # an answer with no token
                 self.apply(self.book.finish(task_id, "completed", wall_ms(), text=text))
                 legacy("answer", {"text": text})
                 return True
