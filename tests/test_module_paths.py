@@ -13,7 +13,7 @@ import hd_protocol
 # Modules written after the split have no flat path to keep.
 SINCE_THE_SPLIT = {"hd_protocol.brokers.cluster_view", "hd_protocol.brokers.lobby_cluster",
                    "hd_protocol.brokers.relay_cluster", "hd_protocol.brokers.directory",
-                   "hd_protocol.brokers.lobby_state"}
+                   "hd_protocol.brokers.lobby_state", "hd_protocol.apps.agent_tasks"}
 MOVED = sorted(
     info.name for sub in ("peer", "reach", "apps", "brokers")
     for info in pkgutil.iter_modules([f"{hd_protocol.__path__[0]}/{sub}"], f"hd_protocol.{sub}.")

@@ -35,7 +35,6 @@ const AGENT_ERRORS = {
   backend: "the agent failed",
   bad_request: "the node refused the request",
   internal: "the node hit an internal error (see its log)",
-  disconnected: "the connection to this node dropped, which stopped the turn",
 };
 
 function agentNotice(text) { $("agent-notice-text").textContent = text; $("agent-notice").hidden = false; logLine("agent: " + text); }
@@ -245,6 +244,7 @@ H["agent/done"] = (d) => {
   }
   agentFinish(t);
 };
+H["agent/started"] = (d) => { const t = agentTurn(d); if (t) t.li.dataset.taskId = String(d.taskId); };
 H["agent/cancelling"] = (d) => { if (d.req) agent.reqs.delete(d.req); };
 
 $("agent-form").onsubmit = (e) => { e.preventDefault(); agentAsk(); };
@@ -263,8 +263,12 @@ export function init(sock) {
   }
   sock.addEventListener("state", () => {
     if (sock.open) return;
-    // The node stops a tab's turns when its socket goes; the new socket is another tab.
-    for (const t of agentRunning()) { agentFail(t, "disconnected", ""); agentFinish(t); }
+    // The turn is a task of the node and goes on; this entry no longer hears from it
+    // (the new socket is another tab): its stream goes on under Tasks.
+    for (const t of agentRunning()) {
+      agentState(t, "detached", "goes on under Tasks");
+      agentFinish(t);
+    }
     agent.reqs.clear();
   });
   on("peers", renderAgentTargets);

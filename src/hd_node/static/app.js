@@ -13,8 +13,9 @@ import * as pairing from "./pairing.js";
 import * as monitor from "./monitor.js";
 import * as lobby from "./lobby.js";
 import * as agent from "./agent.js";
+import * as tasks from "./tasks.js";
 
-const panels = [peers, chat, panes, pairing, monitor, lobby, agent];
+const panels = [peers, chat, panes, pairing, monitor, lobby, agent, tasks];
 
 // The token comes in the URL (`hd-node ui` prints it); it is kept for this tab only
 // and taken out of the address bar, so it is not left in history or shown on screen.
@@ -68,7 +69,8 @@ function onState(socket) {
 
 async function reload() {
   await peers.load();  // the others need the peers' names
-  await Promise.all([chat.load(), panes.load(), pairing.load(), monitor.load(), lobby.load()]);
+  await Promise.all([chat.load(), panes.load(), pairing.load(), monitor.load(), lobby.load(),
+    tasks.load()]);
 }
 
 function offlineCountdown(socket) {

@@ -45,7 +45,7 @@ STATIC_FILES: dict[str, str] = {
     "icon.svg": "image/svg+xml",
     **{f"{name}.js": _JS for name in (
         "app", "ws", "dom", "store", "peers", "chat", "panes", "rebase", "pairing",
-        "monitor", "lobby", "agent", "qrcode")},
+        "monitor", "lobby", "agent", "tasks", "qrcode")},
 }
 
 # /api routes -> (channel, event, what the body becomes, what the answer becomes)

@@ -227,3 +227,62 @@ def test_a_tool_call_and_a_peers_refusal_show_in_the_entry(
         expect(page.locator("#agent-cancel")).to_be_disabled()
     finally:
         page.close()
+
+
+def test_a_turn_goes_on_after_a_reload_and_shows_once_in_the_task_list_of_every_page(
+    nodes: tuple[NodeProcess, NodeProcess], browser: Browser,
+) -> None:
+    alice, bob = nodes
+    page, other = _page(browser, alice), _page(browser, alice)
+    try:
+        words = [f"w{i}" for i in range(1000)]  # ~10 s of demo streaming
+        answer = f"demo-agent@{bob.node_id}: {' '.join(words)} (demo backend, no model)"
+        turn = _ask(page, bob, " ".join(words))
+        expect(turn.locator(".agent-answer")).to_contain_text("w5 ", timeout=TURN_TIMEOUT_MS)
+        task_id = turn.get_attribute("data-task-id")
+        assert task_id
+        page.reload()  # the tab that asked is gone; the turn is the node's
+        task = page.locator(f"#agent-tasks > li[data-task-id='{task_id}']")
+        expect(task).to_have_attribute("data-state", "working", timeout=TURN_TIMEOUT_MS)
+        expect(task.locator(".task-target")).to_contain_text("bob")
+        expect(task.locator(".task-asker")).to_contain_text("asked by a tab")
+        expect(task.locator(".task-elapsed")).to_contain_text(" s")
+        stream = task.locator(".task-stream")
+        expect(stream).to_contain_text("w50 ", timeout=TURN_TIMEOUT_MS)
+        shown = stream.inner_text()
+        assert answer.startswith(shown), "tokens shown twice or out of order after reload"
+        # The other page, open all along, lists the same task and sees it finish.
+        mirror = other.locator(f"#agent-tasks > li[data-task-id='{task_id}']")
+        expect(mirror).to_have_attribute("data-state", "completed", timeout=TURN_TIMEOUT_MS)
+        expect(task).to_have_attribute("data-state", "completed")
+        expect(stream).to_have_text(answer)
+        expect(task.locator(".task-cancel")).to_be_hidden()
+    finally:
+        page.close()
+        other.close()
+
+
+def test_another_page_cancels_a_running_task_from_its_task_list(
+    nodes: tuple[NodeProcess, NodeProcess], browser: Browser,
+) -> None:
+    alice, bob = nodes
+    page, other = _page(browser, alice), _page(browser, alice)
+    try:
+        before = bob.log_text().count("reason=cancelled")
+        turn = _ask(page, bob, " ".join(f"x{i}" for i in range(600)))
+        expect(turn.locator(".agent-answer")).to_contain_text("x5 ", timeout=TURN_TIMEOUT_MS)
+        task_id = turn.get_attribute("data-task-id")
+        mirror = other.locator(f"#agent-tasks > li[data-task-id='{task_id}']")
+        expect(mirror).to_have_attribute("data-state", "working", timeout=TURN_TIMEOUT_MS)
+        mirror.locator(".task-cancel").click()
+        expect(mirror).to_have_attribute("data-state", "canceled", timeout=TURN_TIMEOUT_MS)
+        expect(page.locator(f"#agent-tasks > li[data-task-id='{task_id}']")
+               ).to_have_attribute("data-state", "canceled", timeout=TURN_TIMEOUT_MS)
+        expect(turn).to_have_attribute("data-state", "cancelled", timeout=TURN_TIMEOUT_MS)
+        deadline = time.monotonic() + LOG_TIMEOUT_S
+        while bob.log_text().count("reason=cancelled") <= before:
+            assert time.monotonic() < deadline, "bob never stopped the turn"
+            time.sleep(0.05)
+    finally:
+        page.close()
+        other.close()
