@@ -110,6 +110,9 @@ def _parser() -> argparse.ArgumentParser:
     data_dir(pe)
     u = sub.add_parser("ui", help="print the UI URL with its token")
     data_dir(u)
+    m = sub.add_parser("mcp", help="serve the running node to an MCP client on stdio "
+                                   "(tools list_peers, ask_peer, ask_agent)")
+    data_dir(m)
     return p
 
 
@@ -318,8 +321,23 @@ def cmd_ui(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_mcp(args: argparse.Namespace) -> int:
+    # The node is checked first (as for `ui`): the token goes only to the node that
+    # wrote node.json. stdout is the MCP channel from here on; anything else is stderr.
+    settings = _settings(args)
+    with _running(settings.data_dir) as node:
+        ui_url, token = node.info["ui_url"], node.info["token"]
+    from .mcpface import serve  # the SDK loads only for this command
+
+    try:
+        serve(ui_url, token, agent_timeout_s=settings.agent_timeout_s)
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
 COMMANDS = {"run": cmd_run, "id": cmd_id, "invite": cmd_invite, "pair": cmd_pair,
-            "peers": cmd_peers, "ui": cmd_ui}
+            "peers": cmd_peers, "ui": cmd_ui, "mcp": cmd_mcp}
 
 
 def main(argv: list[str] | None = None) -> int:

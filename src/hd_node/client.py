@@ -59,6 +59,7 @@ class NodeClient:
         self._closed = False
         self._ids = itertools.count(1)
         self.hello: Event | None = None
+        self._listeners: list[trio.MemorySendChannel[Event]] = []
 
     @classmethod
     @asynccontextmanager
@@ -107,10 +108,20 @@ class NodeClient:
                 self.events.append(ev)
                 self._changed.set()
                 self._changed = trio.Event()
+                for listener in list(self._listeners):
+                    try:
+                        listener.send_nowait(ev)
+                    except trio.WouldBlock:  # fell behind: it hears of it as an end
+                        listener.close()
+                        self._listeners.remove(listener)
         except (trio_websocket.ConnectionClosed, trio.BrokenResourceError,
                 trio.ClosedResourceError):
             self._closed = True
             self._changed.set()
+        finally:
+            for listener in self._listeners:
+                listener.close()
+            self._listeners.clear()
 
     async def send(self, channel: str, event: str, data: dict[str, Any] | None = None) -> None:
         await self._ws.send_message(json.dumps({"channel": channel, "event": event,
@@ -142,6 +153,13 @@ class NodeClient:
                 if self._closed:
                     raise trio.ClosedResourceError("the node closed the socket")
                 await self._changed.wait()
+
+    def listen(self, size: int = 4096) -> trio.MemoryReceiveChannel[Event]:
+        """Every event from now on, in order, until the socket closes (or this listener
+        falls ``size`` events behind: then it ends early)."""
+        send, recv = trio.open_memory_channel[Event](size)
+        self._listeners.append(send)
+        return recv
 
     def mark(self) -> int:
         """A position in the history; pass as ``since`` to see only newer events."""

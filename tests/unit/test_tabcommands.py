@@ -124,9 +124,9 @@ def test_rules_leave_a_good_value_and_an_absent_optional_field_alone() -> None:
     assert decode_command("lobby", "connect", {"url": "wss://l/lobby-ws"}).url == (  # type: ignore[attr-defined]
         "wss://l/lobby-ws")
     assert decode_command("network", "invite_create", {"ttl": 1}) == NetworkInviteCreate(ttl=1)
-    assert decode_command("agent", "ask_peer", {"turnId": "t" * 64, "node_id": "x",
+    assert decode_command("agent", "ask_peer", {"turnId": "t" * 64, "node_id": P,
                                                 "prompt": ""}) == AgentAskPeer(
-        turnId="t" * 64, node_id="x", prompt="")
+        turnId="t" * 64, node_id=P, prompt="")
     assert decode_command("peerchat", "open", {"node_id": P, "limit": 0}) == PeerchatOpen(
         node_id=P, limit=0)  # the limit's range is the machine's (after its self check)
 

@@ -100,10 +100,10 @@ class AgentTasks:
     # --- tab commands -----------------------------------------------------------------
 
     async def ask(self, tab: Tab | None, turn_id: str, prompt: str,
-                  peer_id: str | None = None) -> bool:
+                  peer_id: str | None = None, *, client: str | None = None) -> bool:
         """A turn of this node's agent (``peer_id`` None) or of a peer's, as a task;
         waits for its end. Returns whether it answered (an ``error`` event says why
-        not)."""
+        not). ``client``: the MCP client that asks through this tab."""
         def legacy(event: str, data: dict[str, Any]) -> None:
             if tab is not None:
                 tab.push("agent", event, {"turnId": turn_id, **data})
@@ -117,7 +117,8 @@ class AgentTasks:
             if not prompt.strip():
                 raise HubError("bad_request", "the prompt is empty")
             try:
-                task, out = self.book.create(peer_id, Asker("tab", name), prompt, wall_ms())
+                asker = Asker("tab", name) if client is None else Asker("mcp", client)
+                task, out = self.book.create(peer_id, asker, prompt, wall_ms())
             except LocalProtocolError as exc:
                 raise HubError(exc.code, exc.message) from None
         except HubError as exc:

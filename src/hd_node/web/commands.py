@@ -244,12 +244,13 @@ async def _lobby_leave(c: Commands, cmd: LobbyLeaveRoom, tab: Tab | None) -> Ans
 
 
 async def _agent_ask(c: Commands, cmd: AgentAsk, tab: Tab | None) -> Answer:
-    ok = await c.agent_tasks.ask(tab, cmd.turnId, cmd.prompt)
+    ok = await c.agent_tasks.ask(tab, cmd.turnId, cmd.prompt, client=cmd.client)
     return Answer("agent", "done", {"turnId": cmd.turnId, "ok": ok})
 
 
 async def _agent_ask_peer(c: Commands, cmd: AgentAskPeer, tab: Tab | None) -> Answer:
-    ok = await c.agent_tasks.ask(tab, cmd.turnId, cmd.prompt, peer_id=cmd.node_id)
+    ok = await c.agent_tasks.ask(tab, cmd.turnId, cmd.prompt, peer_id=cmd.node_id,
+                                 client=cmd.client)
     return Answer("agent", "done", {"turnId": cmd.turnId, "ok": ok})
 
 

@@ -137,6 +137,13 @@ def check_turn_id(value: str) -> str:
     return value
 
 
+def check_client(value: str) -> str:
+    """The name of the MCP client a command comes through (shown as who asked)."""
+    if not 0 < len(value) <= 64 or not value.isprintable():
+        raise RemoteProtocolError("bad_request", "client is 1..64 printable characters")
+    return value
+
+
 def check_seq(value: int) -> int:
     if value < 0:
         raise RemoteProtocolError("bad_request", "fromSeq is an integer >= 0")
@@ -315,14 +322,16 @@ class PeerchatClose(Command):
 class AgentAsk(Command):
     turnId: str = rule(check_turn_id)
     prompt: str
+    client: str | None = rule(check_client, default=None)  # an MCP client asks through it
 
 
 @command("agent", "ask_peer", long=True)
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AgentAskPeer(Command):
     turnId: str = rule(check_turn_id)
-    node_id: str
+    node_id: str = rule(check_node_id)
     prompt: str
+    client: str | None = rule(check_client, default=None)
 
 
 @command("agent", "cancel")
