@@ -7,6 +7,8 @@
 #   test starts, so they run alone: in a network namespace of their own (loopback up,
 #   with multicast), at the same time as the rest. Where no namespace can be made (not
 #   root and no user namespaces), they run after the rest instead.
+# - The latency tests (`-m latency`: honest round trips under a flood, held to a bound):
+#   last, alone, so other tests' CPU is not in their figures.
 #
 # Exits non-zero when either run fails or runs no test (pytest exits 5 then).
 set -u
@@ -29,17 +31,20 @@ done
 if [ -n "$netns" ]; then
   lan_in_netns "$netns" >"$lan_log" 2>&1 &
   lan_pid=$!
-  "$py" -m pytest -q -n 3 --dist loadfile -m "not lan" --durations=15
+  "$py" -m pytest -q -n 3 --dist loadfile -m "not lan and not latency" --durations=15
   main=$?
   wait "$lan_pid"
   lan=$?
   echo "== the mDNS tests (-m lan), run meanwhile in a network namespace of their own"
   cat "$lan_log"
 else
-  "$py" -m pytest -q -n 3 --dist loadfile -m "not lan" --durations=15
+  "$py" -m pytest -q -n 3 --dist loadfile -m "not lan and not latency" --durations=15
   main=$?
   echo "== the mDNS tests (-m lan), alone (no network namespace could be made here)"
   "$py" -m pytest -q -m lan
   lan=$?
 fi
-[ "$main" -eq 0 ] && [ "$lan" -eq 0 ]
+echo "== the latency tests (-m latency), alone"
+"$py" -m pytest -q -p no:cacheprovider -m latency
+latency=$?
+[ "$main" -eq 0 ] && [ "$lan" -eq 0 ] && [ "$latency" -eq 0 ]

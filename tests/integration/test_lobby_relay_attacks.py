@@ -28,6 +28,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 
 from hd_protocol import Identity, verify_envelope
@@ -545,6 +546,7 @@ def _check_latency(before: list[float], during: list[float]) -> None:
                           f"{base * 1000:.1f} ms before (bound {bound * 1000:.1f} ms)")
 
 
+@pytest.mark.latency  # other tests' CPU would be in its figures
 async def test_floods_cost_the_attacker_its_lobby_connection_not_honest_latency(
     servers: Servers, tmp_path: Path,  # noqa: F811
 ) -> None:
@@ -582,6 +584,7 @@ async def test_floods_cost_the_attacker_its_lobby_connection_not_honest_latency(
             assert node.wire.closed is None and not node.wire.matching(is_error())
 
 
+@pytest.mark.latency  # other tests' CPU would be in its figures
 async def test_floods_cost_the_attacker_its_relay_connection_not_honest_latency(
     servers: Servers, tmp_path: Path,  # noqa: F811
 ) -> None:
